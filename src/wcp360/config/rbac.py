@@ -1,0 +1,101 @@
+"""`rbac.yml`: roles with wildcard permissions, and per-resource ownership/sharing rules (seed 003)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+from wcp360.config.base import Section
+
+_PERMISSION = re.compile(r"^[a-z][a-z0-9_-]*:(\*|[a-z][a-z0-9_-]*)$")
+
+
+def _check_permission(value: str) -> str:
+    if not _PERMISSION.match(value):
+        raise ValueError(f"invalid permission {value!r}: expected 'resource:action' or 'resource:*'")
+    return value
+
+
+Permission = Annotated[str, AfterValidator(_check_permission)]
+
+
+class Role(Section):
+    description: str = ""
+    permissions: list[Permission] = []
+
+
+class ResourceRule(Section):
+    ownership: bool = True
+    sharing: bool = False
+
+
+# The seed's four roles, plus the two a hosting panel needs. Used only when rbac.yml is absent:
+# a file given by the operator replaces this set whole, so deleting a role there really removes it.
+DEFAULT_ROLES: dict[str, Role] = {
+    "admin": Role(
+        description="Host administrator",
+        permissions=["modules:*", "users:*", "system:*", "scheduler:*", "metrics:*", "snapshots:*"],
+    ),
+    "developer": Role(
+        permissions=[
+            "modules:read",
+            "modules:create",
+            "modules:execute",
+            "scheduler:read",
+            "scheduler:create",
+            "metrics:read",
+            "snapshots:read",
+        ]
+    ),
+    "viewer": Role(permissions=["modules:read", "metrics:read", "scheduler:read"]),
+    "operator": Role(
+        permissions=[
+            "modules:read",
+            "modules:execute",
+            "scheduler:*",
+            "metrics:read",
+            "snapshots:create",
+            "snapshots:restore",
+        ]
+    ),
+    "reseller": Role(
+        description="Creates and manages the tenant accounts it owns",
+        permissions=[
+            "users:read",
+            "users:create",
+            "users:update",
+            "tenants:*",
+            "modules:read",
+            "metrics:read",
+        ],
+    ),
+    "tenant": Role(
+        description="A hosting customer: its own sites, databases and workloads",
+        permissions=[
+            "modules:read",
+            "modules:create",
+            "modules:execute",
+            "modules:delete",
+            "scheduler:read",
+            "scheduler:create",
+            "snapshots:read",
+            "snapshots:create",
+            "snapshots:restore",
+        ],
+    ),
+}
+
+DEFAULT_RESOURCES: dict[str, ResourceRule] = {
+    "modules": ResourceRule(ownership=True, sharing=True),
+    "tasks": ResourceRule(ownership=True, sharing=False),
+    "snapshots": ResourceRule(ownership=True, sharing=True),
+    "users": ResourceRule(ownership=True, sharing=False),
+}
+
+
+class RbacFile(Section):
+    roles: dict[str, Role] = DEFAULT_ROLES
+    # A resource type not listed here is treated as owned and unshareable (deny by default).
+    resources: dict[str, ResourceRule] = DEFAULT_RESOURCES

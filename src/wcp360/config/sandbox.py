@@ -1,0 +1,58 @@
+"""`sandbox.yml`: WASM capabilities (all off by default), resource limits and policies (seed 003)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import Field
+
+from wcp360.config.base import ByteSize, ConfigPath, Duration, Section
+
+
+class Capabilities(Section):
+    file_access: bool = False
+    network_access: bool = False
+    system_calls: bool = False
+    environment_access: bool = False
+
+
+class ResourceLimits(Section):
+    max_memory: ByteSize = 100 * 1000**2
+    max_execution_time: Duration = timedelta(seconds=30)
+    max_stack_depth: int = Field(default=1000, gt=0)
+    max_table_size: int = Field(default=1000, gt=0)
+    max_globals: int = Field(default=100, gt=0)
+    max_output: ByteSize = 1024**2
+
+
+class ModuleCapabilities(Section):
+    file_access: bool | None = None
+    network_access: bool | None = None
+    system_calls: bool | None = None
+    environment_access: bool | None = None
+    allowed_paths: list[ConfigPath] = []
+    # Preopened read-only unless listed here too.
+    writable_paths: list[ConfigPath] = []
+    allowed_hosts: list[str] = []
+
+
+class SandboxPolicy(Section):
+    name: Literal["no_infinite_loops", "memory_bounds_check", "stack_overflow_protection"]
+    enabled: bool = True
+    max_iterations: int | None = Field(default=None, gt=0)
+
+
+class SandboxConfig(Section):
+    default_capabilities: Capabilities = Capabilities()
+    resource_limits: ResourceLimits = ResourceLimits()
+    module_capabilities: dict[str, ModuleCapabilities] = {}
+    policies: list[SandboxPolicy] = [
+        SandboxPolicy(name="no_infinite_loops", max_iterations=1_000_000),
+        SandboxPolicy(name="memory_bounds_check"),
+        SandboxPolicy(name="stack_overflow_protection"),
+    ]
+
+
+class SandboxFile(Section):
+    sandbox: SandboxConfig = SandboxConfig()

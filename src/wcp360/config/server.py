@@ -1,0 +1,43 @@
+"""`wcp360.yml`: mode, listener, paths and HTTP limits of this installation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import field_validator
+
+from wcp360.config.base import ByteSize, ConfigPath, Section
+
+
+class Paths(Section):
+    data_dir: ConfigPath = Path("/var/lib/wcp360")
+    log_dir: ConfigPath | None = None  # default: <data_dir>/log
+    run_dir: ConfigPath = Path("/run/wcp360")
+
+
+class HttpConfig(Section):
+    max_body_size: ByteSize = 1024**2
+    # Per-route overrides, e.g. uploads: {"/api/v1/modules": "64MiB"}. `*` matches one segment.
+    body_limits: dict[str, ByteSize] = {}
+
+
+class BootstrapAdmin(Section):
+    username: str = "admin"
+    email: str = "admin@localhost"
+
+
+class ServerFile(Section):
+    mode: Literal["dev", "production"] = "production"
+    listen: str = "127.0.0.1:8080"
+    paths: Paths = Paths()
+    http: HttpConfig = HttpConfig()
+    bootstrap_admin: BootstrapAdmin = BootstrapAdmin()
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        from wcp360.net import parse_listen
+
+        parse_listen(value)
+        return value
