@@ -77,20 +77,14 @@ def production_problems(config: Config) -> list[Problem]:
     problems: list[Problem] = []
     for attribute, file in _FILE_OF.items():
         root = _ROOT_KEY.get(attribute)
-        for path, secret in _secrets(getattr(config, attribute), (root,) if root else ()):
-            if is_placeholder(secret.get_secret_value()):
+        for path, value in _secrets(getattr(config, attribute), (root,) if root else ()):
+            if is_placeholder(value.get_secret_value()):
                 problems.append(Problem(file, path, None, "placeholder secret; set a real one"))
     jwt = config.auth.jwt
-    if jwt.algorithm.startswith("HS") and jwt.secret is not None:
-        if len(jwt.secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
-            problems.append(
-                Problem(
-                    "security.yml",
-                    "auth.jwt.secret",
-                    None,
-                    f"JWT secret shorter than {MIN_JWT_SECRET_BYTES} bytes",
-                )
-            )
+    secret = jwt.secret.get_secret_value() if jwt.secret is not None else None
+    if jwt.algorithm.startswith("HS") and secret is not None and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+        message = f"JWT secret shorter than {MIN_JWT_SECRET_BYTES} bytes"
+        problems.append(Problem("security.yml", "auth.jwt.secret", None, message))
     problems.extend(_permission_problems(config))
     return problems
 

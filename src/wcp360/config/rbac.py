@@ -18,6 +18,10 @@ def _check_permission(value: str) -> str:
     return value
 
 
+def is_permission(value: str) -> bool:
+    return bool(_PERMISSION.match(value))
+
+
 Permission = Annotated[str, AfterValidator(_check_permission)]
 
 

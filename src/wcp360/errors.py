@@ -1,0 +1,49 @@
+"""Domain errors. The API turns them into RFC 9457 problems, the CLI into one line and exit 1.
+
+Each carries a stable `code` (the last part of the problem `type` URI) and never internals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WcpError(Exception):
+    status = 400
+    code = "bad-request"
+    title = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(WcpError):
+    status = 422
+    code = "invalid-input"
+    title = "Invalid input"
+
+
+class Unauthorized(WcpError):
+    status = 401
+    code = "unauthorized"
+    title = "Authentication required"
+
+
+class Forbidden(WcpError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(WcpError):
+    status = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class Conflict(WcpError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"

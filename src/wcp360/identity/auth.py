@@ -1,0 +1,286 @@
+"""Sign-in, token refresh with replay detection, sign-out, and turning a bearer token into a Principal."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session as OrmSession
+
+from wcp360 import audit, metrics
+from wcp360.authz import Policy, Principal
+from wcp360.config.security import AuthConfig
+from wcp360.errors import Forbidden, Unauthorized
+from wcp360.identity.jwt_codec import JwtCodec
+from wcp360.identity.opaque import digest, digest_matches, new_secret
+from wcp360.identity.passwords import PasswordHasher, check_password
+from wcp360.identity.two_factor import TwoFactor
+from wcp360.store.database import Database
+from wcp360.store.models import ApiToken, RefreshToken, Session, User
+from wcp360.store.types import utcnow
+
+API_TOKEN_PREFIX = "wcp_"
+# Refreshing last_used_at on every API-token request would turn every read into a write.
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+INVALID_CREDENTIALS = "invalid username or password"
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    token_type: str = "bearer"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "refresh_token": self.refresh_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+        }
+
+
+class TotpRequired(Unauthorized):
+    code = "totp-required"
+    title = "Second factor required"
+
+
+class AuthService:
+    def __init__(
+        self,
+        db: Database,
+        policy: Policy,
+        hasher: PasswordHasher,
+        codec: JwtCodec,
+        two_factor: TwoFactor,
+        settings: AuthConfig,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.hasher = hasher
+        self.codec = codec
+        self.two_factor = two_factor
+        self.settings = settings
+
+    # -- sign-in -------------------------------------------------------------------------
+
+    def login(self, username: str, password: str, totp: str | None = None) -> TokenPair:
+        if self.settings.local_provider() is None:
+            raise Unauthorized("local sign-in is disabled")
+        name = username.strip().lower()
+        with self.db.transaction() as s:
+            user = s.scalar(select(User).where(User.username == name))
+            # Unknown users are checked against a dummy hash, so both failures cost one argon2 run
+            # and return the same body.
+            password_ok = self.hasher.verify(user.password_hash if user else None, password)
+            if user is None or not password_ok or user.status != "active":
+                reason = "unknown_user" if user is None else ("bad_password" if not password_ok else "disabled")
+                self._fail(reason, name, user)
+                raise Unauthorized(INVALID_CREDENTIALS)
+            assert user is not None
+            if self.hasher.needs_rehash(user.password_hash):
+                user.password_hash = self.hasher.hash(password)
+            mfa = False
+            if user.totp_enabled:
+                if not totp:
+                    raise TotpRequired("a two-factor code is required")
+                if not self.two_factor.check(s, user, totp):
+                    self._fail("bad_totp", name, user)
+                    raise Unauthorized("invalid two-factor code")
+                mfa = True
+            user.last_login_at = utcnow()
+            pair = self._open_session(s, user, mfa)
+            audit.record(
+                "login_success",
+                actor_id=str(user.id),
+                resource_type="user",
+                resource_id=str(user.id),
+                details={"username": user.username, "mfa": mfa},
+            )
+            return pair
+
+    def refresh(self, refresh_token: str) -> TokenPair:
+        stored = digest(refresh_token)
+        with self.db.transaction() as s:
+            row = s.scalar(select(RefreshToken).where(RefreshToken.token_hash == stored))
+            if row is None:
+                self._fail("unknown_refresh_token", None, None)
+                raise Unauthorized("invalid refresh token")
+            session = s.get(Session, row.session_id)
+            user = s.get(User, session.user_id) if session else None
+            assert session is not None and user is not None
+            now = utcnow()
+            if session.revoked_at or session.expires_at <= now or row.expires_at <= now or user.status != "active":
+                self._fail("refresh_rejected", user.username, user)
+                raise Unauthorized("invalid refresh token")
+            # Mark used with a guarded UPDATE: of two concurrent refreshes only one wins; the
+            # other, like any second use of a token, is a replay.
+            won = (
+                row.used_at is None
+                and s.execute(
+                    update(RefreshToken)
+                    .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+                    .values(used_at=now)
+                ).rowcount
+            )
+            if won:
+                pair = self._issue(s, user, session)
+                audit.record(
+                    "token_refresh", actor_id=str(user.id), resource_type="session", resource_id=str(session.id)
+                )
+                return pair
+            self._revoke_family(session, user)
+        # The revocation above is committed; only then does the caller hear about it.
+        raise Unauthorized("refresh token reuse detected; the session has been revoked")
+
+    def logout(self, actor: Principal) -> None:
+        if actor.session_id is None:
+            raise Forbidden("only a signed-in session can sign out")
+        with self.db.transaction(actor.user_id) as s:
+            s.execute(
+                update(Session)
+                .where(Session.id == actor.session_id, Session.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revoked_reason="logout")
+            )
+            audit.record("logout", actor=actor, resource_type="session", resource_id=str(actor.session_id))
+
+    def change_password(self, actor: Principal, current: str, new: str) -> None:
+        self.policy.require(actor, "self:update")
+        with self.db.transaction(actor.user_id) as s:
+            user = s.get(User, actor.user_id) if actor.user_id else None
+            if user is None or not self.hasher.verify(user.password_hash, current):
+                self._fail("bad_password", actor.username, user)
+                raise Unauthorized("current password is not valid")
+            check_password(self.settings.password_policy(), new, user.username, user.email)
+            user.password_hash = self.hasher.hash(new)
+            user.password_changed_at = utcnow()
+            # Every other session ends; this one stays.
+            s.execute(
+                update(Session)
+                .where(Session.user_id == user.id, Session.id != actor.session_id, Session.revoked_at.is_(None))
+                .values(revoked_at=utcnow(), revoked_reason="password_change")
+            )
+            audit.record("password_change", actor=actor, resource_type="user", resource_id=str(user.id))
+
+    # -- every request -------------------------------------------------------------------
+
+    def authenticate(self, bearer: str, client_ip: str | None) -> Principal:
+        if bearer.startswith(API_TOKEN_PREFIX):
+            return self._authenticate_api_token(bearer, client_ip)
+        claims = self.codec.verify(bearer)
+        with self.db.transaction(claims.subject) as s:
+            row = s.execute(
+                select(User, Session.revoked_at, Session.expires_at, Session.mfa)
+                .join(Session, Session.user_id == User.id)
+                .where(Session.id == claims.session_id, User.id == claims.subject)
+            ).first()
+            if row is None:
+                raise Unauthorized("invalid or expired token")
+            user, revoked_at, expires_at, mfa = row
+            # Checked on every request so that sign-out and disabling an account act at once.
+            if revoked_at is not None or expires_at <= utcnow() or user.status != "active":
+                raise Unauthorized("invalid or expired token")
+            roles = tuple(user.role_names)
+            return Principal(
+                user_id=user.id,
+                username=user.username,
+                roles=roles,
+                via="session",
+                session_id=claims.session_id,
+                mfa_pending=self.two_factor.required_for(roles) and not mfa and not user.totp_enabled,
+            )
+
+    def _authenticate_api_token(self, bearer: str, client_ip: str | None) -> Principal:
+        token_id, _, secret = bearer[len(API_TOKEN_PREFIX) :].partition("_")
+        with self.db.transaction() as s:
+            token = s.get(ApiToken, token_id) if token_id and secret else None
+            now = utcnow()
+            if token is None or token.revoked_at is not None or token.expires_at <= now:
+                self._fail("bad_api_token", None, None)
+                raise Unauthorized("invalid or expired token")
+            current = digest_matches(secret, token.secret_hash)
+            overlap = (
+                token.previous_valid_until is not None
+                and token.previous_valid_until > now
+                and digest_matches(secret, token.previous_secret_hash)
+            )
+            if not (current or overlap):
+                self._fail("bad_api_token", None, None)
+                raise Unauthorized("invalid or expired token")
+            if token.allowed_cidrs and not _ip_allowed(client_ip, token.allowed_cidrs):
+                self._fail("api_token_ip", None, None)
+                raise Unauthorized("this token may not be used from this address")
+            user = s.get(User, token.user_id)
+            if user is None or user.status != "active":
+                raise Unauthorized("invalid or expired token")
+            if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+                token.last_used_at = now
+            return Principal(
+                user_id=user.id,
+                username=user.username,
+                roles=tuple(user.role_names),
+                via="api_token",
+                scopes=tuple(token.scopes),
+                token_id=token.id,
+            )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _open_session(self, s: OrmSession, user: User, mfa: bool) -> TokenPair:
+        context = audit.current_request()
+        session = Session(
+            user_id=user.id,
+            expires_at=utcnow() + self.settings.jwt.refresh_expiry,
+            ip_address=context.ip_address,
+            user_agent=(context.user_agent or "")[:512] or None,
+            mfa=mfa,
+        )
+        s.add(session)
+        s.flush()
+        return self._issue(s, user, session)
+
+    def _issue(self, s: OrmSession, user: User, session: Session) -> TokenPair:
+        refresh = new_secret()
+        s.add(RefreshToken(session_id=session.id, token_hash=digest(refresh), expires_at=session.expires_at))
+        access = self.codec.issue(user.id, session.id, user.role_names)
+        return TokenPair(access, refresh, self.codec.lifetime_seconds)
+
+    @staticmethod
+    def _revoke_family(session: Session, user: User) -> None:
+        """A refresh token was presented twice: someone holds a stolen copy. End the whole family."""
+        session.revoked_at = utcnow()
+        session.revoked_reason = "refresh_token_replay"
+        audit.record(
+            "token_refresh",
+            actor_id=str(user.id),
+            outcome="replay_detected",
+            resource_type="session",
+            resource_id=str(session.id),
+            details={"action_taken": "session_revoked"},
+        )
+        metrics.AUTHENTICATION_FAILURES.labels(reason="refresh_replay").inc()
+
+    @staticmethod
+    def _fail(reason: str, username: str | None, user: User | None) -> None:
+        metrics.AUTHENTICATION_FAILURES.labels(reason=reason).inc()
+        audit.record(
+            "login_failure",
+            actor_id=str(user.id) if user else None,
+            outcome="failure",
+            resource_type="user",
+            details={"username": username, "reason": reason},
+        )
+
+
+def _ip_allowed(client_ip: str | None, cidrs: list[Any]) -> bool:
+    if client_ip is None:
+        return False
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(c, strict=False) for c in cidrs)

@@ -1,0 +1,55 @@
+"""Host secrets generated on first start: files 0600 in a 0700 directory under the data dir.
+
+- `jwt.secret`: HMAC key for access tokens when security.yml sets no secret.
+- `data.key`: Fernet key encrypting secrets at rest in the database (TOTP seeds).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+
+def ensure_private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def read_or_create(path: Path, make: bytes) -> bytes:
+    """Return the file's bytes, creating it with `make` (0600, O_EXCL) if absent.
+
+    O_EXCL makes two processes starting at once agree on one value: the loser reads the winner's.
+    """
+    ensure_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            raise PermissionError(f"{path} is mode {mode:04o}; secrets must be 0600") from None
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(make + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return make
+
+
+class HostKeys:
+    def __init__(self, secrets_dir: Path) -> None:
+        self.dir = secrets_dir
+        self.jwt_secret = read_or_create(secrets_dir / "jwt.secret", base64.urlsafe_b64encode(secrets.token_bytes(48)))
+        self.fernet = Fernet(read_or_create(secrets_dir / "data.key", Fernet.generate_key()))
+
+    def encrypt(self, value: str) -> str:
+        return self.fernet.encrypt(value.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        return self.fernet.decrypt(token.encode()).decode()

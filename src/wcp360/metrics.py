@@ -1,0 +1,16 @@
+"""Prometheus metrics: the seed's five security counters and the control plane's own."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+AUTHENTICATION_FAILURES = Counter("authentication_failures_total", "Failed authentications", ["reason"])
+AUTHORIZATION_DENIALS = Counter("authorization_denials_total", "Policy denials", ["permission"])
+SUSPICIOUS_MODULES = Counter("suspicious_modules_detected_total", "Modules flagged by static analysis")
+RATE_LIMIT_VIOLATIONS = Counter("rate_limit_violations_total", "Requests refused by a rate limit")
+SANDBOX_VIOLATIONS = Counter("sandbox_violations_total", "Sandbox limit or capability violations")
+AUDIT_EVENTS = Counter("audit_events_total", "Audit events recorded", ["action"])
+AUDIT_WRITE_FAILURES = Counter("audit_write_failures_total", "Audit sink write failures")
+HTTP_REQUESTS = Histogram(
+    "http_request_duration_seconds", "HTTP request latency by route template", ["method", "route", "status"]
+)

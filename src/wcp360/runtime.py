@@ -1,0 +1,87 @@
+"""Everything a running WCP360 needs, built once from the config: the API and the CLI share it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from wcp360.authz import Policy, Principal
+from wcp360.config import Config
+from wcp360.identity.api_tokens import ApiTokenService
+from wcp360.identity.auth import AuthService
+from wcp360.identity.jwt_codec import JwtCodec
+from wcp360.identity.passwords import PasswordHasher, policy_violations
+from wcp360.identity.two_factor import TwoFactor
+from wcp360.identity.users import ADMIN_ROLE, UserService
+from wcp360.keys import HostKeys, ensure_private_dir
+from wcp360.store import migrate
+from wcp360.store.database import Database, create_db_engine
+from wcp360.store.models import User
+
+
+@dataclass
+class Runtime:
+    config: Config
+    keys: HostKeys
+    db: Database
+    policy: Policy
+    hasher: PasswordHasher
+    codec: JwtCodec
+    two_factor: TwoFactor
+    auth: AuthService
+    users: UserService
+    api_tokens: ApiTokenService
+
+    @classmethod
+    def open(cls, config: Config, upgrade: bool = True) -> Runtime:
+        ensure_private_dir(config.data_dir)
+        keys = HostKeys(config.secrets_dir)
+        if upgrade:
+            migrate.upgrade(config.database, config.data_dir)
+        db = Database(create_db_engine(config.database, config.data_dir))
+        policy = Policy(config.rbac)
+        hasher = PasswordHasher(config.auth.argon2)
+        codec = JwtCodec(config.auth.jwt, keys.jwt_secret)
+        two_factor = TwoFactor(db, policy, keys, hasher, config.auth.two_factor)
+        return cls(
+            config=config,
+            keys=keys,
+            db=db,
+            policy=policy,
+            hasher=hasher,
+            codec=codec,
+            two_factor=two_factor,
+            auth=AuthService(db, policy, hasher, codec, two_factor, config.auth),
+            users=UserService(db, policy, hasher, config.auth.password_policy()),
+            api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
+        )
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def bootstrap_admin(self, password: str | None = None) -> str | None:
+        """Create the first admin when no user exists yet. Returns a generated password, else None."""
+        with self.db.transaction() as s:
+            if s.scalar(select(User.id).limit(1)) is not None:
+                return None
+        wanted = self.config.server.bootstrap_admin
+        generated = None
+        if password is None:
+            password = os.environ.get("WCP360_ADMIN_PASSWORD") or None
+        if password is None:
+            password = generated = generate_password(self)
+        self.users.create(Principal.host_admin("bootstrap"), wanted.username, wanted.email, password, [ADMIN_ROLE])
+        return generated
+
+
+def generate_password(runtime: Runtime, length: int = 24) -> str:
+    alphabet = string.ascii_letters + string.digits + "!#%+-.:=?@^_~"
+    policy = runtime.config.auth.password_policy()
+    while True:
+        candidate = "".join(secrets.choice(alphabet) for _ in range(max(length, policy.min_length)))
+        if not policy_violations(policy, candidate, runtime.config.server.bootstrap_admin.username):
+            return candidate

@@ -1,0 +1,170 @@
+"""The control plane's tables.
+
+`modules`, `tasks` and `audit_logs` are created here although later issues fill them, because
+seed 003 puts row-level security on exactly these three and the policies belong in the first
+migration.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from wcp360.store.types import UtcDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    password_hash: Mapped[str] = mapped_column(String(256))
+    # Who created the account: resellers own the tenants they create (rbac `users` ownership).
+    created_by: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[datetime | None]
+    password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # TOTP secrets are encrypted with the host data key (identity.crypto), never stored in clear.
+    totp_secret: Mapped[str | None] = mapped_column(String(512))
+    totp_pending_secret: Mapped[str | None] = mapped_column(String(512))
+    totp_enabled_at: Mapped[datetime | None]
+    # Last accepted TOTP time step, so a code cannot be replayed within its window.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+
+    roles: Mapped[list[UserRole]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="UserRole.role"
+    )
+
+    @property
+    def role_names(self) -> list[str]:
+        return [r.role for r in self.roles]
+
+    @property
+    def totp_enabled(self) -> bool:
+        return self.totp_enabled_at is not None
+
+
+class UserRole(Base):
+    __tablename__ = "user_roles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Session(Base):
+    """One login: the refresh-token family and the `sid` claim of its access tokens."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    # True when this session was opened with a second factor.
+    mfa: Mapped[bool] = mapped_column(default=False)
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    # Set when this token was exchanged; presenting it again is replay.
+    used_at: Mapped[datetime | None]
+
+
+class RecoveryCode(Base):
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None]
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    # The public part of the token (`wcp_<id>_<secret>`), used to find the row without a scan.
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    allowed_cidrs: Mapped[list[Any]] = mapped_column(default=list)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(64))
+    previous_valid_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class Module(Base):
+    __tablename__ = "modules"
+    __table_args__ = (UniqueConstraint("owner_id", "name", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    size: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    risk_score: Mapped[int] = mapped_column(Integer, default=0)
+    findings: Mapped[list[Any]] = mapped_column(default=list)
+    capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    module_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    schedule: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    next_run_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditLog(Base):
+    """Database destination of the audit trail; append-only (trigger on both engines, grants on PG)."""
+
+    __tablename__ = "audit_logs"
+    __table_args__ = (Index("ix_audit_logs_action_ts", "action", "ts"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    ts: Mapped[datetime]
+    actor_id: Mapped[uuid.UUID | None] = mapped_column(index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    resource_type: Mapped[str | None] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(128))
+    ip_address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    outcome: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str | None] = mapped_column(Text)
