@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from wcp360.audit.context import RequestContext, bind_request, current_request
 from wcp360.audit.events import AuditEvent, redact
-from wcp360.audit.trail import AuditSink, LogSink, install, record, sinks
+from wcp360.audit.trail import AuditSink, JsonLinesSink, LogSink, install, record, sinks
 
 __all__ = [
     "AuditEvent",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -11,6 +14,7 @@ import structlog
 from wcp360 import metrics
 from wcp360.audit.context import current_request
 from wcp360.audit.events import AuditEvent, redact
+from wcp360.keys import ensure_private_dir
 
 if TYPE_CHECKING:
     from wcp360.authz.principal import Principal
@@ -86,3 +90,29 @@ def record(
             structlog.get_logger("wcp360.audit").exception("audit sink failed", action=action)
             raise
     return event
+
+
+class JsonLinesSink:
+    """One JSON object per line, appended with O_APPEND to a 0600 file in a 0700 directory.
+
+    The hash chain, signed checkpoints, rotation and the syslog/database destinations of seed 003
+    are the audit-trail issue's; this sink already keeps the seed's analysis commands working
+    (`grep login_failure audit.log`).
+    """
+
+    def __init__(self, path: Path, fsync: bool = True) -> None:
+        ensure_private_dir(path.parent)
+        self.path = path
+        self.fsync = fsync
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+
+    def write(self, event: AuditEvent) -> None:
+        line = json.dumps(event.as_dict(), separators=(",", ":"), sort_keys=True, ensure_ascii=False) + "\n"
+        with self._lock:
+            os.write(self._fd, line.encode())
+            if self.fsync:
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        os.close(self._fd)

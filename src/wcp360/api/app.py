@@ -1,0 +1,41 @@
+"""The HTTP application: /api/v1 routers behind the request guards, problem+json on every error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from wcp360 import __version__
+from wcp360.api.errors import install_error_handlers
+from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
+from wcp360.api.routers import auth, users
+from wcp360.runtime import Runtime
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="WCP360 API",
+        version=__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        # The interactive docs load scripts from a CDN, which the CSP forbids; the schema is enough.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = rt
+    install_error_handlers(app)
+    app.include_router(auth.router, prefix=API_PREFIX)
+    app.include_router(users.router, prefix=API_PREFIX)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok"}
+
+    http = rt.config.server.http
+    # Starlette runs the last-added middleware first: the context wraps everything, so even a
+    # 413 from the body guard carries the security headers and a request id.
+    app.add_middleware(BodyGuardMiddleware, default_limit=http.max_body_size, overrides=dict(http.body_limits))
+    app.add_middleware(RequestContextMiddleware, trusted_proxies=rt.config.rate_limiting.trusted_proxies)
+    return app

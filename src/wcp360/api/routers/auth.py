@@ -1,0 +1,91 @@
+"""/api/v1/auth: sign-in, tokens, the signed-in account, 2FA and API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.schemas import (
+    ApiTokenCreateBody,
+    LoginBody,
+    PasswordChangeBody,
+    RefreshBody,
+    TotpCodeBody,
+    TotpDisableBody,
+)
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/login")
+def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.auth.login(body.username, body.password, body.totp).as_dict()
+
+
+@router.post("/refresh")
+def refresh(body: RefreshBody, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.auth.refresh(body.refresh_token).as_dict()
+
+
+@router.post("/logout", status_code=204)
+def logout(actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.auth.logout(actor)
+    return Response(status_code=204)
+
+
+@router.get("/me")
+def me(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    rt.policy.require(actor, "self:read")
+    return {
+        "id": str(actor.user_id),
+        "username": actor.username,
+        "roles": list(actor.roles),
+        "permissions": sorted(rt.policy.effective(actor)),
+        "via": actor.via,
+        "mfa_pending": actor.mfa_pending,
+    }
+
+
+@router.post("/password", status_code=204)
+def change_password(body: PasswordChangeBody, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.auth.change_password(actor, body.current_password, body.new_password)
+    return Response(status_code=204)
+
+
+@router.post("/2fa/enroll")
+def enroll_2fa(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, str]:
+    return rt.two_factor.enroll(actor)
+
+
+@router.post("/2fa/confirm")
+def confirm_2fa(body: TotpCodeBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return {"enabled": True, "recovery_codes": rt.two_factor.confirm(actor, body.code)}
+
+
+@router.post("/2fa/disable", status_code=204)
+def disable_2fa(body: TotpDisableBody, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.two_factor.disable(actor, body.password, body.code)
+    return Response(status_code=204)
+
+
+@router.post("/api-tokens", status_code=201)
+def create_api_token(body: ApiTokenCreateBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.api_tokens.create(actor, body.name, body.scopes, body.expires_in_days, body.allowed_cidrs)
+
+
+@router.get("/api-tokens")
+def list_api_tokens(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return {"items": rt.api_tokens.list(actor)}
+
+
+@router.post("/api-tokens/{token_id}/rotate")
+def rotate_api_token(token_id: str, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.api_tokens.rotate(actor, token_id)
+
+
+@router.delete("/api-tokens/{token_id}", status_code=204)
+def revoke_api_token(token_id: str, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.api_tokens.revoke(actor, token_id)
+    return Response(status_code=204)

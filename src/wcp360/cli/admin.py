@@ -1,0 +1,141 @@
+"""`wcp360 admin ...`: account administration for the host administrator (seed 003 shapes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wcp360.authz import Principal
+from wcp360.cli.common import ConfigDirOption, DataDirOption, read_password, runtime_from
+
+app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+HOST = Principal.host_admin()
+
+Username = Annotated[str, typer.Option("--username", "-u", help="Account name")]
+PasswordOpt = Annotated[str | None, typer.Option("--password", help="'-' reads it from stdin; omitted: prompt")]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [r.strip() for v in values or [] for r in v.split(",") if r.strip()]
+
+
+@app.command("create-user")
+def create_user(
+    username: Username,
+    email: Annotated[str, typer.Option("--email")],
+    roles: Annotated[list[str], typer.Option("--roles", help="Comma-separated or repeated")],
+    password: PasswordOpt = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create an account."""
+    secret = read_password(password)
+    with runtime_from(config_dir, data_dir) as rt:
+        user = rt.users.create(HOST, username, email, secret, _split(roles))
+    typer.echo(f"created user {user['username']} ({user['id']}) with roles {', '.join(user['roles'])}")
+
+
+@app.command("update-user")
+def update_user(
+    username: Username,
+    add_roles: Annotated[list[str] | None, typer.Option("--add-roles")] = None,
+    remove_roles: Annotated[list[str] | None, typer.Option("--remove-roles")] = None,
+    email: Annotated[str | None, typer.Option("--email")] = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Change an account's roles or email."""
+    with runtime_from(config_dir, data_dir) as rt:
+        user_id = rt.users.find_id(username)
+        if email is not None:
+            rt.users.update(HOST, user_id, email=email)
+        user = rt.users.change_roles(HOST, user_id, _split(add_roles), _split(remove_roles))
+    typer.echo(f"updated user {user['username']}: roles {', '.join(user['roles']) or '(none)'}")
+
+
+@app.command("disable-user")
+def disable_user(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Disable an account: its sessions and tokens stop working at once."""
+    with runtime_from(config_dir, data_dir) as rt:
+        rt.users.set_status(HOST, rt.users.find_id(username), "disabled")
+    typer.echo(f"disabled user {username}")
+
+
+@app.command("enable-user")
+def enable_user(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Enable a disabled account."""
+    with runtime_from(config_dir, data_dir) as rt:
+        rt.users.set_status(HOST, rt.users.find_id(username), "active")
+    typer.echo(f"enabled user {username}")
+
+
+@app.command("delete-user")
+def delete_user(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Delete an account and everything it owns."""
+    with runtime_from(config_dir, data_dir) as rt:
+        rt.users.delete(HOST, rt.users.find_id(username))
+    typer.echo(f"deleted user {username}")
+
+
+@app.command("reset-password")
+def reset_password(
+    username: Username,
+    password: PasswordOpt = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Set a new password and end the account's sessions."""
+    secret = read_password(password, "New password")
+    with runtime_from(config_dir, data_dir) as rt:
+        rt.users.reset_password(HOST, rt.users.find_id(username), secret)
+    typer.echo(f"password reset for {username}; its sessions were ended")
+
+
+@app.command("reset-2fa")
+def reset_2fa(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Remove an account's second factor and recovery codes (it must enrol again)."""
+    with runtime_from(config_dir, data_dir) as rt:
+        rt.users.reset_two_factor(HOST, rt.users.find_id(username))
+    typer.echo(f"two-factor authentication reset for {username}")
+
+
+@app.command("list-users")
+def list_users(
+    output: Annotated[Literal["table", "json", "csv"], typer.Option("--format")] = "table",
+    status: Annotated[str | None, typer.Option("--status")] = None,
+    role: Annotated[str | None, typer.Option("--role")] = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List accounts."""
+    with runtime_from(config_dir, data_dir) as rt:
+        users, _ = rt.users.list(HOST, limit=1_000_000, status=status, role=role)
+    typer.echo(render_users(users, output), nl=False)
+
+
+COLUMNS = ("username", "email", "roles", "status", "totp_enabled", "last_login_at", "id")
+
+
+def render_users(users: list[dict[str, Any]], output: str) -> str:
+    if output == "json":
+        return json.dumps(users, indent=2) + "\n"
+    rows = [[",".join(u[c]) if c == "roles" else str(u[c] if u[c] is not None else "") for c in COLUMNS] for u in users]
+    if output == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows(rows)
+        return buffer.getvalue()
+    table = Table(*COLUMNS)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(file=io.StringIO(), width=160, force_terminal=False)
+    console.print(table)
+    rendered: str = console.file.getvalue()  # type: ignore[attr-defined]
+    return rendered

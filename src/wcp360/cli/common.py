@@ -1,0 +1,69 @@
+"""What every CLI command shares: loading the config and runtime, and the one-line error rule."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from wcp360.audit import RequestContext, bind_request
+from wcp360.config import Config, ConfigError, load_config
+from wcp360.errors import WcpError
+from wcp360.runtime import Runtime, install_audit_sinks
+
+ConfigDirOption = Annotated[
+    Path | None,
+    typer.Option("--config-dir", envvar="WCP360_CONFIG_DIR", help="Config directory [default: /etc/wcp360]"),
+]
+DataDirOption = Annotated[
+    Path | None, typer.Option("--data-dir", envvar="WCP360_DATA_DIR", help="Data directory (created 0700)")
+]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def config_from(config_dir: Path | None, data_dir: Path | None, enforce_production: bool = True) -> Config:
+    try:
+        return load_config(config_dir, data_dir, enforce_production=enforce_production)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+@contextmanager
+def runtime_from(config_dir: Path | None, data_dir: Path | None) -> Iterator[Runtime]:
+    """A runtime for one CLI command; domain errors become one line on stderr and exit 1."""
+    config = config_from(config_dir, data_dir)
+    install_audit_sinks(config)
+    try:
+        rt = Runtime.open(config)
+    except (OSError, PermissionError) as exc:
+        fail(str(exc))
+    try:
+        with bind_request(RequestContext(channel="cli", user_agent=" ".join(sys.argv[:3])[:512])):
+            yield rt
+    except WcpError as exc:
+        fail(exc.detail)
+    finally:
+        rt.close()
+
+
+def read_password(value: str | None, prompt: str = "Password") -> str:
+    """`--password -` reads one line from stdin; no option prompts (twice) on a terminal."""
+    if value == "-":
+        line = sys.stdin.readline().rstrip("\n")
+        if not line:
+            fail("no password on standard input")
+        return line
+    if value is not None:
+        return value
+    if not sys.stdin.isatty():
+        fail("no password given: use --password - to read it from standard input")
+    entered: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=True)
+    return entered

@@ -1,0 +1,44 @@
+"""`wcp360 config validate|show`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from
+from wcp360.config.hardening import production_problems
+
+app = typer.Typer(help="Check and display the configuration.", no_args_is_help=True)
+
+
+@app.command("validate")
+def validate(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Load every file; list each production hardening problem. Exit 0 only when all is well."""
+    config = config_from(config_dir, data_dir, enforce_production=False)
+    problems = production_problems(config) if config.production else []
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    loaded = ", ".join(config.loaded_files) or "none (all defaults)"
+    typer.echo(f"config OK ({config.server.mode} mode; files: {loaded})")
+
+
+@app.command("show")
+def show(
+    section: Annotated[str | None, typer.Argument(help="One section, e.g. auth or rbac")] = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Print the effective configuration as JSON, secrets redacted."""
+    config = config_from(config_dir, data_dir, enforce_production=False)
+    # SecretStr serialises as "**********" in JSON mode, so nothing secret can be printed here.
+    data = config.model_dump(mode="json", by_alias=True)
+    if section is not None:
+        if section not in data:
+            typer.echo(f"error: no section {section!r}; sections: {', '.join(sorted(data))}", err=True)
+            raise typer.Exit(2)
+        data = data[section]
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))

@@ -1,0 +1,52 @@
+"""The `wcp360` command."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from wcp360 import __version__
+from wcp360.cli import admin, config_cmd, db
+from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+from wcp360.logs import configure_logging
+
+app = typer.Typer(
+    help="WCP360: security-first multi-tenant hosting control plane.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(admin.app, name="admin")
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db.app, name="db")
+
+
+@app.command("serve")
+def serve(
+    listen: Annotated[str | None, typer.Option("--listen", help="HOST:PORT [default: from wcp360.yml]")] = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run the API server."""
+    from wcp360.server import serve as run
+
+    config = config_from(config_dir, data_dir)
+    try:
+        run(config, listen)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    # Everything WCP360 creates (database, secrets, logs) is private to its user.
+    os.umask(0o077)
+    configure_logging(os.environ.get("WCP360_LOG_LEVEL", "info"))
+    app()

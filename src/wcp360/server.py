@@ -1,0 +1,69 @@
+"""`wcp360 serve`: plan the listener, bootstrap, and run the API under uvicorn."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import uvicorn
+
+from wcp360 import audit
+from wcp360.api.app import create_app
+from wcp360.config import Config
+from wcp360.net import is_loopback, parse_listen
+from wcp360.runtime import Runtime, install_audit_sinks
+
+
+@dataclass(frozen=True)
+class Listener:
+    host: str
+    port: int
+    tls: bool
+
+
+def plan_listener(config: Config, listen: str | None) -> Listener:
+    """Plain HTTP only on loopback: anything else needs tls.yml enabled."""
+    host, port = parse_listen(listen or config.server.listen)
+    if not config.tls.enabled and not is_loopback(host):
+        raise ValueError(f"refusing plain HTTP on {host}: enable TLS in tls.yml or listen on 127.0.0.1 / ::1")
+    return Listener(host, port, config.tls.enabled)
+
+
+def serve(config: Config, listen: str | None = None) -> None:
+    listener = plan_listener(config, listen)
+    install_audit_sinks(config)
+    rt = Runtime.open(config)
+    generated = rt.bootstrap_admin()
+    if generated is not None:
+        # Printed exactly once, on the run that creates the account; never logged.
+        print(
+            f"Created the first admin account '{config.server.bootstrap_admin.username}'.\n"
+            f"Its password (shown only now): {generated}",
+            file=sys.stderr,
+            flush=True,
+        )
+    app = create_app(rt)
+    tls = config.tls
+    audit.record(
+        "service_start",
+        actor_id="system",
+        resource_type="service",
+        resource_id="api",
+        details={"listen": f"{listener.host}:{listener.port}", "tls": listener.tls},
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=listener.host,
+            port=listener.port,
+            server_header=False,
+            date_header=True,
+            proxy_headers=False,  # client addresses come from wcp360.api.client_ip, not uvicorn
+            access_log=False,
+            log_level="warning",
+            ssl_certfile=str(tls.cert_file) if listener.tls and tls.cert_file else None,
+            ssl_keyfile=str(tls.key_file) if listener.tls and tls.key_file else None,
+        )
+    finally:
+        audit.record("service_stop", actor_id="system", resource_type="service", resource_id="api")
+        rt.close()
