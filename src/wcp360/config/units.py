@@ -39,7 +39,10 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text)
     if match is None:
         raise ValueError(f"invalid duration {text!r}: expected a number and a unit (ms, s, m, h, d, w, y)")
-    return timedelta(seconds=float(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _DURATION_SECONDS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"duration {text!r} is too large") from None
 
 
 def parse_size(text: str | int) -> int:

@@ -16,7 +16,7 @@ from wcp360.config.database import DatabaseConfig
 def _ensure_role(cur: psycopg.Cursor[tuple[object, ...]], name: str, password: str | None) -> None:
     cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
     verb = "ALTER" if cur.fetchone() else "CREATE"
-    statement = sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT").format(
+    statement = sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS").format(
         sql.SQL(verb), sql.Identifier(name)
     )
     if password:

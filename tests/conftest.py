@@ -1,0 +1,176 @@
+"""Shared fixtures: configs, both database backends (SQLite and the real PostgreSQL), runtimes, clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+
+from wcp360 import audit
+from wcp360.api.app import create_app
+from wcp360.audit import AuditEvent
+from wcp360.config import load_config
+from wcp360.config.database import DatabaseConfig
+from wcp360.runtime import Runtime
+from wcp360.store import migrate
+from wcp360.store.provision import provision_postgres
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SEED_CONFIG = FIXTURES / "seed-config"
+PG_SUPERUSER_URL = os.environ.get("WCP360_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# Fast argon2 and a wider TOTP window keep the suite quick and let one test use several codes.
+TEST_SECURITY_YML = """\
+auth:
+  jwt:
+    secret: "test-secret-that-is-long-enough-for-hs256-0123456789"
+  argon2:
+    memory_kib: 8192
+    time_cost: 1
+  two_factor:
+    valid_window: 2
+"""
+
+
+def write_files(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = directory / name
+        path.write_text(text)
+        path.chmod(0o600)
+    return directory
+
+
+def pg_url_for(database: str) -> str:
+    return PG_SUPERUSER_URL.rsplit("/", 1)[0] + f"/{database}"
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[DatabaseConfig]:
+    """A fresh database with an owner role and a least-privilege app role, for this test worker."""
+    suffix = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
+    db = DatabaseConfig(
+        type="postgresql",
+        host="127.0.0.1",
+        name=f"wcp360_test_{suffix}",
+        user=f"wcp360_app_{suffix}",
+        password="app-password-for-tests",  # type: ignore[arg-type]
+        owner_user=f"wcp360_owner_{suffix}",
+        owner_password="owner-password-for-tests",  # type: ignore[arg-type]
+        ssl_mode="disable",
+    )
+    provision_postgres(PG_SUPERUSER_URL, db)
+    migrate.upgrade(db, Path("/nonexistent"))
+    yield db
+    with psycopg.connect(PG_SUPERUSER_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+        for role in (db.user, db.owner_user):
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def database_yml(db: DatabaseConfig) -> str:
+    return f"""\
+database:
+  type: postgresql
+  host: "{db.host}"
+  port: {db.port}
+  name: "{db.name}"
+  user: "{db.user}"
+  password: "${{WCP360_TEST_DB_PASSWORD}}"
+  owner_user: "{db.owner_user}"
+  owner_password: "owner-password-for-tests"
+  ssl_mode: disable
+  max_connections: 10
+  max_idle_connections: 2
+"""
+
+
+def truncate_all(db: DatabaseConfig) -> None:
+    with psycopg.connect(pg_url_for(db.name), autocommit=True) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )]
+        conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.SQL(", ").join(map(sql.Identifier, tables))))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
+    files = {"wcp360.yml": "mode: dev\n", "security.yml": TEST_SECURITY_YML}
+    if backend == "postgresql":
+        db = request.getfixturevalue("pg_database")
+        monkeypatch.setenv("WCP360_TEST_DB_PASSWORD", "app-password-for-tests")
+        files["database.yml"] = database_yml(db)
+    return write_files(tmp_path / "etc", files)
+
+
+@pytest.fixture
+def rt(config_dir: Path, tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    runtime = Runtime.open(load_config(config_dir, tmp_path / "data"))
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+        if backend == "postgresql":
+            truncate_all(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def client(rt: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(rt), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+class CapturingSink:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def write(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def actions(self) -> list[str]:
+        return [e.action for e in self.events]
+
+    def of(self, action: str) -> list[AuditEvent]:
+        return [e for e in self.events if e.action == action]
+
+
+@pytest.fixture
+def audit_events() -> Iterator[CapturingSink]:
+    sink = CapturingSink()
+    before = audit.sinks()
+    audit.install([sink])
+    try:
+        yield sink
+    finally:
+        audit.install(before)
+
+
+@pytest.fixture
+def seed_config_dir(tmp_path: Path) -> Path:
+    """The seed-003 files verbatim, with the permissions production mode demands."""
+    target = tmp_path / "seed-etc"
+    shutil.copytree(SEED_CONFIG, target)
+    target.chmod(0o700)
+    for path in target.iterdir():
+        path.chmod(0o600)
+    return target
+
+
+def problem_of(response: Any) -> dict[str, Any]:
+    assert response.headers["content-type"].startswith("application/problem+json"), response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == response.status_code
+    return body
