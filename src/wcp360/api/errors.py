@@ -1,10 +1,12 @@
-"""Exception handlers: every failure becomes problem+json, never a stack trace or internals."""
+"""Exception handlers: every failure becomes problem+json, never a stack trace or internals.
+
+Unexpected exceptions are answered by RequestContextMiddleware (see there for why).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -13,7 +15,6 @@ from starlette.responses import Response
 from wcp360.api.problems import problem
 from wcp360.errors import WcpError
 
-_log = structlog.get_logger("wcp360.api")
 _HTTP_CODES = {
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
@@ -47,8 +48,3 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         return problem(exc.status_code, code, title, exc.detail if isinstance(exc.detail, str) else None)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> Response:
-        _log.error("unhandled error", path=request.url.path, exc_info=exc)
-        return problem(500, "internal-error", "Internal error", "the server failed; the request id identifies it")

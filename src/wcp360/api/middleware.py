@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
+import structlog
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,6 +33,7 @@ SECURITY_HEADERS = [
     (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
     (b"cache-control", b"no-store"),
 ]
+_log = structlog.get_logger("wcp360.api")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
@@ -59,11 +61,13 @@ class RequestContextMiddleware:
         )
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
+                response_started = True
                 raw = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"server"]
                 raw.extend(SECURITY_HEADERS)
                 raw.append((b"x-request-id", request_id.encode()))
@@ -73,6 +77,14 @@ class RequestContextMiddleware:
         with bind_request(context):
             try:
                 await self.app(scope, receive, send_with_headers)
+            except Exception:
+                # Answer here rather than in Starlette's outermost error middleware, so even a 500
+                # carries the request id and the security headers. Never the exception text.
+                _log.exception("unhandled error", path=scope["path"], request_id=request_id)
+                if response_started:
+                    raise
+                response = problem(500, "internal-error", "Internal error", "the server failed; quote the request id")
+                await response(scope, receive, send_with_headers)
             finally:
                 route = scope.get("route")
                 template = getattr(route, "path", "unmatched")

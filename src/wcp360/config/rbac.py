@@ -40,7 +40,8 @@ class ResourceRule(Section):
 DEFAULT_ROLES: dict[str, Role] = {
     "admin": Role(
         description="Host administrator",
-        permissions=["modules:*", "users:*", "system:*", "scheduler:*", "metrics:*", "snapshots:*"],
+        # The seed's admin permissions, plus tenants:* so the admin can manage resellers.
+        permissions=["modules:*", "users:*", "system:*", "scheduler:*", "metrics:*", "snapshots:*", "tenants:*"],
     ),
     "developer": Role(
         permissions=[
@@ -66,13 +67,11 @@ DEFAULT_ROLES: dict[str, Role] = {
     ),
     "reseller": Role(
         description="Creates and manages the tenant accounts it owns",
+        # Nobody hands out more than they hold, so a reseller holds what a tenant gets.
         permissions=[
-            "users:read",
-            "users:create",
-            "users:update",
-            "tenants:*",
-            "modules:read",
-            "metrics:read",
+            "users:read", "users:create", "users:update", "tenants:*", "metrics:read",
+            "modules:read", "modules:create", "modules:execute", "modules:delete",
+            "scheduler:read", "scheduler:create", "snapshots:read", "snapshots:create", "snapshots:restore",
         ],
     ),
     "tenant": Role(
