@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -51,6 +52,9 @@ def serve(config: Config, listen: str | None = None) -> None:
         resource_id="api",
         details={"listen": f"{listener.host}:{listener.port}", "tls": listener.tls},
     )
+    # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler that
+    # was installed before it; make that handler a normal exit so `service_stop` is recorded.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         uvicorn.run(
             app,
