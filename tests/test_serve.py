@@ -27,13 +27,19 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = tmp_path / "data"
-        env = {**os.environ, "WCP360_DATA_DIR": str(self.data), "WCP360_CONFIG_DIR": str(tmp_path / "etc"),
-               **(extra_env or {})}
+        env = {
+            **os.environ,
+            "WCP360_DATA_DIR": str(self.data),
+            "WCP360_CONFIG_DIR": str(tmp_path / "etc"),
+            **(extra_env or {}),
+        }
         env.pop("WCP360_ADMIN_PASSWORD", None) if "WCP360_ADMIN_PASSWORD" not in (extra_env or {}) else None
         self.log = tmp_path / "server.log"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{self.port}"],
-            env=env, stdout=subprocess.DEVNULL, stderr=self.log.open("w"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self.log.open("w"),
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -81,7 +87,9 @@ def test_first_start_creates_admin_and_prints_password_once(server: Server, tmp_
     try:
         login = httpx.post(f"{third.url}/api/v1/auth/login", json={"username": "admin", "password": password})
         assert login.status_code == 200
-        me = httpx.get(f"{third.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"})
+        me = httpx.get(
+            f"{third.url}/api/v1/auth/me", headers={"Authorization": f"Bearer {login.json()['access_token']}"}
+        )
         assert me.json()["mfa_pending"] is True
     finally:
         third.stop()
@@ -109,8 +117,13 @@ def test_admin_password_from_environment(tmp_path: Path) -> None:
 
 def test_plain_http_off_loopback_is_refused(tmp_path: Path) -> None:
     env = {**os.environ, "WCP360_DATA_DIR": str(tmp_path / "d"), "WCP360_CONFIG_DIR": str(tmp_path / "etc")}
-    result = subprocess.run([sys.executable, "-m", "wcp360.cli", "serve", "--listen", "0.0.0.0:8443"],
-                            env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "wcp360.cli", "serve", "--listen", "0.0.0.0:8443"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip() == (
         "error: refusing plain HTTP on 0.0.0.0: enable TLS in tls.yml or listen on 127.0.0.1 / ::1"

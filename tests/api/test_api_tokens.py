@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from tests.conftest import CapturingSink, problem_of
 from tests.helpers import Account, bearer, login, make_user, signed_in
@@ -31,8 +31,9 @@ def dev(client: TestClient, rt: Runtime) -> Account:
 def test_token_needs_2fa_first(client: TestClient, rt: Runtime) -> None:
     make_user(rt, "no2fa", ["developer"])
     token = login(client, "no2fa")["access_token"]
-    refused = client.post("/api/v1/auth/api-tokens", json={"name": "x", "scopes": ["modules:read"]},
-                          headers=bearer(token))
+    refused = client.post(
+        "/api/v1/auth/api-tokens", json={"name": "x", "scopes": ["modules:read"]}, headers=bearer(token)
+    )
     assert refused.status_code == 403 and "two-factor" in problem_of(refused)["detail"]
 
 
@@ -73,15 +74,17 @@ def test_malformed_scopes_are_invalid(client: TestClient, dev: Account, scope: s
 
 def test_a_token_cannot_mint_tokens_unless_scoped_to(client: TestClient, dev: Account) -> None:
     narrow = str(_create(client, dev)["token"])
-    response = client.post("/api/v1/auth/api-tokens", json={"name": "y", "scopes": ["modules:read"]},
-                           headers=bearer(narrow))
+    response = client.post(
+        "/api/v1/auth/api-tokens", json={"name": "y", "scopes": ["modules:read"]}, headers=bearer(narrow)
+    )
     assert response.status_code == 403
 
 
 def test_scope_follows_the_owner_down(client: TestClient, rt: Runtime, dev: Account) -> None:
     token = str(_create(client, dev, scopes=["modules:create", "self:read"])["token"])
-    from tests.helpers import HOST
     import uuid
+
+    from tests.helpers import HOST
 
     rt.users.change_roles(HOST, uuid.UUID(dev.user_id), add=["viewer"], remove=["developer"])
     me = client.get("/api/v1/auth/me", headers=bearer(token)).json()
@@ -92,8 +95,11 @@ def test_cidr_allowlist(client: TestClient, dev: Account) -> None:
     # The test client's address is "testclient", which is no IP at all: nothing admits it.
     locked = str(_create(client, dev, allowed_cidrs=["10.1.0.0/16"], scopes=["self:read"])["token"])
     assert client.get("/api/v1/auth/me", headers=bearer(locked)).status_code == 401
-    bad = client.post("/api/v1/auth/api-tokens", json={"name": "x", "scopes": ["self:read"],
-                                                        "allowed_cidrs": ["not-a-net"]}, headers=dev.headers)
+    bad = client.post(
+        "/api/v1/auth/api-tokens",
+        json={"name": "x", "scopes": ["self:read"], "allowed_cidrs": ["not-a-net"]},
+        headers=dev.headers,
+    )
     assert bad.status_code == 422
 
 
@@ -148,6 +154,9 @@ def test_wrong_secret_for_a_real_id_is_refused(client: TestClient, dev: Account)
 def test_holding_tokens_keeps_2fa_on(client: TestClient, dev: Account) -> None:
     _create(client, dev)
     assert dev.device is not None
-    refused = client.post("/api/v1/auth/2fa/disable", headers=dev.headers,
-                          json={"password": "Str0ng!Passphrase#42", "code": dev.device.code()})
+    refused = client.post(
+        "/api/v1/auth/2fa/disable",
+        headers=dev.headers,
+        json={"password": "Str0ng!Passphrase#42", "code": dev.device.code()},
+    )
     assert refused.status_code == 409

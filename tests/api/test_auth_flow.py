@@ -129,14 +129,23 @@ def test_password_is_rehashed_when_parameters_change(client: TestClient, rt: Run
 def test_change_own_password_ends_other_sessions(client: TestClient, rt: Runtime) -> None:
     make_user(rt, "leo", ["developer"])
     here, elsewhere = login(client, "leo"), login(client, "leo")
-    bad = client.post("/api/v1/auth/password", headers=bearer(here["access_token"]),
-                      json={"current_password": "nope", "new_password": "An0ther!Secret#99"})
+    bad = client.post(
+        "/api/v1/auth/password",
+        headers=bearer(here["access_token"]),
+        json={"current_password": "nope", "new_password": "An0ther!Secret#99"},
+    )
     assert bad.status_code == 401
-    weak = client.post("/api/v1/auth/password", headers=bearer(here["access_token"]),
-                       json={"current_password": STRONG, "new_password": "password"})
+    weak = client.post(
+        "/api/v1/auth/password",
+        headers=bearer(here["access_token"]),
+        json={"current_password": STRONG, "new_password": "password"},
+    )
     assert weak.status_code == 422 and "violations" in weak.json()
-    ok = client.post("/api/v1/auth/password", headers=bearer(here["access_token"]),
-                     json={"current_password": STRONG, "new_password": "An0ther!Secret#99"})
+    ok = client.post(
+        "/api/v1/auth/password",
+        headers=bearer(here["access_token"]),
+        json={"current_password": STRONG, "new_password": "An0ther!Secret#99"},
+    )
     assert ok.status_code == 204
     assert client.get("/api/v1/auth/me", headers=bearer(here["access_token"])).status_code == 200
     assert client.get("/api/v1/auth/me", headers=bearer(elsewhere["access_token"])).status_code == 401
@@ -163,3 +172,27 @@ def test_admin_must_enrol_2fa_before_acting(client: TestClient, rt: Runtime) -> 
 def test_admin_with_2fa_has_full_rights(client: TestClient, rt: Runtime) -> None:
     admin = signed_in(client, rt, "root3", ["admin"])
     assert client.get("/api/v1/users", headers=admin.headers).status_code == 200
+
+
+def test_concurrent_refreshes_of_one_token_let_one_win(rt: Runtime) -> None:
+    """Two requests racing with the same refresh token: one rotation, and the loser is a replay."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wcp360.errors import Unauthorized
+
+    make_user(rt, "race", ["developer"])
+    pair = rt.auth.login("race", STRONG)
+
+    def attempt(_: int) -> str:
+        try:
+            rt.auth.refresh(pair.refresh_token)
+            return "ok"
+        except Unauthorized as exc:
+            return exc.detail
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(attempt, range(4)))
+    assert outcomes.count("ok") == 1
+    assert any("reuse detected" in o for o in outcomes)  # the first loser trips the replay alarm
+    with rt.db.transaction() as s:
+        assert s.scalars(select(Session)).one().revoked_reason == "refresh_token_replay"

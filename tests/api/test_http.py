@@ -131,8 +131,15 @@ def test_404_405_and_500_are_problems_without_internals(client: TestClient, rt: 
 def test_openapi_is_3_1_and_lists_the_routes(client: TestClient) -> None:
     spec = client.get("/api/v1/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
-    for path in ("/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/auth/me", "/api/v1/auth/2fa/enroll",
-                 "/api/v1/auth/api-tokens", "/api/v1/users", "/api/v1/users/{user_id}/roles/{role}"):
+    for path in (
+        "/api/v1/auth/login",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/me",
+        "/api/v1/auth/2fa/enroll",
+        "/api/v1/auth/api-tokens",
+        "/api/v1/users",
+        "/api/v1/users/{user_id}/roles/{role}",
+    ):
         assert path in spec["paths"], path
 
 

@@ -63,7 +63,9 @@ def test_recovery_codes_work_once(client: TestClient, rt: Runtime, audit_events:
     assert len(audit_events.of("2fa_recovery_code_used")) == 2
 
 
-def test_wrong_code_after_right_password_is_a_failure(client: TestClient, rt: Runtime, audit_events: CapturingSink) -> None:
+def test_wrong_code_after_right_password_is_a_failure(
+    client: TestClient, rt: Runtime, audit_events: CapturingSink
+) -> None:
     signed_in(client, rt, "quin", ["developer"], with_totp=True)
     bad = client.post("/api/v1/auth/login", json={"username": "quin", "password": STRONG, "totp": "123456"})
     assert bad.status_code == 401
@@ -73,14 +75,17 @@ def test_wrong_code_after_right_password_is_a_failure(client: TestClient, rt: Ru
 def test_disable_needs_password_and_code(client: TestClient, rt: Runtime) -> None:
     account = signed_in(client, rt, "rita", ["developer"], with_totp=True)
     assert account.device is not None
-    no_pw = client.post("/api/v1/auth/2fa/disable", headers=account.headers,
-                        json={"password": "wrong", "code": account.device.code()})
+    no_pw = client.post(
+        "/api/v1/auth/2fa/disable", headers=account.headers, json={"password": "wrong", "code": account.device.code()}
+    )
     assert no_pw.status_code == 401
-    no_code = client.post("/api/v1/auth/2fa/disable", headers=account.headers,
-                          json={"password": STRONG, "code": "000000"})
+    no_code = client.post(
+        "/api/v1/auth/2fa/disable", headers=account.headers, json={"password": STRONG, "code": "000000"}
+    )
     assert no_code.status_code == 401
-    ok = client.post("/api/v1/auth/2fa/disable", headers=account.headers,
-                     json={"password": STRONG, "code": account.device.code()})
+    ok = client.post(
+        "/api/v1/auth/2fa/disable", headers=account.headers, json={"password": STRONG, "code": account.device.code()}
+    )
     assert ok.status_code == 204
     login(client, "rita")
 

@@ -37,18 +37,25 @@ def test_create_get_update_delete(client: TestClient, admin: Account, audit_even
 
 def test_duplicate_username_or_email_conflicts(client: TestClient, admin: Account) -> None:
     assert client.post("/api/v1/users", json=NEW_USER, headers=admin.headers).status_code == 201
-    again = client.post("/api/v1/users", json={**NEW_USER, "username": "NEWBIE", "email": "x@example.test"},
-                        headers=admin.headers)
+    again = client.post(
+        "/api/v1/users", json={**NEW_USER, "username": "NEWBIE", "email": "x@example.test"}, headers=admin.headers
+    )
     assert again.status_code == 409
-    same_mail = client.post("/api/v1/users", json={**NEW_USER, "username": "x2", "email": "NEWBIE@example.test"},
-                            headers=admin.headers)
+    same_mail = client.post(
+        "/api/v1/users", json={**NEW_USER, "username": "x2", "email": "NEWBIE@example.test"}, headers=admin.headers
+    )
     assert same_mail.status_code == 409
 
 
 @pytest.mark.parametrize(
     ("change", "fragment"),
-    [({"password": "password1"}, "password"), ({"roles": ["wizard"]}, "unknown role"),
-     ({"username": "a b"}, "username"), ({"email": "nope"}, "email"), ({"roles": []}, "")],
+    [
+        ({"password": "password1"}, "password"),
+        ({"roles": ["wizard"]}, "unknown role"),
+        ({"username": "a b"}, "username"),
+        ({"email": "nope"}, "email"),
+        ({"roles": []}, ""),
+    ],
 )
 def test_bad_user_input_is_refused_and_writes_nothing(
     client: TestClient, admin: Account, change: dict[str, object], fragment: str
@@ -62,8 +69,11 @@ def test_bad_user_input_is_refused_and_writes_nothing(
 
 def test_paging(client: TestClient, rt: Runtime, admin: Account) -> None:
     for i in range(5):
-        client.post("/api/v1/users", json={**NEW_USER, "username": f"user{i}", "email": f"u{i}@example.test"},
-                    headers=admin.headers)
+        client.post(
+            "/api/v1/users",
+            json={**NEW_USER, "username": f"user{i}", "email": f"u{i}@example.test"},
+            headers=admin.headers,
+        )
     page = client.get("/api/v1/users?limit=2&offset=1", headers=admin.headers).json()
     assert page["total"] == 6 and page["limit"] == 2 and page["offset"] == 1
     assert [u["username"] for u in page["items"]] == ["user0", "user1"]
@@ -89,8 +99,9 @@ def test_disable_enable_and_reset_password(client: TestClient, admin: Account) -
     client.post(f"/api/v1/users/{user['id']}/disable", headers=admin.headers)
     assert client.get("/api/v1/auth/me", headers=bearer(session["access_token"])).status_code == 401
     client.post(f"/api/v1/users/{user['id']}/enable", headers=admin.headers)
-    reset = client.post(f"/api/v1/users/{user['id']}/reset-password", json={"password": "Fresh!Start#2026x"},
-                        headers=admin.headers)
+    reset = client.post(
+        f"/api/v1/users/{user['id']}/reset-password", json={"password": "Fresh!Start#2026x"}, headers=admin.headers
+    )
     assert reset.status_code == 200
     login(client, "newbie", "Fresh!Start#2026x")
 
@@ -104,8 +115,9 @@ def test_the_last_admin_is_protected(client: TestClient, admin: Account) -> None
 # -- privilege escalation -----------------------------------------------------------------
 
 
-def test_developer_cannot_manage_users(client: TestClient, rt: Runtime, admin: Account,
-                                       audit_events: CapturingSink) -> None:
+def test_developer_cannot_manage_users(
+    client: TestClient, rt: Runtime, admin: Account, audit_events: CapturingSink
+) -> None:
     dev = signed_in(client, rt, "dev9", ["developer"])
     assert client.get("/api/v1/users", headers=dev.headers).status_code == 403
     assert client.post("/api/v1/users", json=NEW_USER, headers=dev.headers).status_code == 403
@@ -133,21 +145,31 @@ def test_reseller_cannot_create_or_grant_admin(client: TestClient, reseller: Acc
 def test_reseller_sees_and_manages_only_its_own_accounts(
     client: TestClient, rt: Runtime, admin: Account, reseller: Account
 ) -> None:
-    theirs = client.post("/api/v1/users", json={**NEW_USER, "username": "adminmade", "email": "am@example.test",
-                                                 "roles": ["viewer"]}, headers=admin.headers).json()
+    theirs = client.post(
+        "/api/v1/users",
+        json={**NEW_USER, "username": "adminmade", "email": "am@example.test", "roles": ["viewer"]},
+        headers=admin.headers,
+    ).json()
     mine = client.post("/api/v1/users", json={**NEW_USER, "roles": ["tenant"]}, headers=reseller.headers).json()
     listed = client.get("/api/v1/users", headers=reseller.headers).json()
     assert [u["username"] for u in listed["items"]] == ["newbie"] and listed["total"] == 1
     assert client.get(f"/api/v1/users/{theirs['id']}", headers=reseller.headers).status_code == 403
     assert client.post(f"/api/v1/users/{theirs['id']}/disable", headers=reseller.headers).status_code == 403
-    assert client.post(f"/api/v1/users/{admin.user_id}/reset-password", json={"password": "Hijack!Attempt#77"},
-                       headers=reseller.headers).status_code == 403
+    assert (
+        client.post(
+            f"/api/v1/users/{admin.user_id}/reset-password",
+            json={"password": "Hijack!Attempt#77"},
+            headers=reseller.headers,
+        ).status_code
+        == 403
+    )
     assert client.post(f"/api/v1/users/{mine['id']}/disable", headers=reseller.headers).status_code == 200
     login(client, "boss", totp=admin.device.code() if admin.device else None)
 
 
 def test_api_token_scope_limits_user_admin(client: TestClient, admin: Account) -> None:
-    token = client.post("/api/v1/auth/api-tokens", json={"name": "ro", "scopes": ["users:read"]},
-                        headers=admin.headers).json()["token"]
+    token = client.post(
+        "/api/v1/auth/api-tokens", json={"name": "ro", "scopes": ["users:read"]}, headers=admin.headers
+    ).json()["token"]
     assert client.get("/api/v1/users", headers=bearer(token)).status_code == 200
     assert client.post("/api/v1/users", json=NEW_USER, headers=bearer(token)).status_code == 403

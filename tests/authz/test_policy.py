@@ -58,8 +58,10 @@ def test_mfa_pending_allows_only_enrolment(wanted: str) -> None:
 
 @given(st.sampled_from(ACTIONS), st.booleans(), st.booleans(), st.booleans())
 def test_ownership_and_sharing(action: str, is_owner: bool, shared: bool, sharing_allowed: bool) -> None:
-    rbac = RbacFile(roles={"dev": Role(permissions=["modules:*"])},
-                    resources={"modules": ResourceRule(ownership=True, sharing=sharing_allowed)})
+    rbac = RbacFile(
+        roles={"dev": Role(permissions=["modules:*"])},
+        resources={"modules": ResourceRule(ownership=True, sharing=sharing_allowed)},
+    )
     policy = Policy(rbac)
     me, someone = uuid.uuid4(), uuid.uuid4()
     share = frozenset({(str(me), action)}) if shared else frozenset()
@@ -92,7 +94,9 @@ def test_admins_reach_every_owner() -> None:
 def test_unlisted_resource_types_are_owned() -> None:
     policy = Policy(RbacFile(roles={"r": Role(permissions=["widgets:*"])}, resources={}))
     me = uuid.uuid4()
-    assert not policy.decide(principal(("r",), me), "widgets:read", Resource("widgets", id="w", owner_id=uuid.uuid4())).allowed
+    assert not policy.decide(
+        principal(("r",), me), "widgets:read", Resource("widgets", id="w", owner_id=uuid.uuid4())
+    ).allowed
     assert policy.decide(principal(("r",), me), "widgets:read", Resource("widgets", id="w", owner_id=me)).allowed
 
 

@@ -39,8 +39,9 @@ def wcp360(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
 
 
 def run_process(env: dict[str, str], *args: str, stdin: str | None = None) -> Result:
-    done = subprocess.run([sys.executable, "-m", "wcp360.cli", *args], env=env, input=stdin,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "wcp360.cli", *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
     return Result(done.returncode, done.stdout, done.stderr)
 
 
@@ -52,8 +53,20 @@ def users(env: dict[str, str]) -> list[dict[str, object]]:
 
 
 def test_create_with_password_from_stdin_and_list(env: dict[str, str], tmp_path: Path) -> None:
-    created = run_process(env, "admin", "create-user", "--username", "admin", "--password", "-",
-                     "--email", "admin@company.com", "--roles", "admin", stdin=STRONG + "\n")
+    created = run_process(
+        env,
+        "admin",
+        "create-user",
+        "--username",
+        "admin",
+        "--password",
+        "-",
+        "--email",
+        "admin@company.com",
+        "--roles",
+        "admin",
+        stdin=STRONG + "\n",
+    )
     assert created.returncode == 0, created.stderr
     assert "created user admin" in created.stdout
     assert STRONG not in created.stdout + created.stderr
@@ -69,8 +82,22 @@ def test_create_with_password_from_stdin_and_list(env: dict[str, str], tmp_path:
 
 
 def test_seed_command_shapes(env: dict[str, str]) -> None:
-    assert wcp360(env, "admin", "create-user", "--username", "developer1", "--password", "DevPassword123!x",
-                  "--email", "dev1@company.com", "--roles", "developer").returncode == 0
+    assert (
+        wcp360(
+            env,
+            "admin",
+            "create-user",
+            "--username",
+            "developer1",
+            "--password",
+            "DevPassword123!x",
+            "--email",
+            "dev1@company.com",
+            "--roles",
+            "developer",
+        ).returncode
+        == 0
+    )
     updated = wcp360(env, "admin", "update-user", "--username", "developer1", "--add-roles", "operator")
     assert updated.returncode == 0 and "developer, operator" in updated.stdout
     removed = wcp360(env, "admin", "update-user", "--username", "developer1", "--remove-roles", "developer")
@@ -78,18 +105,28 @@ def test_seed_command_shapes(env: dict[str, str]) -> None:
     assert wcp360(env, "admin", "disable-user", "--username", "developer1").returncode == 0
     assert users(env)[0]["status"] == "disabled"
     assert wcp360(env, "admin", "enable-user", "--username", "developer1").returncode == 0
-    assert wcp360(env, "admin", "reset-password", "--username", "developer1", "--password", "-",
-                  stdin="N3w!Password#xyz\n").returncode == 0
+    assert (
+        wcp360(
+            env, "admin", "reset-password", "--username", "developer1", "--password", "-", stdin="N3w!Password#xyz\n"
+        ).returncode
+        == 0
+    )
     assert wcp360(env, "admin", "reset-2fa", "--username", "developer1").returncode == 0
 
 
 @pytest.mark.parametrize(
     ("args", "stdin", "fragment"),
     [
-        (["--username", "x1", "--email", "x1@t.test", "--roles", "wizard", "--password", "-"], STRONG,
-         "unknown role(s): wizard"),
-        (["--username", "x1", "--email", "x1@t.test", "--roles", "viewer", "--password", "-"], "password",
-         "password must be at least 12"),
+        (
+            ["--username", "x1", "--email", "x1@t.test", "--roles", "wizard", "--password", "-"],
+            STRONG,
+            "unknown role(s): wizard",
+        ),
+        (
+            ["--username", "x1", "--email", "x1@t.test", "--roles", "viewer", "--password", "-"],
+            "password",
+            "password must be at least 12",
+        ),
         (["--username", "x 1", "--email", "x1@t.test", "--roles", "viewer", "--password", "-"], STRONG, "username"),
         (["--username", "x1", "--email", "bad", "--roles", "viewer", "--password", "-"], STRONG, "invalid email"),
         (["--username", "x1", "--email", "x1@t.test", "--roles", "viewer", "--password", "-"], "", "no password"),

@@ -14,7 +14,7 @@ SEED_FILES = sorted(p.name for p in SEED_CONFIG.iterdir())
 
 
 def test_every_seed_block_is_a_fixture() -> None:
-    assert SEED_FILES == sorted(set(CONFIG_FILES) - {"wcp360.yml"})
+    assert sorted(set(CONFIG_FILES) - {"wcp360.yml"}) == SEED_FILES
 
 
 def test_the_seed_set_loads_verbatim(seed_config_dir: Path, tmp_path: Path) -> None:
@@ -30,7 +30,10 @@ def test_the_seed_set_loads_verbatim(seed_config_dir: Path, tmp_path: Path) -> N
     assert config.rate_limiting.per_endpoint["/api/v1/modules/*/execute"].burst == 50
     assert str(config.rate_limiting.ip_blacklist[0]) == "192.0.2.0/24"
     assert config.sandbox.resource_limits.max_memory == 100_000_000
-    assert config.sandbox.module_capabilities["trusted-modules"].allowed_hosts == ["api.company.com", "data.company.com"]
+    assert config.sandbox.module_capabilities["trusted-modules"].allowed_hosts == [
+        "api.company.com",
+        "data.company.com",
+    ]
     assert config.static_analysis.quarantine.high_risk_threshold == 8
     assert config.database.password is not None and config.database.password.get_secret_value() == "from-env"
     assert config.database.idle_in_transaction_timeout == timedelta(seconds=60)
@@ -55,23 +58,51 @@ def test_missing_files_fall_back_to_secure_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "text", "where", "message"),
     [
-        ("security.yml", "auth:\n  jwt:\n    expiry: \"24h\"\n    colour: blue\n",
-         "security.yml:4: auth.jwt.colour:", "unknown key"),
-        ("rate_limit.yml", "rate_limiting:\n  global:\n    requests_per_minute: \"many\"\n    burst: 1\n",
-         "rate_limit.yml:3: rate_limiting.global.requests_per_minute:", "integer"),
-        ("sandbox.yml", "sandbox:\n  resource_limits:\n    max_memory: \"lots\"\n",
-         "sandbox.yml:3: sandbox.resource_limits.max_memory:", "invalid size"),
-        ("security.yml", "auth:\n  providers:\n    - type: local\n      config:\n        password_policy:\n"
-         "          min_length: 3\n", "security.yml:6: auth.providers[0].config.password_policy.min_length:",
-         "greater than or equal to 8"),
-        ("rbac.yml", "roles:\n  admin:\n    permissions: [\"modules\"]\n",
-         "rbac.yml:3: roles.admin.permissions[0]:", "invalid permission"),
-        ("ids.yml", "intrusion_detection:\n  rules:\n    - name: x\n      condition: y\n      action: explode\n",
-         "ids.yml:5: intrusion_detection.rules[0].action:", "Input should be"),
-        ("rate_limit.yml", "rate_limiting:\n  ip_whitelist: [\"10.0.0.0/33\"]\n",
-         "rate_limit.yml:2: rate_limiting.ip_whitelist[0]:", "does not appear to be an IPv4 or IPv6 network"),
-        ("audit.yml", "audit:\n  enabled: \"yes\"\n", "audit.yml:2: audit.enabled:", "boolean"),
-        ("tls.yml", "tls:\n  min_version: \"1.0\"\n", "tls.yml:2: tls.min_version:", "'1.2' or '1.3'"),
+        (
+            "security.yml",
+            'auth:\n  jwt:\n    expiry: "24h"\n    colour: blue\n',
+            "security.yml:4: auth.jwt.colour:",
+            "unknown key",
+        ),
+        (
+            "rate_limit.yml",
+            'rate_limiting:\n  global:\n    requests_per_minute: "many"\n    burst: 1\n',
+            "rate_limit.yml:3: rate_limiting.global.requests_per_minute:",
+            "integer",
+        ),
+        (
+            "sandbox.yml",
+            'sandbox:\n  resource_limits:\n    max_memory: "lots"\n',
+            "sandbox.yml:3: sandbox.resource_limits.max_memory:",
+            "invalid size",
+        ),
+        (
+            "security.yml",
+            "auth:\n  providers:\n    - type: local\n      config:\n        password_policy:\n"
+            "          min_length: 3\n",
+            "security.yml:6: auth.providers[0].config.password_policy.min_length:",
+            "greater than or equal to 8",
+        ),
+        (
+            "rbac.yml",
+            'roles:\n  admin:\n    permissions: ["modules"]\n',
+            "rbac.yml:3: roles.admin.permissions[0]:",
+            "invalid permission",
+        ),
+        (
+            "ids.yml",
+            "intrusion_detection:\n  rules:\n    - name: x\n      condition: y\n      action: explode\n",
+            "ids.yml:5: intrusion_detection.rules[0].action:",
+            "Input should be",
+        ),
+        (
+            "rate_limit.yml",
+            'rate_limiting:\n  ip_whitelist: ["10.0.0.0/33"]\n',
+            "rate_limit.yml:2: rate_limiting.ip_whitelist[0]:",
+            "does not appear to be an IPv4 or IPv6 network",
+        ),
+        ("audit.yml", 'audit:\n  enabled: "yes"\n', "audit.yml:2: audit.enabled:", "boolean"),
+        ("tls.yml", 'tls:\n  min_version: "1.0"\n', "tls.yml:2: tls.min_version:", "'1.2' or '1.3'"),
         ("wcp360.yml", "mode: dev\nmode: production\n", "wcp360.yml:2: mode:", "duplicate key"),
         ("wcp360.yml", "mode: [dev\n", "wcp360.yml:2:", "invalid YAML"),
     ],
@@ -86,8 +117,9 @@ def test_bad_config_names_file_key_and_line(tmp_path: Path, file: str, text: str
 
 def test_env_substitution(tmp_path: Path) -> None:
     write_files(tmp_path, {"database.yml": 'database:\n  password: "${DB_PASSWORD}"\n  name: "db_${SUFFIX}"\n'})
-    config = load_config(tmp_path, tmp_path / "d", env={"DB_PASSWORD": "s3cret", "SUFFIX": "x"},
-                         enforce_production=False)
+    config = load_config(
+        tmp_path, tmp_path / "d", env={"DB_PASSWORD": "s3cret", "SUFFIX": "x"}, enforce_production=False
+    )
     assert config.database.password is not None
     assert config.database.password.get_secret_value() == "s3cret"
     assert config.database.name == "db_x"

@@ -18,8 +18,9 @@ def _load(directory: Path) -> None:
 
 
 def test_seed_files_are_refused_in_production(seed_config_dir: Path) -> None:
-    config = load_config(seed_config_dir, seed_config_dir.parent / "d", env={"DB_PASSWORD": "x"},
-                         enforce_production=False)
+    config = load_config(
+        seed_config_dir, seed_config_dir.parent / "d", env={"DB_PASSWORD": "x"}, enforce_production=False
+    )
     problems = [str(p) for p in production_problems(config)]
     assert "security.yml: auth.jwt.secret: placeholder secret; set a real one" in problems
     assert "security.yml: auth.jwt.secret: JWT secret shorter than 32 bytes" in problems
@@ -63,8 +64,9 @@ def test_open_config_directory_is_refused(tmp_path: Path) -> None:
 
 
 def test_dev_mode_tolerates_what_production_refuses(tmp_path: Path) -> None:
-    directory = write_files(tmp_path / "etc", {"wcp360.yml": "mode: dev\n", "security.yml":
-                                               'auth:\n  jwt:\n    secret: "changeme"\n'})
+    directory = write_files(
+        tmp_path / "etc", {"wcp360.yml": "mode: dev\n", "security.yml": 'auth:\n  jwt:\n    secret: "changeme"\n'}
+    )
     directory.chmod(0o755)
     assert load_config(directory, tmp_path / "d", env={}).server.mode == "dev"
 

@@ -29,8 +29,16 @@ def _b64(data: bytes) -> str:
 def _claims(**overrides: object) -> dict[str, object]:
     now = datetime.now(UTC)
     claims: dict[str, object] = {
-        "iss": "wcp360", "aud": "wcp360-api", "sub": str(uuid.uuid4()), "sid": str(uuid.uuid4()),
-        "jti": "j", "iat": now, "nbf": now, "exp": now + timedelta(minutes=5), "roles": ["admin"], "typ": "access",
+        "iss": "wcp360",
+        "aud": "wcp360-api",
+        "sub": str(uuid.uuid4()),
+        "sid": str(uuid.uuid4()),
+        "jti": "j",
+        "iat": now,
+        "nbf": now,
+        "exp": now + timedelta(minutes=5),
+        "roles": ["admin"],
+        "typ": "access",
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
@@ -94,10 +102,10 @@ def test_tampered_payload_is_rejected(codec: JwtCodec) -> None:
 @pytest.fixture
 def rsa_codec(tmp_path: Path) -> tuple[JwtCodec, bytes]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "k.pem").write_bytes(private)
     (tmp_path / "k.pub").write_bytes(public)
     settings = JwtConfig(algorithm="RS256", private_key_file=tmp_path / "k.pem", public_key_file=tmp_path / "k.pub")

@@ -144,8 +144,9 @@ def test_audit_log_is_append_only_for_the_app_role(
     a, _ = two_users
     with _connect(pg_database) as conn:
         _as(conn, a)
-        conn.execute("INSERT INTO audit_logs (ts, actor_id, action, outcome, details) VALUES (now(), %s, 'y', 'ok', '{}')",
-                     (a,))
+        conn.execute(
+            "INSERT INTO audit_logs (ts, actor_id, action, outcome, details) VALUES (now(), %s, 'y', 'ok', '{}')", (a,)
+        )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("UPDATE audit_logs SET action = 'z'")
     with _connect(pg_database) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):

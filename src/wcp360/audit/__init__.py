@@ -15,6 +15,7 @@ from wcp360.audit.trail import AuditSink, JsonLinesSink, LogSink, install, recor
 __all__ = [
     "AuditEvent",
     "AuditSink",
+    "JsonLinesSink",
     "LogSink",
     "RequestContext",
     "bind_request",

@@ -19,9 +19,8 @@ class RequestContext:
     channel: str = "api"
 
 
-_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar(
-    "wcp360_request", default=RequestContext(channel="internal")
-)
+_INTERNAL = RequestContext(channel="internal")  # frozen, so safe as a shared default
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("wcp360_request", default=_INTERNAL)
 
 
 def current_request() -> RequestContext:

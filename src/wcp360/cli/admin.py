@@ -115,7 +115,7 @@ def list_users(
 ) -> None:
     """List accounts."""
     with runtime_from(config_dir, data_dir) as rt:
-        users, _ = rt.users.list(HOST, limit=1_000_000, status=status, role=role)
+        users, _ = rt.users.list_users(HOST, limit=1_000_000, status=status, role=role)
     typer.echo(render_users(users, output), nl=False)
 
 

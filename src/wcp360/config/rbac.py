@@ -69,9 +69,20 @@ DEFAULT_ROLES: dict[str, Role] = {
         description="Creates and manages the tenant accounts it owns",
         # Nobody hands out more than they hold, so a reseller holds what a tenant gets.
         permissions=[
-            "users:read", "users:create", "users:update", "tenants:*", "metrics:read",
-            "modules:read", "modules:create", "modules:execute", "modules:delete",
-            "scheduler:read", "scheduler:create", "snapshots:read", "snapshots:create", "snapshots:restore",
+            "users:read",
+            "users:create",
+            "users:update",
+            "tenants:*",
+            "metrics:read",
+            "modules:read",
+            "modules:create",
+            "modules:execute",
+            "modules:delete",
+            "scheduler:read",
+            "scheduler:create",
+            "snapshots:read",
+            "snapshots:create",
+            "snapshots:restore",
         ],
     ),
     "tenant": Role(

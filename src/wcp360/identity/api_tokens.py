@@ -96,7 +96,7 @@ class ApiTokenService:
             )
             return {**_view(token), "token": f"{API_TOKEN_PREFIX}{token.id}_{secret}"}
 
-    def list(self, actor: Principal) -> list[dict[str, Any]]:
+    def list_tokens(self, actor: Principal) -> list[dict[str, Any]]:
         self.policy.require(actor, "self:api_tokens")
         with self.db.transaction(actor.user_id) as s:
             rows = s.scalars(select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.created_at))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit, metrics
@@ -22,7 +22,7 @@ from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RefreshToken, Session, User
 from wcp360.store.types import utcnow
 
-API_TOKEN_PREFIX = "wcp_"
+API_TOKEN_PREFIX = "wcp_"  # noqa: S105 - a public prefix, not a secret
 # Refreshing last_used_at on every API-token request would turn every read into a write.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 INVALID_CREDENTIALS = "invalid username or password"
@@ -33,7 +33,7 @@ class TokenPair:
     access_token: str
     refresh_token: str
     expires_in: int
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -118,15 +118,15 @@ class AuthService:
                 self._fail("refresh_rejected", user.username, user)
                 raise Unauthorized("invalid refresh token")
             # Mark used with a guarded UPDATE: of two concurrent refreshes only one wins; the
-            # other, like any second use of a token, is a replay.
-            won = (
-                row.used_at is None
-                and s.execute(
-                    update(RefreshToken)
-                    .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
-                    .values(used_at=now)
-                ).rowcount
+            # other, like any second use of a token, is a replay. (Read used_at first: the ORM
+            # synchronises `row` with the UPDATE.)
+            unused = row.used_at is None
+            claimed = s.execute(
+                update(RefreshToken)
+                .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+                .values(used_at=now)
             )
+            won = unused and cast("CursorResult[Any]", claimed).rowcount == 1
             if won:
                 pair = self._issue(s, user, session)
                 audit.record(

@@ -53,7 +53,7 @@ class UserService:
 
     # -- reading -------------------------------------------------------------------------
 
-    def list(
+    def list_users(
         self, actor: Principal, limit: int = 50, offset: int = 0, status: str | None = None, role: str | None = None
     ) -> tuple[list[dict[str, Any]], int]:
         self.policy.require(actor, "users:read")

@@ -77,7 +77,7 @@ def create_api_token(body: ApiTokenCreateBody, actor: PrincipalDep, rt: RuntimeD
 
 @router.get("/api-tokens")
 def list_api_tokens(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
-    return {"items": rt.api_tokens.list(actor)}
+    return {"items": rt.api_tokens.list_tokens(actor)}
 
 
 @router.post("/api-tokens/{token_id}/rotate")

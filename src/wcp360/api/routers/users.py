@@ -27,7 +27,7 @@ def list_users(
     status: Literal["active", "disabled"] | None = None,
     role: Annotated[str | None, Query(max_length=64)] = None,
 ) -> dict[str, Any]:
-    items, total = rt.users.list(actor, limit, offset, status, role)
+    items, total = rt.users.list_users(actor, limit, offset, status, role)
     return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
