@@ -19,7 +19,7 @@ from wcp360.identity.two_factor import TwoFactor
 from wcp360.identity.users import ADMIN_ROLE, UserService
 from wcp360.keys import HostKeys, ensure_private_dir
 from wcp360.store import migrate
-from wcp360.store.database import Database, create_db_engine
+from wcp360.store.database import Database
 from wcp360.store.models import User
 
 
@@ -42,7 +42,7 @@ class Runtime:
         keys = HostKeys(config.secrets_dir)
         if upgrade:
             migrate.upgrade(config.database, config.data_dir)
-        db = Database(create_db_engine(config.database, config.data_dir))
+        db = Database.open(config.database, config.data_dir)
         policy = Policy(config.rbac)
         hasher = PasswordHasher(config.auth.argon2)
         codec = JwtCodec(config.auth.jwt, keys.jwt_secret)

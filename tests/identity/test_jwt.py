@@ -138,3 +138,36 @@ def test_hs_token_is_rejected_by_rs_server_even_with_right_secret(rsa_codec: tup
 def test_garbage_is_rejected(codec: JwtCodec, garbage: str) -> None:
     with pytest.raises(Unauthorized):
         codec.verify(garbage)
+
+
+def test_a_cached_token_still_expires(codec: JwtCodec) -> None:
+    from datetime import datetime as real_datetime
+
+    issued = real_datetime.now(UTC) - timedelta(minutes=14, seconds=59)
+    token = codec.issue(uuid.uuid4(), uuid.uuid4(), [], now=issued)
+    codec.verify(token)  # valid now, and now cached
+    later = issued + codec.settings.expiry + codec.settings.leeway + timedelta(seconds=1)
+
+    class Frozen(real_datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> real_datetime:  # type: ignore[override]
+            return later
+
+    import wcp360.identity.jwt_codec as module
+
+    original = module.datetime
+    module.datetime = Frozen  # type: ignore[misc]
+    try:
+        with pytest.raises(Unauthorized):
+            codec.verify(token)
+    finally:
+        module.datetime = original  # type: ignore[misc]
+
+
+def test_failures_are_not_cached(codec: JwtCodec) -> None:
+    token = codec.issue(uuid.uuid4(), uuid.uuid4(), [])
+    header, body, signature = token.split(".")
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            codec.verify(f"{header}.{body}.{signature[:-2]}AA")
+    codec.verify(token)

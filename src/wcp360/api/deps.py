@@ -12,7 +12,8 @@ from wcp360.errors import Unauthorized
 from wcp360.runtime import Runtime
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
+    # async: no I/O here, and a sync dependency would cost a threadpool hop on every request.
     rt: Runtime = request.app.state.runtime
     return rt
 

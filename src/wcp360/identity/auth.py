@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit, metrics
@@ -19,13 +19,29 @@ from wcp360.identity.opaque import digest, digest_matches, new_secret
 from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.two_factor import TwoFactor
 from wcp360.store.database import Database
-from wcp360.store.models import ApiToken, RefreshToken, Session, User
+from wcp360.store.models import ApiToken, RefreshToken, Session, User, UserRole
 from wcp360.store.types import utcnow
 
 API_TOKEN_PREFIX = "wcp_"  # noqa: S105 - a public prefix, not a secret
 # Refreshing last_used_at on every API-token request would turn every read into a write.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 INVALID_CREDENTIALS = "invalid username or password"
+
+# Built once: constructing a statement costs more than running it on this path.
+_SESSION_LOOKUP = (
+    select(
+        User.username,
+        User.status,
+        User.totp_enabled_at,
+        Session.revoked_at,
+        Session.expires_at,
+        Session.mfa,
+        UserRole.role,
+    )
+    .join(Session, Session.user_id == User.id)
+    .outerjoin(UserRole, UserRole.user_id == User.id)
+    .where(Session.id == bindparam("sid"), User.id == bindparam("sub"))
+)
 
 
 @dataclass(frozen=True)
@@ -172,27 +188,23 @@ class AuthService:
         if bearer.startswith(API_TOKEN_PREFIX):
             return self._authenticate_api_token(bearer, client_ip)
         claims = self.codec.verify(bearer)
-        with self.db.transaction(claims.subject) as s:
-            row = s.execute(
-                select(User, Session.revoked_at, Session.expires_at, Session.mfa)
-                .join(Session, Session.user_id == User.id)
-                .where(Session.id == claims.session_id, User.id == claims.subject)
-            ).first()
-            if row is None:
-                raise Unauthorized("invalid or expired token")
-            user, revoked_at, expires_at, mfa = row
-            # Checked on every request so that sign-out and disabling an account act at once.
-            if revoked_at is not None or expires_at <= utcnow() or user.status != "active":
-                raise Unauthorized("invalid or expired token")
-            roles = tuple(user.role_names)
-            return Principal(
-                user_id=user.id,
-                username=user.username,
-                roles=roles,
-                via="session",
-                session_id=claims.session_id,
-                mfa_pending=self.two_factor.required_for(roles) and not mfa and not user.totp_enabled,
-            )
+        # The hot path of every request: one query for session, account and roles (columns, not
+        # ORM objects), on every request, so that sign-out and disabling an account act at once.
+        rows = self.db.read_one_statement(_SESSION_LOOKUP, {"sid": claims.session_id, "sub": claims.subject})
+        if not rows:
+            raise Unauthorized("invalid or expired token")
+        username, status, totp_enabled_at, revoked_at, expires_at, mfa, _ = rows[0]
+        if revoked_at is not None or expires_at <= utcnow() or status != "active":
+            raise Unauthorized("invalid or expired token")
+        roles = tuple(sorted(row.role for row in rows if row.role is not None))
+        return Principal(
+            user_id=claims.subject,
+            username=username,
+            roles=roles,
+            via="session",
+            session_id=claims.session_id,
+            mfa_pending=self.two_factor.required_for(roles) and not mfa and totp_enabled_at is None,
+        )
 
     def _authenticate_api_token(self, bearer: str, client_ip: str | None) -> Principal:
         token_id, _, secret = bearer[len(API_TOKEN_PREFIX) :].partition("_")

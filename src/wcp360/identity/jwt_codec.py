@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import jwt
@@ -36,6 +37,7 @@ class JwtCodec:
             assert settings.private_key_file and settings.public_key_file
             self._signing_key = settings.private_key_file.read_bytes()
             self._verify_key = settings.public_key_file.read_bytes()
+        self._decode_cached = lru_cache(maxsize=8192)(self._decode)
 
     @property
     def lifetime_seconds(self) -> int:
@@ -58,6 +60,19 @@ class JwtCodec:
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm, headers={"typ": "JWT"})
 
     def verify(self, token: str) -> AccessClaims:
+        """Check a token: signature and claims once per distinct token, expiry on every use.
+
+        Clients present the same access token for its whole lifetime, and checking a signature
+        over the same bytes always gives the same answer, so successful decodes are cached
+        (bounded; failures are never cached). Revocation is not affected: the session and the
+        account are looked up on every request by the caller.
+        """
+        claims = self._decode_cached(token)
+        if claims.expires_at + self.settings.leeway <= datetime.now(UTC):
+            raise Unauthorized("invalid or expired token", reason="ExpiredSignatureError")
+        return claims
+
+    def _decode(self, token: str) -> AccessClaims:
         """Decode and check a token; every failure is the same 401 to the caller.
 
         `algorithms` is pinned to the one configured algorithm, which is what rejects `alg=none`

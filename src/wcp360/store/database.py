@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, create_engine, event, text
+from sqlalchemy import URL, Engine, Executable, Row, create_engine, event, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from wcp360.config.database import DatabaseConfig
+
+READONLY = "wcp360_readonly"
 
 
 def _ms(seconds: float) -> int:
@@ -54,10 +56,21 @@ def _postgres_connect_args(db: DatabaseConfig) -> dict[str, Any]:
     return args
 
 
-def create_db_engine(db: DatabaseConfig, data_dir: Path, *, owner: bool = False) -> Engine:
+def create_db_engine(db: DatabaseConfig, data_dir: Path, *, owner: bool = False, autocommit: bool = False) -> Engine:
+    """The engine for transactions, or (`autocommit`) the small one for single-statement reads."""
     if db.type == "sqlite":
-        return _sqlite_engine(db.path if db.path.is_absolute() else data_dir / db.path)
+        return _sqlite_engine(db.path if db.path.is_absolute() else data_dir / db.path, autocommit)
     pool_size = max(1, min(db.max_idle_connections, db.max_connections))
+    if autocommit:
+        return create_engine(
+            postgres_url(db, owner=owner),
+            connect_args=_postgres_connect_args(db),
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_recycle=min(300, int(db.connection_lifetime.total_seconds())),
+        )
     return create_engine(
         postgres_url(db, owner=owner),
         connect_args=_postgres_connect_args(db),
@@ -68,46 +81,67 @@ def create_db_engine(db: DatabaseConfig, data_dir: Path, *, owner: bool = False)
     )
 
 
-def _sqlite_engine(path: Path) -> Engine:
+def _sqlite_engine(path: Path, autocommit: bool = False) -> Engine:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not path.exists():
         # Create the file 0600 ourselves: sqlite3 would honour the process umask.
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    if autocommit:
+        engine = create_engine(
+            f"sqlite+pysqlite:///{path}",
+            connect_args={"timeout": 30},
+            isolation_level="AUTOCOMMIT",
+            pool_reset_on_return=None,
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
     engine = create_engine(f"sqlite+pysqlite:///{path}", connect_args={"timeout": 30})
 
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not pysqlite, decide where transactions begin (BEGIN IMMEDIATE below).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
+    event.listen(engine, "connect", _sqlite_pragmas)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        # Take the write lock at BEGIN, so two writers queue instead of failing with SQLITE_BUSY.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock at BEGIN, so two of them queue instead of failing with
+        # SQLITE_BUSY; read-only transactions must not, or every request would serialise.
+        readonly = conn.get_execution_options().get(READONLY, False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
     return engine
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, decide where transactions begin (BEGIN IMMEDIATE below).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
 class Database:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reader: Engine | None = None) -> None:
         self.engine = engine
+        self.reader = reader or engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readonly_sessions = sessionmaker(engine.execution_options(**{READONLY: True}), expire_on_commit=False)
 
     @contextmanager
-    def transaction(self, actor_id: uuid.UUID | None = None, all_owners: bool = False) -> Iterator[OrmSession]:
+    def transaction(
+        self, actor_id: uuid.UUID | None = None, all_owners: bool = False, readonly: bool = False
+    ) -> Iterator[OrmSession]:
         """One transaction, committed on success and rolled back on any exception.
 
         `all_owners` is set only after the policy function granted `system:any_owner`; RLS then
-        lets the transaction see every owner's rows.
+        lets the transaction see every owner's rows. `readonly` transactions do not take SQLite's
+        write lock, and PostgreSQL refuses any write in them.
         """
-        with self._sessions() as session, session.begin():
+        factory = self._readonly_sessions if readonly else self._sessions
+        with factory() as session, session.begin():
+            if self.is_postgres and readonly:
+                session.execute(text("SET TRANSACTION READ ONLY"))
             if self.is_postgres:
                 session.execute(
                     text("SELECT set_config('app.user_id', :uid, true), set_config('app.all_owners', :all, true)"),
@@ -115,5 +149,21 @@ class Database:
                 )
             yield session
 
+    def read_one_statement(self, statement: Executable, params: dict[str, Any]) -> Sequence[Row[Any]]:
+        """Run one SELECT on the autocommit reader: no BEGIN/COMMIT, no pool reset.
+
+        One statement is atomic on its own, so nothing is lost; the transaction bookkeeping it
+        skips was 80% of the cost of authenticating a request (benchmarks/README.md). Only for
+        tables without row-level security: no `app.user_id` is set here.
+        """
+        with self.reader.connect() as connection:
+            return connection.execute(statement, params).all()
+
+    @classmethod
+    def open(cls, db: DatabaseConfig, data_dir: Path) -> Database:
+        return cls(create_db_engine(db, data_dir), create_db_engine(db, data_dir, autocommit=True))
+
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.reader is not self.engine:
+            self.reader.dispose()

@@ -36,7 +36,8 @@ def logout(actor: PrincipalDep, rt: RuntimeDep) -> Response:
 
 
 @router.get("/me")
-def me(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+async def me(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    # async: the principal is already resolved (in the threadpool); what is left is CPU-only.
     rt.policy.require(actor, "self:read")
     return {
         "id": str(actor.user_id),

@@ -1,0 +1,99 @@
+"""Helpers for the benchmarks: a real uvicorn server in its own process and a keep-alive client."""
+
+from __future__ import annotations
+
+import http.client
+import multiprocessing
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(target: Callable[..., None], *args: Any) -> multiprocessing.Process:
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+    process.start()
+    return process
+
+
+def wait_ready(port: int, path: str = "/healthz", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("server did not become ready")
+
+
+@dataclass
+class Result:
+    name: str
+    requests: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "requests": self.requests,
+            "rps": round(self.throughput, 1),
+            "p50_ms": round(self.percentile(0.50) * 1000, 3),
+            "p99_ms": round(self.percentile(0.99) * 1000, 3),
+        }
+
+
+def load(port: int, path: str, headers: dict[str, str], requests: int, clients: int, name: str) -> Result:
+    """`clients` threads, each on one keep-alive connection, sharing `requests` GETs."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_client = requests // clients
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine: list[float] = []
+        for _ in range(per_client):
+            started = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{path}: HTTP {response.status}")
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return Result(name, per_client * clients, time.perf_counter() - started, latencies)
+
+
+def median_of(results: list[Result], attribute: str) -> float:
+    return statistics.median(
+        getattr(r, attribute) if attribute == "throughput" else r.percentile(float(attribute)) for r in results
+    )
