@@ -193,17 +193,17 @@ class AuthService:
         rows = self.db.read_one_statement(_SESSION_LOOKUP, {"sid": claims.session_id, "sub": claims.subject})
         if not rows:
             raise Unauthorized("invalid or expired token")
-        username, status, totp_enabled_at, revoked_at, expires_at, mfa, _ = rows[0]
-        if revoked_at is not None or expires_at <= utcnow() or status != "active":
+        first = rows[0]
+        if first.revoked_at is not None or first.expires_at <= utcnow() or first.status != "active":
             raise Unauthorized("invalid or expired token")
         roles = tuple(sorted(row.role for row in rows if row.role is not None))
         return Principal(
             user_id=claims.subject,
-            username=username,
+            username=first.username,
             roles=roles,
             via="session",
             session_id=claims.session_id,
-            mfa_pending=self.two_factor.required_for(roles) and not mfa and totp_enabled_at is None,
+            mfa_pending=self.two_factor.required_for(roles) and not first.mfa and first.totp_enabled_at is None,
         )
 
     def _authenticate_api_token(self, bearer: str, client_ip: str | None) -> Principal:
