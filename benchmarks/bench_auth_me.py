@@ -42,6 +42,9 @@ def serve(port: int, data_dir: str) -> None:
 
 
 def prepare(data_dir: str) -> str:
+    from wcp360.logs import configure_logging
+
+    configure_logging("warning")
     from wcp360.authz import Principal
     from wcp360.config import load_config
     from wcp360.runtime import Runtime
