@@ -3,6 +3,7 @@
 
     python3 dev.py serve [ARGS...]   run WCP360 on its embedded default (SQLite, 127.0.0.1:8080)
     python3 dev.py test  [ARGS...]   run the whole test suite (starts PostgreSQL/Redis if needed)
+    python3 dev.py lint              ruff and mypy (strict)
 
 Both install uv (pinned, into .tools/) when it is missing and sync the locked dependencies.
 """
@@ -44,7 +45,7 @@ def run(uv_bin: str, *args: str, env: dict[str, str] | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"serve", "test"}:
+    if not argv or argv[0] not in {"serve", "test", "lint"}:
         print(__doc__, file=sys.stderr)
         return 2
     uv_bin = uv()
@@ -55,6 +56,8 @@ def main(argv: list[str]) -> int:
         for directory in (config_dir, data_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return run(uv_bin, "wcp360", "serve", "--config-dir", str(config_dir), "--data-dir", str(data_dir), *argv[1:])
+    if argv[0] == "lint":
+        return run(uv_bin, "ruff", "check", "src", "tests", "benchmarks") or run(uv_bin, "mypy")
     subprocess.run(["bash", str(ROOT / "scripts" / "services.sh")], check=True)
     return run(uv_bin, "pytest", *argv[1:])
 
