@@ -196,3 +196,16 @@ def test_concurrent_refreshes_of_one_token_let_one_win(rt: Runtime) -> None:
     assert any("reuse detected" in o for o in outcomes)  # the first loser trips the replay alarm
     with rt.db.transaction() as s:
         assert s.scalars(select(Session)).one().revoked_reason == "refresh_token_replay"
+
+
+def test_only_enabled_implemented_providers_are_offered(client: TestClient) -> None:
+    assert client.get("/api/v1/auth/providers").json() == {"providers": [{"type": "local"}]}
+
+
+def test_disabled_local_provider_refuses_password_sign_in(client: TestClient, rt: Runtime) -> None:
+    from wcp360.config.security import LocalProvider
+
+    make_user(rt, "offline", ["viewer"])
+    rt.auth.settings = rt.auth.settings.model_copy(update={"providers": [LocalProvider(type="local", enabled=False)]})
+    response = client.post("/api/v1/auth/login", json={"username": "offline", "password": STRONG})
+    assert response.status_code == 401 and "not offered" in problem_of(response)["detail"]

@@ -17,6 +17,7 @@ from wcp360.errors import Forbidden, Unauthorized
 from wcp360.identity.jwt_codec import JwtCodec
 from wcp360.identity.opaque import digest, digest_matches, new_secret
 from wcp360.identity.passwords import PasswordHasher, check_password
+from wcp360.identity.providers import LocalProvider, offered
 from wcp360.identity.two_factor import TwoFactor
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RefreshToken, Session, User, UserRole
@@ -81,18 +82,18 @@ class AuthService:
         self.codec = codec
         self.two_factor = two_factor
         self.settings = settings
+        self.local = LocalProvider(hasher)
 
     # -- sign-in -------------------------------------------------------------------------
 
     def login(self, username: str, password: str, totp: str | None = None) -> TokenPair:
-        if self.settings.local_provider() is None:
-            raise Unauthorized("local sign-in is disabled")
+        if "local" not in offered(self.settings):
+            raise Unauthorized("password sign-in is not offered here")
         name = username.strip().lower()
         with self.db.transaction() as s:
-            user = s.scalar(select(User).where(User.username == name))
-            # Unknown users are checked against a dummy hash, so both failures cost one argon2 run
-            # and return the same body.
-            password_ok = self.hasher.verify(user.password_hash if user else None, password)
+            # Unknown user and wrong password cost the same and return the same body.
+            verdict = self.local.check(s, name, password)
+            user, password_ok = verdict.user, verdict.password_ok
             if user is None or not password_ok or user.status != "active":
                 reason = "unknown_user" if user is None else ("bad_password" if not password_ok else "disabled")
                 self._fail(reason, name, user)

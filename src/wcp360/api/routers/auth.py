@@ -15,8 +15,15 @@ from wcp360.api.schemas import (
     TotpCodeBody,
     TotpDisableBody,
 )
+from wcp360.identity.providers import offered
 
 router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.get("/providers")
+async def providers(rt: RuntimeDep) -> dict[str, Any]:
+    """The sign-in methods offered here (enabled in security.yml and implemented)."""
+    return {"providers": [{"type": kind} for kind in offered(rt.config.auth)]}
 
 
 @router.post("/login")
