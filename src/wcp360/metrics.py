@@ -14,3 +14,6 @@ AUDIT_WRITE_FAILURES = Counter("audit_write_failures_total", "Audit sink write f
 HTTP_REQUESTS = Histogram(
     "http_request_duration_seconds", "HTTP request latency by route template", ["method", "route", "status"]
 )
+AUDIT_FORWARD_FAILURES = Counter(
+    "audit_forward_failures_total", "Failed deliveries of audit events to a copy (retried)", ["destination"]
+)

@@ -85,18 +85,3 @@ def generate_password(runtime: Runtime, length: int = 24) -> str:
         candidate = "".join(secrets.choice(alphabet) for _ in range(max(length, policy.min_length)))
         if not policy_violations(policy, candidate, runtime.config.server.bootstrap_admin.username):
             return candidate
-
-
-def install_audit_sinks(config: Config) -> None:
-    """The audit destinations of audit.yml that exist so far (file), falling back to the log."""
-    from wcp360 import audit
-    from wcp360.config.audit import FileDestination
-
-    sinks: list[audit.AuditSink] = []
-    if config.audit.enabled:
-        for destination in config.audit.destinations:
-            if isinstance(destination, FileDestination):
-                path = destination.path if destination.path.is_absolute() else config.log_dir / destination.path
-                sinks.append(audit.JsonLinesSink(path, fsync=destination.fsync == "always"))
-    fields = tuple(config.audit.sensitive_fields) if config.audit.filter_sensitive_data else ()
-    audit.install(sinks or [audit.LogSink()], tuple(sorted({*fields, "password", "secret", "token"})))

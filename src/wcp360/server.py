@@ -10,9 +10,10 @@ import uvicorn
 
 from wcp360 import audit
 from wcp360.api.app import create_app
+from wcp360.audit.setup import trail_scope
 from wcp360.config import Config
 from wcp360.net import is_loopback, parse_listen
-from wcp360.runtime import Runtime, install_audit_sinks
+from wcp360.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -32,42 +33,51 @@ def plan_listener(config: Config, listen: str | None) -> Listener:
 
 def serve(config: Config, listen: str | None = None) -> None:
     listener = plan_listener(config, listen)
-    install_audit_sinks(config)
     rt = Runtime.open(config)
+    try:
+        with trail_scope(config, rt.db, forward=True):
+            _bootstrap(rt)
+            audit.record(
+                "service_start",
+                actor_id="system",
+                resource_type="service",
+                resource_id="api",
+                details={"listen": f"{listener.host}:{listener.port}", "tls": listener.tls},
+            )
+            try:
+                _run(rt, listener)
+            finally:
+                audit.record("service_stop", actor_id="system", resource_type="service", resource_id="api")
+    finally:
+        rt.close()
+
+
+def _bootstrap(rt: Runtime) -> None:
     generated = rt.bootstrap_admin()
     if generated is not None:
         # Printed exactly once, on the run that creates the account; never logged.
         print(
-            f"Created the first admin account '{config.server.bootstrap_admin.username}'.\n"
+            f"Created the first admin account '{rt.config.server.bootstrap_admin.username}'.\n"
             f"Its password (shown only now): {generated}",
             file=sys.stderr,
             flush=True,
         )
-    app = create_app(rt)
-    tls = config.tls
-    audit.record(
-        "service_start",
-        actor_id="system",
-        resource_type="service",
-        resource_id="api",
-        details={"listen": f"{listener.host}:{listener.port}", "tls": listener.tls},
-    )
+
+
+def _run(rt: Runtime, listener: Listener) -> None:
+    tls = rt.config.tls
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler that
     # was installed before it; make that handler a normal exit so `service_stop` is recorded.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        uvicorn.run(
-            app,
-            host=listener.host,
-            port=listener.port,
-            server_header=False,
-            date_header=True,
-            proxy_headers=False,  # client addresses come from wcp360.api.client_ip, not uvicorn
-            access_log=False,
-            log_level="warning",
-            ssl_certfile=str(tls.cert_file) if listener.tls and tls.cert_file else None,
-            ssl_keyfile=str(tls.key_file) if listener.tls and tls.key_file else None,
-        )
-    finally:
-        audit.record("service_stop", actor_id="system", resource_type="service", resource_id="api")
-        rt.close()
+    uvicorn.run(
+        create_app(rt),
+        host=listener.host,
+        port=listener.port,
+        server_header=False,
+        date_header=True,
+        proxy_headers=False,  # client addresses come from wcp360.api.client_ip, not uvicorn
+        access_log=False,
+        log_level="warning",
+        ssl_certfile=str(tls.cert_file) if listener.tls and tls.cert_file else None,
+        ssl_keyfile=str(tls.key_file) if listener.tls and tls.key_file else None,
+    )

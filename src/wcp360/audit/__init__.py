@@ -1,25 +1,25 @@
-"""The audit trail's single entry point: `audit.record(...)`.
+"""The audit trail: `audit.record(...)` is the single entry point for every security-relevant action.
 
-Every security-relevant action in WCP360 (API, CLI, policy denials, identity flows) calls
-`record`. This module builds the event (seed 000 fields plus request context), redacts sensitive
-fields, and hands it to the installed sinks. The tamper-evident file, syslog and database sinks
-arrive with the audit-trail issue; until then the structured application log is the sink.
+Events are redacted, appended durably to a hash-chained JSON-lines file with Ed25519-signed
+checkpoints (the source of truth), and copied to syslog and the database by forwarders.
+See docs/audit.md.
 """
 
 from __future__ import annotations
 
 from wcp360.audit.context import RequestContext, bind_request, current_request
 from wcp360.audit.events import AuditEvent, redact
-from wcp360.audit.trail import AuditSink, JsonLinesSink, LogSink, install, record, sinks
+from wcp360.audit.trail import AuditSink, LogSink, Trail, current_trail, install, record, sinks
 
 __all__ = [
     "AuditEvent",
     "AuditSink",
-    "JsonLinesSink",
     "LogSink",
     "RequestContext",
+    "Trail",
     "bind_request",
     "current_request",
+    "current_trail",
     "install",
     "record",
     "redact",

@@ -22,6 +22,8 @@ class AuditEvent:
     request_id: str | None
     channel: str
     details: dict[str, Any] = field(default_factory=dict)
+    # Assigned by the file writer; None when no file destination is installed.
+    seq: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,12 +1,16 @@
-"""`record()` and the sinks it writes to."""
+"""`record()`, the single way anything in WCP360 writes to the audit trail, and its destinations.
+
+The event (seed 000 fields plus request context) is redacted, then appended durably to the
+hash-chained file, which is the source of truth: `record` returns once the event is on disk (or
+raises, and the caller's action fails with it). Other sinks (the structured log, tests) see the
+written event; the syslog and database copies are fed from the file by forwarders.
+"""
 
 from __future__ import annotations
 
-import json
-import os
 import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -14,12 +18,15 @@ import structlog
 from wcp360 import metrics
 from wcp360.audit.context import current_request
 from wcp360.audit.events import AuditEvent, redact
-from wcp360.keys import ensure_private_dir
 
 if TYPE_CHECKING:
+    from wcp360.audit.forwarder import Forwarder
+    from wcp360.audit.writer import AuditWriter
     from wcp360.authz.principal import Principal
 
 DEFAULT_SENSITIVE = ("password", "token", "secret", "key", "totp", "code")
+# Events about a module carry its id at top level too, so `jq '.module_id'` works (seed 003).
+_MODULE_TYPES = {"module"}
 
 
 class AuditSink(Protocol):
@@ -36,20 +43,42 @@ class LogSink:
         self._log.info("audit", **event.as_dict())
 
 
+@dataclass
+class Trail:
+    writer: AuditWriter | None = None
+    sinks: list[AuditSink] = field(default_factory=list)
+    forwarders: list[Forwarder] = field(default_factory=list)
+    sensitive: tuple[str, ...] = DEFAULT_SENSITIVE
+
+    def close(self) -> None:
+        for forwarder in self.forwarders:
+            forwarder.stop()
+        if self.writer is not None:
+            self.writer.close()
+
+
 _lock = threading.Lock()
-_sinks: list[AuditSink] = [LogSink()]
-_sensitive: tuple[str, ...] = DEFAULT_SENSITIVE
+_trail = Trail(sinks=[LogSink()])
 
 
-def install(new_sinks: list[AuditSink], sensitive_fields: tuple[str, ...] = DEFAULT_SENSITIVE) -> None:
-    global _sinks, _sensitive
+def install(
+    new_sinks: list[AuditSink],
+    sensitive_fields: tuple[str, ...] = DEFAULT_SENSITIVE,
+    writer: AuditWriter | None = None,
+    forwarders: list[Forwarder] | None = None,
+) -> Trail:
+    global _trail
     with _lock:
-        _sinks = list(new_sinks)
-        _sensitive = tuple(sensitive_fields)
+        _trail = Trail(writer, list(new_sinks), list(forwarders or []), tuple(sensitive_fields))
+        return _trail
+
+
+def current_trail() -> Trail:
+    return _trail
 
 
 def sinks() -> list[AuditSink]:
-    return list(_sinks)
+    return list(_trail.sinks)
 
 
 def record(
@@ -63,56 +92,40 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Record one security-relevant action. The only way anything in WCP360 writes to the trail."""
+    trail = _trail
     context = current_request()
-    clean = redact({k: v for k, v in (details or {}).items() if v is not None}, _sensitive)
+    clean = redact({k: v for k, v in (details or {}).items() if v is not None}, trail.sensitive)
     if actor is not None:
         actor_id = actor.actor_label
         clean.setdefault("via", actor.via)
-    event = AuditEvent(
-        ts=datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-        action=action,
-        outcome=outcome,
-        actor_id=actor_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        ip_address=context.ip_address,
-        user_agent=context.user_agent,
-        request_id=context.request_id,
-        channel=context.channel,
-        details=clean,
-    )
+    body: dict[str, Any] = {
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "action": action,
+        "outcome": outcome,
+        "actor_id": actor_id,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "ip_address": context.ip_address,
+        "user_agent": context.user_agent,
+        "request_id": context.request_id,
+        "channel": context.channel,
+        "details": clean,
+    }
+    if resource_type in _MODULE_TYPES:
+        body["module_id"] = resource_id
+    seq = None
+    if trail.writer is not None:
+        try:
+            seq = trail.writer.submit(body)["seq"]
+        except Exception:
+            metrics.AUDIT_WRITE_FAILURES.inc()
+            raise
+    event = AuditEvent(seq=seq, **{k: v for k, v in body.items() if k != "module_id"})
     metrics.AUDIT_EVENTS.labels(action=action).inc()
-    for sink in _sinks:
+    for sink in trail.sinks:
         try:
             sink.write(event)
         except Exception:
             metrics.AUDIT_WRITE_FAILURES.inc()
             structlog.get_logger("wcp360.audit").exception("audit sink failed", action=action)
-            raise
     return event
-
-
-class JsonLinesSink:
-    """One JSON object per line, appended with O_APPEND to a 0600 file in a 0700 directory.
-
-    The hash chain, signed checkpoints, rotation and the syslog/database destinations of seed 003
-    are the audit-trail issue's; this sink already keeps the seed's analysis commands working
-    (`grep login_failure audit.log`).
-    """
-
-    def __init__(self, path: Path, fsync: bool = True) -> None:
-        ensure_private_dir(path.parent)
-        self.path = path
-        self.fsync = fsync
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._lock = threading.Lock()
-
-    def write(self, event: AuditEvent) -> None:
-        line = json.dumps(event.as_dict(), separators=(",", ":"), sort_keys=True, ensure_ascii=False) + "\n"
-        with self._lock:
-            os.write(self._fd, line.encode())
-            if self.fsync:
-                os.fsync(self._fd)
-
-    def close(self) -> None:
-        os.close(self._fd)

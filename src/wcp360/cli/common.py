@@ -11,9 +11,10 @@ from typing import Annotated, NoReturn
 import typer
 
 from wcp360.audit import RequestContext, bind_request
+from wcp360.audit.setup import trail_scope
 from wcp360.config import Config, ConfigError, load_config
 from wcp360.errors import WcpError
-from wcp360.runtime import Runtime, install_audit_sinks
+from wcp360.runtime import Runtime
 
 ConfigDirOption = Annotated[
     Path | None,
@@ -40,13 +41,15 @@ def config_from(config_dir: Path | None, data_dir: Path | None, enforce_producti
 def runtime_from(config_dir: Path | None, data_dir: Path | None) -> Iterator[Runtime]:
     """A runtime for one CLI command; domain errors become one line on stderr and exit 1."""
     config = config_from(config_dir, data_dir)
-    install_audit_sinks(config)
     try:
         rt = Runtime.open(config)
     except (OSError, PermissionError) as exc:
         fail(str(exc))
     try:
-        with bind_request(RequestContext(channel="cli", user_agent=" ".join(sys.argv[:3])[:512])):
+        with (
+            trail_scope(config),
+            bind_request(RequestContext(channel="cli", user_agent=" ".join(sys.argv[:3])[:512])),
+        ):
             yield rt
     except WcpError as exc:
         fail(exc.detail)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from wcp360 import __version__
-from wcp360.cli import admin, config_cmd, db
+from wcp360.cli import admin, audit_cmd, config_cmd, db
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
 from wcp360.logs import configure_logging
 
@@ -19,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(admin.app, name="admin")
+app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
 

@@ -1,0 +1,144 @@
+"""`wcp360 audit verify`: walk every file in order and prove (or disprove) the trail.
+
+Checks, per line: valid JSON in exactly canonical form (so no edit hides behind an equivalent
+spelling); events numbered without gaps or repeats; each event linked to the previous (`prev`)
+and hashed correctly (`chain`); each checkpoint signed by a trusted key, matching the chain head
+right before it, and linked to the previous checkpoint (`prev_sig`).
+
+What a log cannot prove by itself: events after the last checkpoint carry no signature yet, and
+a cut made exactly at a checkpoint leaves a shorter log that still verifies. The report names the
+unsigned tail; the writer records `audit_tamper_detected` when it finds its own records gone,
+and the syslog/database copies hold the later checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from wcp360.audit.canonical import GENESIS, canonical, chain_hash
+from wcp360.audit.logfile import CURRENT, all_files, read_lines
+from wcp360.audit.signing import verify_signature
+
+
+@dataclass
+class Problem:
+    seq: int | None
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"seq {self.seq}" if self.seq is not None else "unnumbered line"
+        return f"{where} ({self.file}:{self.line}): {self.message}"
+
+
+@dataclass
+class Report:
+    events: int = 0
+    checkpoints: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    last_signed_seq: int | None = None
+    problem: Problem | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def unsigned_tail(self) -> int:
+        if self.last_seq is None:
+            return 0
+        return self.last_seq - (self.last_signed_seq or (self.first_seq or 1) - 1)
+
+
+def verify(
+    directory: Path, keys: dict[str, Ed25519PublicKey], from_seq: int | None = None, name: str = CURRENT
+) -> Report:
+    report = Report()
+    prev_chain: str | None = None
+    last_event_seq: int | None = None
+    last_sig: str | None = None
+    checkpoints_seen = 0
+    files = all_files(directory, name)
+    if not files:
+        report.notes.append("no audit log files")
+        return report
+    for path in files:
+        for number, raw in read_lines(path):
+
+            def fail(message: str, seq: int | None, _path: Path = path, _number: int = number) -> Report:
+                report.problem = Problem(seq, _path.name, _number, message)
+                return report
+
+            expected = last_event_seq + 1 if last_event_seq is not None else None
+            try:
+                record: dict[str, Any] = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise ValueError
+            except ValueError:
+                return fail("line is not a JSON object (damaged or edited)", expected)
+            if canonical(record) != raw:
+                return fail("line is not in canonical form (edited)", record.get("seq", expected))
+            if record.get("checkpoint"):
+                problem = _check_checkpoint(record, keys, prev_chain, last_event_seq, last_sig, checkpoints_seen)
+                if problem:
+                    return fail(problem, record.get("seq"))
+                checkpoints_seen += 1
+                report.checkpoints += 1
+                last_sig = str(record["sig"])
+                report.last_signed_seq = int(record["seq"])
+                continue
+            seq = record.get("seq")
+            if not isinstance(seq, int):
+                return fail("event without a sequence number", expected)
+            if expected is not None and seq != expected:
+                if seq > expected:
+                    return fail(f"events {expected}..{seq - 1} are missing (deleted)", expected)
+                return fail(f"event out of order or repeated (expected seq {expected})", seq)
+            if last_event_seq is None and seq == 1 and record.get("prev") != GENESIS:
+                return fail("first event does not start the chain", seq)
+            if prev_chain is not None and record.get("prev") != prev_chain:
+                return fail("event does not link to the previous event (inserted or replaced)", seq)
+            body = {k: v for k, v in record.items() if k != "chain"}
+            if not isinstance(record.get("prev"), str) or chain_hash(record["prev"], body) != record.get("chain"):
+                return fail("event content does not match its hash (modified)", seq)
+            prev_chain, last_event_seq = str(record["chain"]), seq
+            if from_seq is None or seq >= from_seq:
+                report.events += 1
+                report.first_seq = report.first_seq if report.first_seq is not None else seq
+            report.last_seq = seq
+    if report.unsigned_tail:
+        report.notes.append(
+            f"{report.unsigned_tail} event(s) after seq {report.last_signed_seq or 0} are not covered by a "
+            "signature yet: a change to them is caught by the chain, but their removal is provable only "
+            "once a later checkpoint (or the syslog/database copy) exists"
+        )
+    return report
+
+
+def _check_checkpoint(
+    record: dict[str, Any],
+    keys: dict[str, Ed25519PublicKey],
+    prev_chain: str | None,
+    last_event_seq: int | None,
+    last_sig: str | None,
+    seen: int,
+) -> str | None:
+    key = keys.get(str(record.get("key_id")))
+    if key is None:
+        return f"checkpoint signed by an unknown key {record.get('key_id')!r} (forged or re-signed)"
+    body = {k: v for k, v in record.items() if k != "sig"}
+    if not verify_signature(key, str(record.get("sig")), canonical(body)):
+        return "checkpoint signature is invalid (forged or altered)"
+    if last_event_seq is not None and (record.get("seq") != last_event_seq or record.get("chain") != prev_chain):
+        return "checkpoint does not match the events before it (events changed, removed or added)"
+    if seen and record.get("prev_sig") != last_sig:
+        return "checkpoint does not follow the previous checkpoint (checkpoints removed or replaced)"
+    return None

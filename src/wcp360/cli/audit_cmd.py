@@ -1,0 +1,147 @@
+"""`wcp360 audit ...`: verify, search and follow the trail; export and rotate the signing key."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from wcp360.audit.search import EventFilter, parse_moment, select_events
+from wcp360.audit.setup import audit_file, signing_keys
+from wcp360.audit.signing import load_public_keys
+from wcp360.audit.tail import LogTail, iter_events
+from wcp360.audit.verify import verify as verify_log
+from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+
+app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
+
+
+@app.command("verify")
+def verify(
+    pubkey: Annotated[Path | None, typer.Option("--pubkey", help="PEM public key(s) to trust")] = None,
+    from_seq: Annotated[int | None, typer.Option("--from", help="Report from this seq on")] = None,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Check the chain and every checkpoint signature; exit 1 at the first problem."""
+    config = config_from(config_dir, data_dir)
+    directory, name, _ = audit_file(config)
+    try:
+        keys = load_public_keys(pubkey.read_text()) if pubkey else signing_keys(config).public_keys()
+    except (OSError, ValueError) as exc:
+        fail(f"cannot read public keys: {exc}")
+    if not keys:
+        fail("no public keys to verify with")
+    report = verify_log(directory, keys, from_seq, name)
+    for note in report.notes:
+        typer.echo(f"note: {note}", err=True)
+    if report.problem is not None:
+        typer.echo(f"FAILED: {report.problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        f"OK: {report.events} events (seq {report.first_seq}..{report.last_seq}), "
+        f"{report.checkpoints} signed checkpoints, last signed seq {report.last_signed_seq}"
+    )
+
+
+@app.command("export-key")
+def export_key(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Print the public key(s) that verify the checkpoints (current last). Keep a copy off the host."""
+    typer.echo(signing_keys(config_from(config_dir, data_dir)).export(), nl=False)
+
+
+@app.command("rotate-key")
+def rotate_key(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Start signing with a new key; older checkpoints stay verifiable with the old public key."""
+    from wcp360 import audit
+    from wcp360.audit.setup import trail_scope
+
+    config = config_from(config_dir, data_dir)
+    keys = signing_keys(config)
+    old = keys.key_id
+    with trail_scope(config):
+        # Sign what the old key covers first, then switch.
+        audit.current_trail().writer.logfile.checkpoint()  # type: ignore[union-attr]
+        new = keys.rotate()
+        audit.record(
+            "audit_key_rotate",
+            actor_id="host",
+            resource_type="audit_key",
+            resource_id=new,
+            details={"previous_key_id": old},
+        )
+    typer.echo(f"now signing with key {new} (previous {old}); export the new public key")
+
+
+Format = Literal["table", "json"]
+
+
+@app.command("search")
+def search(
+    action: Annotated[str | None, typer.Option("--action")] = None,
+    actor: Annotated[str | None, typer.Option("--actor")] = None,
+    outcome: Annotated[str | None, typer.Option("--outcome")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="RFC 3339 time or date")] = None,
+    until: Annotated[str | None, typer.Option("--until")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 1000,
+    output: Annotated[Format, typer.Option("--format")] = "table",
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Events matching every filter given, oldest first (the last LIMIT)."""
+    config = config_from(config_dir, data_dir)
+    try:
+        where = EventFilter(
+            action, actor, outcome, parse_moment(since) if since else None, parse_moment(until) if until else None
+        )
+    except ValueError as exc:
+        fail(f"invalid time: {exc}")
+    directory, name, _ = audit_file(config)
+    found = list(select_events(iter_events(directory, name), where))[-limit:]
+    typer.echo(render(found, output), nl=False)
+
+
+@app.command("tail")
+def tail(
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events")] = False,
+    lines: Annotated[int, typer.Option("-n", min=0)] = 20,
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """The last events as JSON lines; with -f, follow new ones (Ctrl-C to stop)."""
+    config = config_from(config_dir, data_dir)
+    directory, name, _ = audit_file(config)
+    events = list(iter_events(directory, name))
+    for record in events[-lines:] if lines else []:
+        typer.echo(json.dumps(record, sort_keys=True))
+    if not follow:
+        return
+    follower = LogTail(directory, name, after_seq=int(events[-1]["seq"]) if events else 0)
+    try:
+        while True:
+            for record in follower.read():
+                typer.echo(json.dumps(record, sort_keys=True))
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+
+
+COLUMNS = ("seq", "ts", "action", "outcome", "actor_id", "resource_type", "resource_id", "ip_address")
+
+
+def render(records: list[dict[str, object]], output: str) -> str:
+    if output == "json":
+        return json.dumps(records, indent=2, sort_keys=True) + "\n"
+    table = Table(*COLUMNS)
+    for record in records:
+        table.add_row(*(str(record.get(c) if record.get(c) is not None else "") for c in COLUMNS))
+    console = Console(file=io.StringIO(), width=200, force_terminal=False)
+    console.print(table)
+    rendered: str = console.file.getvalue()  # type: ignore[attr-defined]
+    return rendered
