@@ -9,10 +9,9 @@ from fastapi import FastAPI
 from wcp360 import __version__
 from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
-from wcp360.api.routers import auth, users
+from wcp360.api.paths import API_PREFIX
+from wcp360.api.routers import audit, auth, metrics, users
 from wcp360.runtime import Runtime
-
-API_PREFIX = "/api/v1"
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -26,8 +25,9 @@ def create_app(rt: Runtime) -> FastAPI:
     )
     app.state.runtime = rt
     install_error_handlers(app)
-    app.include_router(auth.router, prefix=API_PREFIX)
-    app.include_router(users.router, prefix=API_PREFIX)
+    # Each router carries its full prefix, so route templates (metrics labels) are whole paths.
+    for router in (auth.router, users.router, audit.router, metrics.router):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, Any]:

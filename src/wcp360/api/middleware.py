@@ -87,7 +87,7 @@ class RequestContextMiddleware:
                 await response(scope, receive, send_with_headers)
             finally:
                 route = scope.get("route")
-                template = getattr(route, "path", "unmatched")
+                template = route.path if route is not None else "unmatched"
                 metrics.HTTP_REQUESTS.labels(scope["method"], template, str(status)).observe(
                     time.perf_counter() - started
                 )

@@ -62,13 +62,13 @@ class Forwarder:
         backoff = 0.5
         pending: list[dict[str, Any]] = []
         while not self._stop.is_set():
-            if not pending:
-                pending = self.tail.read()
-            if not pending:
-                with self.wake:
-                    self.wake.wait(timeout=1.0)
-                continue
             try:
+                if not pending:
+                    pending = self.tail.read()
+                if not pending:
+                    with self.wake:
+                        self.wake.wait(timeout=1.0)
+                    continue
                 self.deliver(pending)
             except Exception as exc:
                 self.failures += 1
@@ -99,3 +99,10 @@ class Forwarder:
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{seq}\n")
         os.replace(temporary, self.cursor_path)
+
+
+def _short(exc: BaseException) -> str:
+    # Driver errors embed the statement and its parameters: keep the first line, bounded.
+    cause = getattr(exc, "orig", None) or exc
+    first = (str(cause).splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first[:200]}"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wcp360.audit.logfile import CURRENT, all_files, read_lines
+from wcp360.audit.logfile import CURRENT, all_files, read_lines, rotated_files
 
 
 def iter_events(directory: Path, name: str = CURRENT, after_seq: int = 0) -> Iterator[dict[str, Any]]:
@@ -54,23 +54,28 @@ class LogTail:
         return self._read_from_offset(path, limit)
 
     def _rescan(self, limit: int) -> list[dict[str, Any]]:
-        events = []
-        for record in iter_events(self.directory, self.name, self.after_seq):
-            events.append(record)
-            if len(events) >= limit:
-                break
-        if len(events) < limit:
-            # Caught up: remember where the current file ends so the next read is cheap.
-            path = self.directory / self.name
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-                self._inode, self._offset = os.fstat(handle.fileno()).st_ino, data.rfind(b"\n") + 1
-            except FileNotFoundError:
-                self._inode, self._offset = None, 0
+        """The current file changed (rotation, first read): rotated files first, then the new one
+        from its start. Reading the current file by offset leaves no gap for concurrent appends."""
+        events: list[dict[str, Any]] = []
+        for path in rotated_files(self.directory, self.name):
+            if _last_seq_of_name(path.name) <= self.after_seq:
+                continue
+            for _, raw in read_lines(path):
+                record = json.loads(raw) if raw else {}
+                if record and not record.get("checkpoint") and int(record["seq"]) > self.after_seq:
+                    events.append(record)
+                    if len(events) >= limit:
+                        self.after_seq = int(events[-1]["seq"])
+                        return events
         if events:
             self.after_seq = int(events[-1]["seq"])
-        return events
+        path = self.directory / self.name
+        try:
+            self._inode, self._offset = os.stat(path).st_ino, 0
+        except FileNotFoundError:
+            self._inode, self._offset = None, 0
+            return events
+        return events + self._read_from_offset(path, limit - len(events))
 
     def _read_from_offset(self, path: Path, limit: int) -> list[dict[str, Any]]:
         with open(path, "rb") as handle:

@@ -14,6 +14,7 @@ and the syslog/database copies hold the later checkpoints.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,8 @@ def verify(
     if not files:
         report.notes.append("no audit log files")
         return report
+    # Before the first event is read, the expected number comes from the oldest file's name.
+    first_expected = _first_seq_of_name(files[0].name) if files[0].name != name else 1
     for path in files:
         for number, raw in read_lines(path):
 
@@ -77,19 +80,25 @@ def verify(
                 report.problem = Problem(seq, _path.name, _number, message)
                 return report
 
-            expected = last_event_seq + 1 if last_event_seq is not None else None
+            expected = last_event_seq + 1 if last_event_seq is not None else first_expected
             try:
                 record: dict[str, Any] = json.loads(raw)
                 if not isinstance(record, dict):
                     raise ValueError
             except ValueError:
-                return fail("line is not a JSON object (damaged or edited)", expected)
+                # Unreadable: it may have been an event or a checkpoint, so name the last good event.
+                if last_event_seq is None:
+                    return fail("line is not a JSON object (damaged or edited)", first_expected)
+                return fail(
+                    f"the line after seq {last_event_seq} is not a JSON object (damaged or edited)", last_event_seq
+                )
             if canonical(record) != raw:
-                return fail("line is not in canonical form (edited)", record.get("seq", expected))
+                return fail("line is not in canonical form (edited)", expected)
             if record.get("checkpoint"):
                 problem = _check_checkpoint(record, keys, prev_chain, last_event_seq, last_sig, checkpoints_seen)
                 if problem:
-                    return fail(problem, record.get("seq"))
+                    # Named by the event it follows: the checkpoint's own seq field may be the forgery.
+                    return fail(problem, last_event_seq if last_event_seq is not None else record.get("seq"))
                 checkpoints_seen += 1
                 report.checkpoints += 1
                 last_sig = str(record["sig"])
@@ -98,7 +107,7 @@ def verify(
             seq = record.get("seq")
             if not isinstance(seq, int):
                 return fail("event without a sequence number", expected)
-            if expected is not None and seq != expected:
+            if last_event_seq is not None and seq != expected:
                 if seq > expected:
                     return fail(f"events {expected}..{seq - 1} are missing (deleted)", expected)
                 return fail(f"event out of order or repeated (expected seq {expected})", seq)
@@ -121,6 +130,11 @@ def verify(
             "once a later checkpoint (or the syslog/database copy) exists"
         )
     return report
+
+
+def _first_seq_of_name(filename: str) -> int:
+    match = re.search(r"\.(\d{12})-\d{12}", filename)
+    return int(match.group(1)) if match else 1
 
 
 def _check_checkpoint(

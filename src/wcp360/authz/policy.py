@@ -76,7 +76,13 @@ class Policy:
         """The patterns a principal holds right now, after token scope and 2FA state."""
         return _effective(self, principal.roles, principal.scopes, principal.mfa_pending)
 
-    def decide(self, principal: Principal, permission: str, resource: Resource | None = None) -> Decision:
+    def decide(
+        self, principal: Principal, permission: str | tuple[str, ...], resource: Resource | None = None
+    ) -> Decision:
+        """Allowed when the principal holds `permission` (or any one of several alternatives)."""
+        if isinstance(permission, tuple):
+            decisions = [self.decide(principal, p, resource) for p in permission]
+            return next((d for d in decisions if d.allowed), decisions[0])
         held = self.effective(principal)
         if not covers(held, permission):
             reason = "second factor required" if principal.mfa_pending else "permission not granted"
@@ -89,11 +95,14 @@ class Policy:
                 return Decision(False, "not the owner", permission)
         return Decision(True, "granted", permission)
 
-    def require(self, principal: Principal, permission: str, resource: Resource | None = None) -> None:
+    def require(
+        self, principal: Principal, permission: str | tuple[str, ...], resource: Resource | None = None
+    ) -> None:
         """Raise Forbidden (after recording the denial) unless `decide` allows."""
         decision = self.decide(principal, permission, resource)
         if decision.allowed:
             return
+        permission = decision.permission
         metrics.AUTHORIZATION_DENIALS.labels(permission=permission).inc()
         audit.record(
             "permission_denied",

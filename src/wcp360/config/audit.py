@@ -48,7 +48,9 @@ class Checkpoints(Section):
 
 class AuditConfig(Section):
     enabled: bool = True
-    destinations: list[Destination] = [FileDestination(type="file")]
+    # The file is the source of truth; the database copy is local and on by default. Syslog needs
+    # a daemon (or a remote host) the operator names, so it is opt-in.
+    destinations: list[Destination] = [FileDestination(type="file"), DatabaseDestination(type="database")]
     events: dict[str, list[str]] = {
         "authentication": ["login_success", "login_failure", "logout", "token_refresh"],
         "authorization": ["permission_denied", "role_change"],

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from wcp360.config.base import ByteSize, ConfigPath, Section
+from wcp360.config.base import ByteSize, ConfigPath, Network, Section
 
 
 class Paths(Section):
@@ -22,6 +22,11 @@ class HttpConfig(Section):
     body_limits: dict[str, ByteSize] = {}
 
 
+class MetricsConfig(Section):
+    # Scrapers at these addresses may read /metrics without a token; everyone else needs metrics:read.
+    allow_from: list[Network] = []
+
+
 class BootstrapAdmin(Section):
     username: str = "admin"
     email: str = "admin@localhost"
@@ -32,6 +37,7 @@ class ServerFile(Section):
     listen: str = "127.0.0.1:8080"
     paths: Paths = Paths()
     http: HttpConfig = HttpConfig()
+    metrics: MetricsConfig = MetricsConfig()
     bootstrap_admin: BootstrapAdmin = BootstrapAdmin()
 
     @field_validator("listen")

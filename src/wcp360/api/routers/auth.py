@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import (
     ApiTokenCreateBody,
     LoginBody,
@@ -17,7 +18,7 @@ from wcp360.api.schemas import (
 )
 from wcp360.identity.providers import offered
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 
 @router.get("/providers")

@@ -8,9 +8,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import PasswordResetBody, UserCreateBody, UserUpdateBody
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
 
 @router.post("", status_code=201)
