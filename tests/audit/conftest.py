@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +68,8 @@ def audit_log(tmp_path: Path) -> Iterator[LogUnderTest]:
 
     yield LogUnderTest(tmp_path / "log", keys, make)
     for log in opened:
-        try:
+        with contextlib.suppress(OSError):
             log.close()
-        except OSError:
-            pass
 
 
 @pytest.fixture

@@ -74,7 +74,7 @@ class RequestContextMiddleware:
                 message["headers"] = raw
             await send(message)
 
-        with bind_request(context):
+        with bind_request(context), structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_headers)
             except Exception:

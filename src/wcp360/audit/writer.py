@@ -1,8 +1,9 @@
 """Durable appends with group commit: callers block until their event is on disk.
 
 One writer thread per process owns the log file. `always` writes and fsyncs each event on its
-own; `batch` gathers whatever arrives within `window` seconds and pays one fsync for all of it,
-so throughput grows with concurrency while every acknowledged event is still durable. The thread
+own; `batch` takes everything that queued up while the previous fsync ran (plus whatever arrives
+within `window` seconds, 0 by default: a lone caller never waits for company) and pays one fsync
+for all of it, so throughput grows with concurrency while every acknowledged event is durable. The thread
 also writes a checkpoint when `checkpoint_seconds` pass with unsigned events.
 """
 
@@ -28,7 +29,7 @@ class AuditWriter:
         self,
         logfile: AuditLogFile,
         fsync: Literal["always", "batch"] = "batch",
-        window: float = 0.002,
+        window: float = 0.0,
         checkpoint_seconds: float = 300.0,
         max_batch: int = 512,
     ) -> None:

@@ -1,0 +1,90 @@
+"""Durable audit appends: `always` and `batch` (group commit) beside raw O_APPEND + fsync, same run.
+
+    uv run python benchmarks/bench_audit.py [--events 2000] [--threads 1 16]
+
+Each acknowledged event is on disk (fsync returned) in every mode. The baseline writes a ~300-byte
+line and fsyncs it, in a loop, from one thread: the ceiling for one-fsync-per-event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from wcp360.audit.logfile import AuditLogFile
+from wcp360.audit.signing import SigningKeys
+from wcp360.audit.writer import AuditWriter
+
+EVENT = {
+    "ts": "2026-11-23T12:00:00.000000Z", "action": "login_failure", "outcome": "failure", "actor_id": None,
+    "resource_type": "user", "resource_id": None, "ip_address": "127.0.0.1", "user_agent": "bench/1.0",
+    "request_id": "0123456789abcdef", "channel": "api", "details": {"username": "alice", "reason": "bad_password"},
+}
+
+
+def raw_fsync(directory: Path, count: int) -> float:
+    fd = os.open(directory / "raw.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    line = (json.dumps(EVENT) + "\n").encode()
+    started = time.perf_counter()
+    for _ in range(count):
+        os.write(fd, line)
+        os.fsync(fd)
+    elapsed = time.perf_counter() - started
+    os.close(fd)
+    return count / elapsed
+
+
+def trail(directory: Path, mode: str, count: int, threads: int) -> dict[str, Any]:
+    log = AuditLogFile(directory / mode / str(threads), SigningKeys(directory / "keys"), 10**9, 10, False, 1000)
+    writer = AuditWriter(log, fsync=mode)  # type: ignore[arg-type]
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        mine = []
+        for _ in range(count // threads):
+            started = time.perf_counter()
+            writer.submit(dict(EVENT))
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=client) for _ in range(threads)]
+    started = time.perf_counter()
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    writer.close()
+    ordered = sorted(latencies)
+    return {
+        "mode": mode, "threads": threads, "events_per_s": round(len(latencies) / elapsed),
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 16])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=".") as scratch:
+        directory = Path(scratch)
+        baseline = raw_fsync(directory, args.events)
+        rows = [trail(directory, mode, args.events, threads) for threads in args.threads for mode in ("always", "batch")]
+        for row in rows:
+            row["ratio_to_raw_fsync"] = round(row["events_per_s"] / baseline, 2)
+        print(json.dumps({"raw_append_fsync_per_s": round(baseline), "runs": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
