@@ -55,6 +55,11 @@ def main(argv: list[str]) -> int:
         config_dir, data_dir = STATE / "etc", STATE / "data"
         for directory in (config_dir, data_dir):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings = config_dir / "wcp360.yml"
+        if not settings.exists():
+            # Development: same secure defaults, but no `chattr +a` on the audit log, so the
+            # developer can delete .wcp360/ (see docs/audit.md). Production is the default mode.
+            settings.write_text("mode: dev\n")
         return run(uv_bin, "wcp360", "serve", "--config-dir", str(config_dir), "--data-dir", str(data_dir), *argv[1:])
     if argv[0] == "lint":
         return run(uv_bin, "ruff", "check", "src", "tests", "benchmarks") or run(uv_bin, "mypy")

@@ -23,9 +23,17 @@ from wcp360.audit.signing import SigningKeys
 from wcp360.audit.writer import AuditWriter
 
 EVENT = {
-    "ts": "2026-11-23T12:00:00.000000Z", "action": "login_failure", "outcome": "failure", "actor_id": None,
-    "resource_type": "user", "resource_id": None, "ip_address": "127.0.0.1", "user_agent": "bench/1.0",
-    "request_id": "0123456789abcdef", "channel": "api", "details": {"username": "alice", "reason": "bad_password"},
+    "ts": "2026-11-23T12:00:00.000000Z",
+    "action": "login_failure",
+    "outcome": "failure",
+    "actor_id": None,
+    "resource_type": "user",
+    "resource_id": None,
+    "ip_address": "127.0.0.1",
+    "user_agent": "bench/1.0",
+    "request_id": "0123456789abcdef",
+    "channel": "api",
+    "details": {"username": "alice", "reason": "bad_password"},
 }
 
 
@@ -66,7 +74,9 @@ def trail(directory: Path, mode: str, count: int, threads: int) -> dict[str, Any
     writer.close()
     ordered = sorted(latencies)
     return {
-        "mode": mode, "threads": threads, "events_per_s": round(len(latencies) / elapsed),
+        "mode": mode,
+        "threads": threads,
+        "events_per_s": round(len(latencies) / elapsed),
         "p50_ms": round(statistics.median(ordered) * 1000, 3),
         "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 3),
     }
@@ -80,7 +90,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=".") as scratch:
         directory = Path(scratch)
         baseline = raw_fsync(directory, args.events)
-        rows = [trail(directory, mode, args.events, threads) for threads in args.threads for mode in ("always", "batch")]
+        rows = [
+            trail(directory, mode, args.events, threads) for threads in args.threads for mode in ("always", "batch")
+        ]
         for row in rows:
             row["ratio_to_raw_fsync"] = round(row["events_per_s"] / baseline, 2)
         print(json.dumps({"raw_append_fsync_per_s": round(baseline), "runs": rows}, indent=2))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,6 +171,15 @@ def seed_config_dir(tmp_path: Path) -> Path:
     for path in target.iterdir():
         path.chmod(0o600)
     return target
+
+
+@pytest.fixture(autouse=True)
+def _release_append_only(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Audit files get `chattr +a` when the tests run as root; lift it so tmp dirs can be removed."""
+    path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if path is not None and shutil.which("chattr"):
+        subprocess.run(["chattr", "-R", "-a", str(path)], capture_output=True, check=False)
 
 
 def problem_of(response: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import uvicorn
 from wcp360 import audit
 from wcp360.api.app import create_app
 from wcp360.audit.setup import trail_scope
-from wcp360.config.changes import record_config_changes
 from wcp360.config import Config
 from wcp360.net import is_loopback, parse_listen
 from wcp360.runtime import Runtime

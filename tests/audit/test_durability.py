@@ -31,6 +31,20 @@ def test_rotation_keeps_the_chain_across_compressed_files(audit_log: LogUnderTes
     assert [int(e["seq"]) for e in iter_events(audit_log.directory)] == list(range(1, 201))
 
 
+def test_rotation_and_retention_work_with_append_only_files(audit_log: LogUnderTest, tmp_path: Path) -> None:
+    from wcp360.audit.append_only import is_append_only
+    from wcp360.audit.signing import SigningKeys
+
+    log = AuditLogFile(tmp_path / "ao", SigningKeys(tmp_path / "k"), 3000, 2, True, 25, append_only=True)
+    for i in range(150):
+        log.append([event(i)], fsync=False)
+    log.close()
+    files = sorted((tmp_path / "ao").glob("audit.log*"))
+    assert len(files) == 3  # two rotated files kept, and the current one
+    if log.append_only_active:
+        assert all(is_append_only(f) for f in files)
+
+
 def test_retention_drops_oldest_files_and_the_rest_still_verifies(audit_log: LogUnderTest) -> None:
     audit_log.write(200, max_size=4000, max_files=3, every=25).close()
     rotated = audit_log.files()[:-1]

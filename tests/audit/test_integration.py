@@ -17,6 +17,7 @@ from tests.helpers import STRONG, Account, signed_in
 from wcp360 import audit
 from wcp360.api.app import create_app
 from wcp360.audit import Trail
+from wcp360.audit.append_only import is_append_only, set_append_only
 from wcp360.audit.setup import audit_file, trail_scope
 from wcp360.cli.main import app as cli
 from wcp360.runtime import Runtime
@@ -197,6 +198,8 @@ def test_cli_verify_export_key_and_tampering(rt: Runtime, tmp_path: Path, log_pa
     assert [e["details"]["username"] for e in json.loads(searched.stdout)] == ["cli1", "cli2"]
     tailed = runner.invoke(cli, ["audit", "tail", "-n", "1"], env=env)
     assert json.loads(tailed.stdout)["seq"] == 2
+    # As root an attacker can lift `chattr +a` first; the chain still gives the edit away.
+    set_append_only(log_path, False)
     log_path.write_text(log_path.read_text().replace('"username":"cli1"', '"username":"evil"'))
     bad = runner.invoke(cli, ["audit", "verify"], env=env)
     assert bad.exit_code == 1 and "FAILED: seq 1" in bad.stderr and "modified" in bad.stderr
@@ -227,3 +230,27 @@ def test_key_rotation_keeps_old_checkpoints_verifiable(rt: Runtime, tmp_path: Pa
     assert runner.invoke(cli, ["audit", "verify", "--pubkey", str(tmp_path / "all.pem")], env=env).exit_code == 0
     only_old = runner.invoke(cli, ["audit", "verify", "--pubkey", str(tmp_path / "old.pem")], env=env)
     assert only_old.exit_code == 1 and "unknown key" in only_old.stderr
+
+
+def test_audit_files_are_append_only_where_allowed(tmp_path: Path) -> None:
+    from wcp360.audit.logfile import AuditLogFile
+    from wcp360.audit.signing import SigningKeys
+
+    log = AuditLogFile(tmp_path / "log", SigningKeys(tmp_path / "keys"), 10**6, 5, True, 100, append_only=True)
+    log.append([{"ts": "2026-01-01T00:00:00.000000Z", "action": "x", "outcome": "success", "details": {}}], True)
+    log.close()
+    log_path = tmp_path / "log" / "audit.log"
+    if not log.append_only_active:
+        # Degraded, and the trail says so (no CAP_LINUX_IMMUTABLE or no filesystem support).
+        assert any(e["action"] == "audit_append_only_unavailable" for e in events(log_path))
+        return
+    assert is_append_only(log_path)
+    with open(log_path, "ab") as handle:  # appending still works
+        handle.write(b"")
+    for attempt in (
+        lambda: log_path.write_text("wiped"),
+        lambda: log_path.unlink(),
+        lambda: log_path.rename(log_path.with_suffix(".moved")),
+    ):
+        with pytest.raises(PermissionError):
+            attempt()

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from wcp360.audit.append_only import set_append_only
 from wcp360.audit.canonical import GENESIS, canonical, chain_hash
 from wcp360.audit.signing import SigningKeys
 from wcp360.keys import ensure_private_dir
@@ -84,6 +85,7 @@ class AuditLogFile:
         compress: bool,
         checkpoint_every: int,
         name: str = CURRENT,
+        append_only: bool = False,
     ) -> None:
         self.directory = ensure_private_dir(directory)
         self.name = name
@@ -98,6 +100,9 @@ class AuditLogFile:
         self._identity: tuple[int, int] | None = None  # (inode, size) after our last write
         self._head: Head | None = None
         self.tamper_notes: list[dict[str, Any]] = []
+        # Ask for `chattr +a` on every file we write; remember whether the filesystem granted it.
+        self.append_only = append_only
+        self.append_only_active: bool | None = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -167,6 +172,7 @@ class AuditLogFile:
         self._write(self._checkpoint_line(head), fsync=True)
         first = self._first_seq(self.path)
         target = self.directory / f"{self.name}.{first:012d}-{head.seq:012d}"
+        self._release(self.path)
         os.rename(self.path, target)
         os.close(self._fd)
         self._fd = -1
@@ -177,7 +183,10 @@ class AuditLogFile:
             os.chmod(f"{target}.gz.tmp", 0o600)
             os.replace(f"{target}.gz.tmp", f"{target}.gz")
             os.unlink(target)
+            target = Path(f"{target}.gz")
+        self._protect(target)
         for old in rotated_files(self.directory, self.name)[: -self.max_files]:
+            self._release(old)
             old.unlink()
         self._open()
         self._identity = (os.fstat(self._fd).st_ino, 0)
@@ -187,7 +196,27 @@ class AuditLogFile:
     def _open(self) -> int:
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._protect(self.path)
         return self._fd
+
+    def _protect(self, path: Path) -> None:
+        if not self.append_only:
+            return
+        granted = set_append_only(path, True)
+        if self.append_only_active is None and not granted:
+            # Degraded, and said so in the trail itself.
+            self.tamper_notes.append(
+                _internal_event(
+                    "audit_append_only_unavailable",
+                    {"path": str(path), "reason": "no CAP_LINUX_IMMUTABLE or no filesystem support"},
+                )
+            )
+        self.append_only_active = granted
+
+    def _release(self, path: Path) -> None:
+        # Only this writer's own maintenance (rotation, retention, torn-tail repair) lifts it.
+        if self.append_only:
+            set_append_only(path, False)
 
     def _size(self) -> int:
         return os.fstat(self._open()).st_size
@@ -223,6 +252,7 @@ class AuditLogFile:
     def _repair_and_read_head(self) -> Head:
         """Read the head from disk, first cutting off a torn (never acknowledged) partial line."""
         if self.path.exists():
+            self._release(self.path)
             with open(self.path, "rb+") as handle:
                 size = handle.seek(0, os.SEEK_END)
                 if size:
@@ -235,6 +265,7 @@ class AuditLogFile:
                         self.tamper_notes.append(
                             _internal_event("audit_torn_tail_repaired", {"bytes_removed": size - keep})
                         )
+            self._protect(self.path)
         # Newest file first: the latest event, and the latest checkpoint (which may sit at the end
         # of the previous, rotated file when the current one has none yet).
         head: Head | None = None

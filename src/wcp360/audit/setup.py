@@ -54,6 +54,8 @@ def open_trail(config: Config, db: Database | None = None, forward: bool = False
         compress=destination.rotation.compress,
         checkpoint_every=config.audit.checkpoints.every_records,
         name=name,
+        # Production only: in dev mode a developer must be able to delete the data dir.
+        append_only=destination.append_only and config.production,
     )
     writer = AuditWriter(
         logfile, fsync=destination.fsync, checkpoint_seconds=config.audit.checkpoints.every_seconds.total_seconds()

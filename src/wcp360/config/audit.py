@@ -23,6 +23,8 @@ class FileDestination(Section):
     path: ConfigPath = Path("audit.log")
     rotation: Rotation = Rotation()
     fsync: Literal["always", "batch"] = "batch"
+    # `chattr +a` on the audit files where the filesystem and privileges allow.
+    append_only: bool = True
 
 
 class SyslogDestination(Section):
