@@ -13,9 +13,10 @@ class WcpError(Exception):
     code = "bad-request"
     title = "Bad request"
 
-    def __init__(self, detail: str, **extra: Any) -> None:
+    def __init__(self, detail: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -47,3 +48,9 @@ class Conflict(WcpError):
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class TooManyRequests(WcpError):
+    status = 429
+    code = "too-many-requests"
+    title = "Too many requests"

@@ -17,3 +17,7 @@ HTTP_REQUESTS = Histogram(
 AUDIT_FORWARD_FAILURES = Counter(
     "audit_forward_failures_total", "Failed deliveries of audit events to a copy (retried)", ["destination"]
 )
+ALERTS_SENT = Counter("alerts_sent_total", "Alerts delivered", ["destination"])
+ALERT_FAILURES = Counter(
+    "alert_failures_total", "Alert deliveries that failed (retried, then given up)", ["destination"]
+)

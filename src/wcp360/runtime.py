@@ -11,6 +11,14 @@ from sqlalchemy import select
 
 from wcp360.authz import Policy, Principal
 from wcp360.config import Config
+from wcp360.defense.alerts import Alerter, senders_for
+from wcp360.defense.bans import BanList
+from wcp360.defense.gcra import limiter_for
+from wcp360.defense.ids import Ids
+from wcp360.defense.login_guard import LoginGuard
+from wcp360.defense.policy import Defense
+from wcp360.defense.throttles import Throttles
+from wcp360.defense.windows import windows_for
 from wcp360.identity.api_tokens import ApiTokenService
 from wcp360.identity.auth import AuthService
 from wcp360.identity.jwt_codec import JwtCodec
@@ -35,6 +43,7 @@ class Runtime:
     auth: AuthService
     users: UserService
     api_tokens: ApiTokenService
+    defense: Defense
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -58,9 +67,11 @@ class Runtime:
             auth=AuthService(db, policy, hasher, codec, two_factor, config.auth),
             users=UserService(db, policy, hasher, config.auth.password_policy()),
             api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
+            defense=build_defense(config, db, policy, codec),
         )
 
     def close(self) -> None:
+        self.defense.alerter.close()
         self.db.dispose()
 
     def bootstrap_admin(self, password: str | None = None) -> str | None:
@@ -85,3 +96,23 @@ def generate_password(runtime: Runtime, length: int = 24) -> str:
         candidate = "".join(secrets.choice(alphabet) for _ in range(max(length, policy.min_length)))
         if not policy_violations(policy, candidate, runtime.config.server.bootstrap_admin.username):
             return candidate
+
+
+def build_defense(config: Config, db: Database, policy: Policy, codec: JwtCodec) -> Defense:
+    ids_config = config.intrusion_detection
+    rate = config.rate_limiting
+    windows = windows_for(ids_config.storage)
+    bans = BanList(db, policy, ids_config.ban_escalation, list(rate.ip_whitelist))
+    throttles = Throttles(ids_config.throttle.factor)
+    alerter = Alerter(senders_for(ids_config.alerts), ids_config.alert_dedupe.total_seconds())
+    return Defense(
+        rate=rate,
+        limiter=limiter_for(rate.storage),
+        windows=windows,
+        bans=bans,
+        throttles=throttles,
+        ids=Ids(ids_config, windows, bans, throttles, alerter),
+        guard=LoginGuard(windows, ids_config.brute_force),
+        alerter=alerter,
+        codec=codec,
+    )

@@ -35,7 +35,8 @@ def serve(config: Config, listen: str | None = None) -> None:
     listener = plan_listener(config, listen)
     rt = Runtime.open(config)
     try:
-        with trail_scope(config, rt.db, forward=True):
+        # The IDS reads the audit stream: it is a sink of the server's trail.
+        with trail_scope(config, rt.db, forward=True, extra_sinks=[rt.defense.ids]):
             _bootstrap(rt)
             audit.record(
                 "service_start",

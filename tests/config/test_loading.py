@@ -148,3 +148,12 @@ def test_data_dir_precedence(tmp_path: Path) -> None:
     assert from_env.data_dir == tmp_path / "from-env"
     assert from_flag.data_dir == tmp_path / "flag"
     assert load_config(env={"WCP360_CONFIG_DIR": str(tmp_path / "etc")}).config_dir == tmp_path / "etc"
+
+
+def test_bad_ids_rule_names_rule_and_column(tmp_path: Path) -> None:
+    write_files(tmp_path, {"ids.yml": 'intrusion_detection:\n  rules:\n    - name: "brute"\n'
+                                      '      condition: "failed_logins >> 5 in 5m"\n      action: block_ip\n'})
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, tmp_path / "d", env={}, enforce_production=False)
+    assert str(caught.value).startswith("ids.yml:3: intrusion_detection.rules[0]:")
+    assert str(caught.value).endswith("rule 'brute': condition column 16: expected a value, found '>'")

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from wcp360 import __version__
+from wcp360.api.defense_middleware import DefenseMiddleware
 from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.paths import API_PREFIX
@@ -37,5 +38,7 @@ def create_app(rt: Runtime) -> FastAPI:
     # Starlette runs the last-added middleware first: the context wraps everything, so even a
     # 413 from the body guard carries the security headers and a request id.
     app.add_middleware(BodyGuardMiddleware, default_limit=http.max_body_size, overrides=dict(http.body_limits))
+    # Bans and rate limits after the client address is known, before anything reads the body.
+    app.add_middleware(DefenseMiddleware, defense=rt.defense)
     app.add_middleware(RequestContextMiddleware, trusted_proxies=rt.config.rate_limiting.trusted_proxies)
     return app

@@ -35,7 +35,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WcpError)
     async def _domain(_: Request, exc: WcpError) -> Response:
         extra = {k: v for k, v in exc.extra.items() if k in {"violations"}}
-        return problem(exc.status, exc.code, exc.title, exc.detail, **extra)
+        response = problem(exc.status, exc.code, exc.title, exc.detail, **extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -38,11 +38,17 @@ def signing_keys(config: Config) -> SigningKeys:
     return SigningKeys(config.secrets_dir / "audit")
 
 
-def open_trail(config: Config, db: Database | None = None, forward: bool = False, log_events: bool = False) -> Trail:
+def open_trail(
+    config: Config,
+    db: Database | None = None,
+    forward: bool = False,
+    log_events: bool = False,
+    extra_sinks: list[AuditSink] | None = None,
+) -> Trail:
     """Install the trail for this process. `forward` (the server) also starts the syslog/DB copies."""
     sensitive = tuple(config.audit.sensitive_fields) if config.audit.filter_sensitive_data else ()
     sensitive = tuple(sorted({*sensitive, *ALWAYS_SENSITIVE}))
-    sinks: list[AuditSink] = [LogSink()] if log_events else []
+    sinks: list[AuditSink] = ([LogSink()] if log_events else []) + list(extra_sinks or [])
     if not config.audit.enabled:
         return install(sinks, sensitive)
     directory, name, destination = audit_file(config)
@@ -83,11 +89,15 @@ def open_trail(config: Config, db: Database | None = None, forward: bool = False
 
 @contextmanager
 def trail_scope(
-    config: Config, db: Database | None = None, forward: bool = False, log_events: bool = False
+    config: Config,
+    db: Database | None = None,
+    forward: bool = False,
+    log_events: bool = False,
+    extra_sinks: list[AuditSink] | None = None,
 ) -> Iterator[Trail]:
     """The trail for one process lifetime (or one CLI command): closed with a final checkpoint."""
     previous = current_trail()
-    trail = open_trail(config, db, forward, log_events)
+    trail = open_trail(config, db, forward, log_events, extra_sinks)
     try:
         yield trail
     finally:

@@ -111,10 +111,11 @@ def _validate(path: Path, model: type[BaseModel], env: Mapping[str, str]) -> Bas
     except ValidationError as exc:
         first = exc.errors()[0]
         key_path, line = doc.line_of(tuple(first["loc"]))
-        message = first["msg"]
+        message = first["msg"].removeprefix("Value error, ")
+        scalar_input = "input" in first and isinstance(first["input"], str | int | float | bool)
         if first["type"] == "extra_forbidden":
             message = "unknown key"
-        elif "input" in first and first["type"] not in {"missing"} and not _looks_secret(key_path):
+        elif scalar_input and first["type"] != "missing" and not _looks_secret(key_path):
             message = f"{message} (got {first['input']!r})"
         raise ConfigError(doc.file, key_path, line, message) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
@@ -153,6 +154,23 @@ class AuthService:
             self._revoke_family(session, user)
         # The revocation above is committed; only then does the caller hear about it.
         raise Unauthorized("refresh token reuse detected; the session has been revoked")
+
+    def record_throttled(self, username: str) -> None:
+        """A refused attempt still counts as a failure (so the address-level rule can ban it)."""
+        self._fail("throttled", username.strip().lower(), None)
+
+    def notify_under_attack(self, username: str, alert: Callable[[str, str, dict[str, Any]], None]) -> None:
+        """Tell the owner (through the alerts, de-duplicated per window) and record it."""
+        name = username.strip().lower()
+        with self.db.transaction(readonly=True) as s:
+            user = s.scalar(select(User).where(User.username == name))
+        if user is None:
+            return
+        alert("account_under_attack", name, {"rule": "account_under_attack", "action": "notify",
+                                             "condition": "failed sign-ins from many addresses",
+                                             "event": {"username": name, "email": user.email}})
+        audit.record("account_under_attack", actor_id="ids", resource_type="user", resource_id=str(user.id),
+                     outcome="alert", details={"username": name})
 
     def logout(self, actor: Principal) -> None:
         if actor.session_id is None:

@@ -168,3 +168,20 @@ class AuditLog(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     chain_hash: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str | None] = mapped_column(Text)
+
+
+class Ban(Base):
+    """An address or network refused on every route (and dropped by the firewall when privileged)."""
+
+    __tablename__ = "bans"
+    __table_args__ = (Index("ix_bans_active", "network", "lifted_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    network: Mapped[str] = mapped_column(String(43))
+    reason: Mapped[str] = mapped_column(String(256))
+    rule: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    lifted_at: Mapped[datetime | None]
+    lifted_by: Mapped[str | None] = mapped_column(String(128))

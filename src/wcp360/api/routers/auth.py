@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from typing import Any
 
 from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
@@ -16,6 +19,8 @@ from wcp360.api.schemas import (
     TotpCodeBody,
     TotpDisableBody,
 )
+from wcp360.audit import current_request
+from wcp360.errors import TooManyRequests
 from wcp360.identity.providers import offered
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
@@ -28,8 +33,22 @@ async def providers(rt: RuntimeDep) -> dict[str, Any]:
 
 
 @router.post("/login")
-def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
-    return rt.auth.login(body.username, body.password, body.totp).as_dict()
+async def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
+    # async so that a throttled attempt waits on the event loop, not in a worker thread.
+    address = current_request().ip_address
+    guard = await run_in_threadpool(rt.defense.guard.check, address, body.username)
+    if guard.refused:
+        await run_in_threadpool(rt.auth.record_throttled, body.username)
+        raise TooManyRequests(
+            "too many failed sign-ins for this account from your address",
+            headers={"Retry-After": str(math.ceil(guard.retry_after))},
+        )
+    if guard.under_attack:
+        await run_in_threadpool(rt.auth.notify_under_attack, body.username, rt.defense.alerter)
+    if guard.delay:
+        await asyncio.sleep(guard.delay)
+    pair = await run_in_threadpool(rt.auth.login, body.username, body.password, body.totp)
+    return pair.as_dict()
 
 
 @router.post("/refresh")

@@ -1,0 +1,1 @@
+"""Abuse defense: rate limits, bans, brute-force protection, IDS rules, alerts, firewall."""

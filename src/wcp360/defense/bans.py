@@ -1,0 +1,178 @@
+"""Bans: persisted in the database (they survive restarts; the CLI and every server see the same
+set), enforced per request from an in-memory view refreshed every `refresh_seconds` and at once
+after a local change, and mirrored to the firewall when one is attached."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select
+
+from wcp360 import audit
+from wcp360.authz import Policy, Principal
+from wcp360.config.ids import BanEscalation
+from wcp360.errors import InvalidInput, NotFound
+from wcp360.store.database import Database
+from wcp360.store.models import Ban
+from wcp360.store.types import utcnow
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_network(value: str) -> Network:
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise InvalidInput(f"not an IP address or network: {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ActiveBan:
+    network: Network
+    expires_at: datetime | None
+    reason: str
+
+
+def _inside(network: Network, container: Network) -> bool:
+    return network.version == container.version and network.subnet_of(container)  # type: ignore[arg-type]
+
+
+def ban_view(ban: Ban) -> dict[str, Any]:
+    return {
+        "id": str(ban.id), "network": ban.network, "reason": ban.reason, "rule": ban.rule,
+        "created_by": ban.created_by, "created_at": ban.created_at.isoformat(),
+        "expires_at": ban.expires_at.isoformat() if ban.expires_at else None,
+    }
+
+
+class BanList:
+    def __init__(
+        self,
+        db: Database,
+        policy: Policy,
+        escalation: BanEscalation,
+        whitelist: list[Network],
+        refresh_seconds: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.escalation = escalation
+        self.whitelist = whitelist
+        self.refresh_seconds = refresh_seconds
+        self._active: list[ActiveBan] = []
+        self.loaded_at = 0.0
+        self._lock = threading.Lock()
+        # Called with (network, expires_at) / (network) so a firewall can mirror the list.
+        self.on_ban: list[Callable[[Network, datetime | None], None]] = []
+        self.on_unban: list[Callable[[Network], None]] = []
+
+    # -- enforcement ---------------------------------------------------------------------
+
+    def banned(self, address: str | None) -> ActiveBan | None:
+        """The active ban covering `address`, from the view last loaded (see `reload`)."""
+        if address is None:
+            return None
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        now = utcnow()
+        for ban in self._active:
+            if ip in ban.network and (ban.expires_at is None or ban.expires_at > now):
+                return ban
+        return None
+
+    def whitelisted(self, address: str | None) -> bool:
+        try:
+            ip = ipaddress.ip_address(address) if address else None
+        except ValueError:
+            return False
+        return ip is not None and any(ip in network for network in self.whitelist)
+
+    def reload(self) -> None:
+        now = utcnow()
+        with self.db.transaction(readonly=True) as s:
+            rows = s.execute(
+                select(Ban.network, Ban.expires_at, Ban.reason).where(
+                    Ban.lifted_at.is_(None), or_(Ban.expires_at.is_(None), Ban.expires_at > now)
+                )
+            ).all()
+        with self._lock:
+            self._active = [ActiveBan(ipaddress.ip_network(r.network), r.expires_at, r.reason) for r in rows]
+            self.loaded_at = time.monotonic()
+
+    # -- management (CLI, API, IDS) -------------------------------------------------------
+
+    def list(self, actor: Principal) -> list[dict[str, Any]]:
+        self.policy.require(actor, ("system:bans", "bans:read"))
+        now = utcnow()
+        with self.db.transaction(readonly=True) as s:
+            rows = s.scalars(
+                select(Ban)
+                .where(Ban.lifted_at.is_(None), or_(Ban.expires_at.is_(None), Ban.expires_at > now))
+                .order_by(Ban.created_at)
+            ).all()
+            return [ban_view(b) for b in rows]
+
+    def block(
+        self,
+        actor: Principal | None,
+        target: str,
+        duration: timedelta | None,
+        reason: str,
+        rule: str | None = None,
+        escalate: bool = False,
+    ) -> dict[str, Any]:
+        """Ban an address or network. `actor` None means the IDS itself (already authorised)."""
+        if actor is not None:
+            self.policy.require(actor, ("system:bans", "bans:create"))
+        network = parse_network(target)
+        if any(_inside(network, w) for w in self.whitelist):
+            raise InvalidInput(f"{network} is whitelisted in rate_limit.yml and cannot be banned")
+        reason = reason.strip()[:256] or "no reason given"
+        with self.db.transaction(all_owners=True) as s:
+            if escalate and duration is not None:
+                duration = self._escalated(s, str(network), duration)
+            expires = utcnow() + duration if duration is not None else None
+            ban = Ban(network=str(network), reason=reason, rule=rule, expires_at=expires,
+                      created_by=actor.actor_label if actor else f"ids:{rule}")
+            s.add(ban)
+            s.flush()
+            view = ban_view(ban)
+            audit.record("ip_block", actor=actor, actor_id=None if actor else "ids", resource_type="ip",
+                         resource_id=str(network), details={"reason": reason, "rule": rule,
+                                                            "expires_at": view["expires_at"]})
+        self.reload()
+        for callback in self.on_ban:
+            callback(network, expires)
+        return view
+
+    def unblock(self, actor: Principal, target: str) -> int:
+        self.policy.require(actor, ("system:bans", "bans:delete"))
+        network = parse_network(target)
+        with self.db.transaction(all_owners=True) as s:
+            rows = s.scalars(select(Ban).where(Ban.network == str(network), Ban.lifted_at.is_(None))).all()
+            if not rows:
+                raise NotFound(f"{network} is not banned")
+            for ban in rows:
+                ban.lifted_at = utcnow()
+                ban.lifted_by = actor.actor_label
+            audit.record("ip_unblock", actor=actor, resource_type="ip", resource_id=str(network),
+                         details={"bans_lifted": len(rows)})
+        self.reload()
+        for callback in self.on_unban:
+            callback(network)
+        return len(rows)
+
+    def _escalated(self, s: Any, network: str, base: timedelta) -> timedelta:
+        since = utcnow() - self.escalation.lookback
+        previous = s.scalar(select(func.count()).select_from(Ban).where(Ban.network == network,
+                                                                         Ban.created_at >= since)) or 0
+        scaled = base * (self.escalation.factor ** previous)
+        return min(scaled, max(base, self.escalation.max_duration))

@@ -1,0 +1,87 @@
+"""Which limits apply to a request, and the Defense bundle the runtime builds from the config."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+
+from wcp360.config.rate_limit import Limit, RateLimitConfig
+from wcp360.defense.alerts import Alerter
+from wcp360.defense.bans import BanList
+from wcp360.defense.gcra import Limiter, Quota, Verdict
+from wcp360.defense.ids import Ids
+from wcp360.defense.login_guard import LoginGuard
+from wcp360.defense.throttles import Throttles
+from wcp360.defense.windows import Windows
+from wcp360.identity.jwt_codec import JwtCodec
+
+
+def _segment_pattern(pattern: str) -> re.Pattern[str]:
+    # `*` matches exactly one path segment ("/api/v1/modules/*/execute").
+    return re.compile("^" + "/".join("[^/]+" if p == "*" else re.escape(p) for p in pattern.split("/")) + "$")
+
+
+@dataclass
+class Defense:
+    rate: RateLimitConfig
+    limiter: Limiter
+    windows: Windows
+    bans: BanList
+    throttles: Throttles
+    ids: Ids
+    guard: LoginGuard
+    alerter: Alerter
+    codec: JwtCodec
+    endpoints: list[tuple[re.Pattern[str], str, Limit]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.endpoints = [(_segment_pattern(p), p, limit) for p, limit in self.rate.per_endpoint.items()]
+        self.blacklist = list(self.rate.ip_blacklist)
+
+    def blacklisted(self, address: str | None) -> bool:
+        import ipaddress
+
+        try:
+            ip = ipaddress.ip_address(address) if address else None
+        except ValueError:
+            return False
+        return ip is not None and any(ip in network for network in self.blacklist)
+
+    def user_key(self, authorization: str | None) -> str | None:
+        """Who is asking, without touching the database: a verified JWT subject, or a hash of the API
+        token (never its id alone: a forged token must not spend its victim's budget)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            return None
+        if token.startswith("wcp_"):
+            return "t:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+        try:
+            return "u:" + str(self.codec.verify(token).subject)
+        except Exception:
+            return None
+
+    async def check(self, address: str | None, path: str, user: str | None) -> Verdict | None:
+        """The first refusing verdict, else the tightest allowing one (for RateLimit-* headers)."""
+        factor = self.throttles.factor_for(user[2:] if user else None, address)
+        checks: list[tuple[str, Limit]] = [(f"g:{address}", self.rate.global_)]
+        for pattern, name, limit in self.endpoints:
+            if pattern.match(path):
+                checks.append((f"e:{name}:{user or address}", limit))
+                break
+        if user is not None:
+            checks.append((f"p:{user}", self.rate.per_user))
+        tightest: Verdict | None = None
+        for key, limit in checks:
+            verdict = await self.limiter.hit(key, _quota(limit, factor))
+            if not verdict.allowed:
+                return verdict
+            if tightest is None or verdict.remaining < tightest.remaining:
+                tightest = verdict
+        return tightest
+
+
+def _quota(limit: Limit, factor: float) -> Quota:
+    return Quota(limit.requests_per_minute * factor, max(0, math.floor(limit.burst * factor)))
