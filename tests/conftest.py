@@ -114,8 +114,11 @@ def backend(request: pytest.FixtureRequest) -> str:
 def config_dir(tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
     # Rate limits are off here (the suites sign in far more than 5 times a minute); the defense
     # tests switch them on with their own rate_limit.yml.
-    files = {"wcp360.yml": "mode: dev\n", "security.yml": TEST_SECURITY_YML,
-             "rate_limit.yml": "rate_limiting:\n  enabled: false\n"}
+    files = {
+        "wcp360.yml": "mode: dev\n",
+        "security.yml": TEST_SECURITY_YML,
+        "rate_limit.yml": "rate_limiting:\n  enabled: false\n",
+    }
     if backend == "postgresql":
         db = request.getfixturevalue("pg_database")
         monkeypatch.setenv("WCP360_TEST_DB_PASSWORD", "app-password-for-tests")

@@ -151,8 +151,13 @@ def test_data_dir_precedence(tmp_path: Path) -> None:
 
 
 def test_bad_ids_rule_names_rule_and_column(tmp_path: Path) -> None:
-    write_files(tmp_path, {"ids.yml": 'intrusion_detection:\n  rules:\n    - name: "brute"\n'
-                                      '      condition: "failed_logins >> 5 in 5m"\n      action: block_ip\n'})
+    write_files(
+        tmp_path,
+        {
+            "ids.yml": 'intrusion_detection:\n  rules:\n    - name: "brute"\n'
+            '      condition: "failed_logins >> 5 in 5m"\n      action: block_ip\n'
+        },
+    )
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path, tmp_path / "d", env={}, enforce_production=False)
     assert str(caught.value).startswith("ids.yml:3: intrusion_detection.rules[0]:")

@@ -11,7 +11,7 @@ from wcp360.api.defense_middleware import DefenseMiddleware
 from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.routers import audit, auth, metrics, users
+from wcp360.api.routers import audit, auth, ids, metrics, users
 from wcp360.runtime import Runtime
 
 
@@ -27,7 +27,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app)
     # Each router carries its full prefix, so route templates (metrics labels) are whole paths.
-    for router in (auth.router, users.router, audit.router, metrics.router):
+    for router in (auth.router, users.router, audit.router, ids.router, metrics.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

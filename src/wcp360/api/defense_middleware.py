@@ -68,12 +68,17 @@ class DefenseMiddleware:
             if len(self._sampled) > 50_000:
                 self._sampled = {k: v for k, v in self._sampled.items() if now - v < _SAMPLE_SECONDS}
             await run_in_threadpool(
-                audit.record, "rate_limit_exceeded", actor_id=key if key.startswith("u:") else None,
-                outcome="denied", resource_type="route", resource_id=scope["path"],
+                audit.record,
+                "rate_limit_exceeded",
+                actor_id=key if key.startswith("u:") else None,
+                outcome="denied",
+                resource_type="route",
+                resource_id=scope["path"],
                 details={"sampled": "first refusal per key per minute"},
             )
-        response = problem(429, "too-many-requests", "Too many requests",
-                           f"retry after {math.ceil(verdict.retry_after)} s")
+        response = problem(
+            429, "too-many-requests", "Too many requests", f"retry after {math.ceil(verdict.retry_after)} s"
+        )
         response.headers["Retry-After"] = str(max(1, math.ceil(verdict.retry_after)))
         for name, value in _rate_headers(verdict):
             response.headers[name.decode()] = value.decode()

@@ -57,8 +57,12 @@ def webhook_sender(settings: SlackAlert) -> Send:
 
     def send(title: str, detail: dict[str, Any]) -> None:
         body = json.dumps({"text": f"*{title}*\n```{json.dumps(detail['event'], sort_keys=True)}```"}).encode()
-        request = urllib.request.Request(settings.webhook, data=body, method="POST",  # noqa: S310 - scheme checked
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            settings.webhook,
+            data=body,
+            method="POST",  # noqa: S310 - scheme checked
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             if response.status >= 300:
                 raise OSError(f"webhook answered HTTP {response.status}")
@@ -70,8 +74,16 @@ def syslog_sender(settings: SyslogAlert) -> Send:
     transport = SyslogTransport(settings.address, settings.facility, "wcp360-alert")
 
     def send(title: str, detail: dict[str, Any]) -> None:
-        transport.deliver([{**detail["event"], "action": "security_alert", "outcome": "alert",
-                            "details": {"title": title, "rule": detail["rule"]}}])
+        transport.deliver(
+            [
+                {
+                    **detail["event"],
+                    "action": "security_alert",
+                    "outcome": "alert",
+                    "details": {"title": title, "rule": detail["rule"]},
+                }
+            ]
+        )
 
     return send
 
@@ -89,8 +101,9 @@ def senders_for(alerts: list[Alert]) -> list[tuple[str, Send]]:
 
 
 class Alerter:
-    def __init__(self, senders: list[tuple[str, Send]], dedupe_seconds: float,
-                 attempts: int = 4, first_backoff: float = 0.5) -> None:
+    def __init__(
+        self, senders: list[tuple[str, Send]], dedupe_seconds: float, attempts: int = 4, first_backoff: float = 0.5
+    ) -> None:
         self.senders = senders
         self.dedupe_seconds = dedupe_seconds
         self.attempts = attempts
@@ -129,8 +142,13 @@ class Alerter:
                 except Exception as exc:
                     if attempt == self.attempts:
                         metrics.ALERT_FAILURES.labels(destination=name).inc()
-                        _log.error("alert not delivered", destination=name, title=title,
-                                   error=f"{type(exc).__name__}: {str(exc)[:200]}", attempts=attempt)
+                        _log.error(
+                            "alert not delivered",
+                            destination=name,
+                            title=title,
+                            error=f"{type(exc).__name__}: {str(exc)[:200]}",
+                            attempts=attempt,
+                        )
                     else:
                         time.sleep(delay)
                         delay *= 2

@@ -45,8 +45,12 @@ def _inside(network: Network, container: Network) -> bool:
 
 def ban_view(ban: Ban) -> dict[str, Any]:
     return {
-        "id": str(ban.id), "network": ban.network, "reason": ban.reason, "rule": ban.rule,
-        "created_by": ban.created_by, "created_at": ban.created_at.isoformat(),
+        "id": str(ban.id),
+        "network": ban.network,
+        "reason": ban.reason,
+        "rule": ban.rule,
+        "created_by": ban.created_by,
+        "created_at": ban.created_at.isoformat(),
         "expires_at": ban.expires_at.isoformat() if ban.expires_at else None,
     }
 
@@ -140,14 +144,24 @@ class BanList:
             if escalate and duration is not None:
                 duration = self._escalated(s, str(network), duration)
             expires = utcnow() + duration if duration is not None else None
-            ban = Ban(network=str(network), reason=reason, rule=rule, expires_at=expires,
-                      created_by=actor.actor_label if actor else f"ids:{rule}")
+            ban = Ban(
+                network=str(network),
+                reason=reason,
+                rule=rule,
+                expires_at=expires,
+                created_by=actor.actor_label if actor else f"ids:{rule}",
+            )
             s.add(ban)
             s.flush()
             view = ban_view(ban)
-            audit.record("ip_block", actor=actor, actor_id=None if actor else "ids", resource_type="ip",
-                         resource_id=str(network), details={"reason": reason, "rule": rule,
-                                                            "expires_at": view["expires_at"]})
+            audit.record(
+                "ip_block",
+                actor=actor,
+                actor_id=None if actor else "ids",
+                resource_type="ip",
+                resource_id=str(network),
+                details={"reason": reason, "rule": rule, "expires_at": view["expires_at"]},
+            )
         self.reload()
         for callback in self.on_ban:
             callback(network, expires)
@@ -163,8 +177,13 @@ class BanList:
             for ban in rows:
                 ban.lifted_at = utcnow()
                 ban.lifted_by = actor.actor_label
-            audit.record("ip_unblock", actor=actor, resource_type="ip", resource_id=str(network),
-                         details={"bans_lifted": len(rows)})
+            audit.record(
+                "ip_unblock",
+                actor=actor,
+                resource_type="ip",
+                resource_id=str(network),
+                details={"bans_lifted": len(rows)},
+            )
         self.reload()
         for callback in self.on_unban:
             callback(network)
@@ -172,7 +191,8 @@ class BanList:
 
     def _escalated(self, s: Any, network: str, base: timedelta) -> timedelta:
         since = utcnow() - self.escalation.lookback
-        previous = s.scalar(select(func.count()).select_from(Ban).where(Ban.network == network,
-                                                                         Ban.created_at >= since)) or 0
-        scaled = base * (self.escalation.factor ** previous)
+        previous = (
+            s.scalar(select(func.count()).select_from(Ban).where(Ban.network == network, Ban.created_at >= since)) or 0
+        )
+        scaled = base * (self.escalation.factor**previous)
         return min(scaled, max(base, self.escalation.max_duration))

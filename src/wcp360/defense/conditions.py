@@ -48,8 +48,13 @@ FLAGS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "contains_suspicious_patterns": lambda e: bool((e.get("details") or {}).get("suspicious")),
 }
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
-    "=": operator.eq, "==": operator.eq, "!=": operator.ne,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "=": operator.eq,
+    "==": operator.eq,
+    "!=": operator.ne,
 }
 _RATE_UNITS = {"s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 _TOKEN = re.compile(

@@ -62,8 +62,10 @@ class Ids:
         self.throttles = throttles
         self.alert = alert
         self.quarantine_hooks: list[Callable[[str, dict[str, Any]], None]] = []
-        self.rules = [CompiledRule(r, parse(r.condition), frozenset(n for n, _ in windows_of(parse(r.condition))))
-                      for r in config.rules]
+        self.rules = [
+            CompiledRule(r, parse(r.condition), frozenset(n for n, _ in windows_of(parse(r.condition))))
+            for r in config.rules
+        ]
         self._acting = threading.local()
         self._recent: dict[tuple[str, str], float] = {}
 
@@ -104,9 +106,13 @@ class Ids:
         return counts
 
     def _fire(self, rule: IdsRule, record: dict[str, Any]) -> None:
-        subject = str(record.get("ip_address") if rule.action == "block_ip" else
-                      record.get("module_id") or record.get("resource_id") if rule.action == "quarantine" else
-                      record.get("actor_id") or record.get("ip_address"))
+        subject = str(
+            record.get("ip_address")
+            if rule.action == "block_ip"
+            else record.get("module_id") or record.get("resource_id")
+            if rule.action == "quarantine"
+            else record.get("actor_id") or record.get("ip_address")
+        )
         if self._duplicate(rule.name, subject):
             return
         self._acting.busy = True
@@ -115,8 +121,14 @@ class Ids:
             if rule.action == "block_ip" and record.get("ip_address"):
                 ip = str(record["ip_address"])
                 if not self.bans.whitelisted(ip) and self.bans.banned(ip) is None:
-                    self.bans.block(None, ip, rule.duration or timedelta(hours=1), f"ids rule {rule.name}",
-                                    rule=rule.name, escalate=True)
+                    self.bans.block(
+                        None,
+                        ip,
+                        rule.duration or timedelta(hours=1),
+                        f"ids rule {rule.name}",
+                        rule=rule.name,
+                        escalate=True,
+                    )
             elif rule.action == "throttle":
                 self.throttles.add(subject, rule.duration or self.config.throttle.duration)
             elif rule.action == "quarantine":
@@ -140,7 +152,11 @@ class Ids:
 
 def _summary(rule: IdsRule, record: dict[str, Any]) -> dict[str, Any]:
     return {
-        "rule": rule.name, "action": rule.action, "condition": rule.condition,
-        "event": {k: record.get(k) for k in ("seq", "ts", "action", "actor_id", "ip_address", "resource_type",
-                                             "resource_id", "outcome")},
+        "rule": rule.name,
+        "action": rule.action,
+        "condition": rule.condition,
+        "event": {
+            k: record.get(k)
+            for k in ("seq", "ts", "action", "actor_id", "ip_address", "resource_type", "resource_id", "outcome")
+        },
     }

@@ -166,11 +166,24 @@ class AuthService:
             user = s.scalar(select(User).where(User.username == name))
         if user is None:
             return
-        alert("account_under_attack", name, {"rule": "account_under_attack", "action": "notify",
-                                             "condition": "failed sign-ins from many addresses",
-                                             "event": {"username": name, "email": user.email}})
-        audit.record("account_under_attack", actor_id="ids", resource_type="user", resource_id=str(user.id),
-                     outcome="alert", details={"username": name})
+        alert(
+            "account_under_attack",
+            name,
+            {
+                "rule": "account_under_attack",
+                "action": "notify",
+                "condition": "failed sign-ins from many addresses",
+                "event": {"username": name, "email": user.email},
+            },
+        )
+        audit.record(
+            "account_under_attack",
+            actor_id="ids",
+            resource_type="user",
+            resource_id=str(user.id),
+            outcome="alert",
+            details={"username": name},
+        )
 
     def logout(self, actor: Principal) -> None:
         if actor.session_id is None:
