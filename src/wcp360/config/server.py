@@ -27,6 +27,21 @@ class MetricsConfig(Section):
     allow_from: list[Network] = []
 
 
+class FirewallConfig(Section):
+    """The nftables table WCP360 owns (seed 000 "NFTables Integration", seed 001 firewall ports).
+
+    Opt-in: it sets the host's input policy to drop. 443 is always open; loopback and
+    established connections are allowed; everything else is dropped."""
+
+    enabled: bool = False
+    http: bool = True  # 80, for the HTTPS redirect and ACME
+    ssh: bool = True  # 22
+    mail: bool = False  # 25, 465, 587
+    extra_tcp_ports: list[int] = []
+    # Apply inside this network namespace instead of the host's (tests, containers).
+    netns: str | None = None
+
+
 class BootstrapAdmin(Section):
     username: str = "admin"
     email: str = "admin@localhost"
@@ -38,6 +53,7 @@ class ServerFile(Section):
     paths: Paths = Paths()
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
+    firewall: FirewallConfig = FirewallConfig()
     bootstrap_admin: BootstrapAdmin = BootstrapAdmin()
 
     @field_validator("listen")

@@ -60,7 +60,7 @@ def webhook_sender(settings: SlackAlert) -> Send:
         request = urllib.request.Request(
             settings.webhook,
             data=body,
-            method="POST",  # noqa: S310 - scheme checked
+            method="POST",
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

@@ -107,9 +107,21 @@ class BanList:
                     Ban.lifted_at.is_(None), or_(Ban.expires_at.is_(None), Ban.expires_at > now)
                 )
             ).all()
+        fresh = [ActiveBan(ipaddress.ip_network(r.network), r.expires_at, r.reason) for r in rows]
         with self._lock:
-            self._active = [ActiveBan(ipaddress.ip_network(r.network), r.expires_at, r.reason) for r in rows]
+            before = {b.network: b for b in self._active}
+            self._active = fresh
             self.loaded_at = time.monotonic()
+        # Mirror changes made by any process (this one, the CLI, another server) to the firewall.
+        after = {b.network: b for b in fresh}
+        for network, ban in after.items():
+            if network not in before:
+                for callback in self.on_ban:
+                    callback(network, ban.expires_at)
+        for network, ban in before.items():
+            if network not in after and (ban.expires_at is None or ban.expires_at > now):
+                for callback in self.on_unban:
+                    callback(network)
 
     # -- management (CLI, API, IDS) -------------------------------------------------------
 
@@ -163,8 +175,6 @@ class BanList:
                 details={"reason": reason, "rule": rule, "expires_at": view["expires_at"]},
             )
         self.reload()
-        for callback in self.on_ban:
-            callback(network, expires)
         return view
 
     def unblock(self, actor: Principal, target: str) -> int:
@@ -185,8 +195,6 @@ class BanList:
                 details={"bans_lifted": len(rows)},
             )
         self.reload()
-        for callback in self.on_unban:
-            callback(network)
         return len(rows)
 
     def _escalated(self, s: Any, network: str, base: timedelta) -> timedelta:

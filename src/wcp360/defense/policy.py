@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from wcp360.config.rate_limit import Limit, RateLimitConfig
 from wcp360.defense.alerts import Alerter
 from wcp360.defense.bans import BanList
+from wcp360.defense.firewall import FirewallStatus, NftFirewall
 from wcp360.defense.gcra import Limiter, Quota, Verdict
 from wcp360.defense.ids import Ids
 from wcp360.defense.login_guard import LoginGuard
@@ -34,11 +35,24 @@ class Defense:
     guard: LoginGuard
     alerter: Alerter
     codec: JwtCodec
+    firewall: NftFirewall | None = None
     endpoints: list[tuple[re.Pattern[str], str, Limit]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.endpoints = [(_segment_pattern(p), p, limit) for p, limit in self.rate.per_endpoint.items()]
         self.blacklist = list(self.rate.ip_blacklist)
+
+    def attach_firewall(self, firewall: NftFirewall) -> FirewallStatus:
+        """Apply the ruleset and mirror every ban into it from now on (the server does this)."""
+        self.firewall = firewall
+        status = firewall.apply()
+        if status.active:
+            self.bans.on_ban.append(firewall.ban)
+            self.bans.on_unban.append(firewall.unban)
+            self.bans.loaded_at = 0.0
+            self.bans._active = []
+            self.bans.reload()
+        return status
 
     def blacklisted(self, address: str | None) -> bool:
         import ipaddress
