@@ -57,7 +57,7 @@ def webhook_sender(settings: SlackAlert) -> Send:
 
     def send(title: str, detail: dict[str, Any]) -> None:
         body = json.dumps({"text": f"*{title}*\n```{json.dumps(detail['event'], sort_keys=True)}```"}).encode()
-        request = urllib.request.Request(
+        request = urllib.request.Request(  # noqa: S310 - the scheme was checked above
             settings.webhook,
             data=body,
             method="POST",

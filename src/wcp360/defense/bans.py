@@ -73,8 +73,8 @@ class BanList:
         self.loaded_at = 0.0
         self._lock = threading.Lock()
         # Called with (network, expires_at) / (network) so a firewall can mirror the list.
-        self.on_ban: list[Callable[[Network, datetime | None], None]] = []
-        self.on_unban: list[Callable[[Network], None]] = []
+        self.on_ban: list[Callable[[Network, datetime | None], object]] = []
+        self.on_unban: list[Callable[[Network], object]] = []
 
     # -- enforcement ---------------------------------------------------------------------
 
@@ -114,14 +114,14 @@ class BanList:
             self.loaded_at = time.monotonic()
         # Mirror changes made by any process (this one, the CLI, another server) to the firewall.
         after = {b.network: b for b in fresh}
-        for network, ban in after.items():
+        for network, added in after.items():
             if network not in before:
-                for callback in self.on_ban:
-                    callback(network, ban.expires_at)
-        for network, ban in before.items():
-            if network not in after and (ban.expires_at is None or ban.expires_at > now):
-                for callback in self.on_unban:
-                    callback(network)
+                for on_ban in self.on_ban:
+                    on_ban(network, added.expires_at)
+        for network, gone in before.items():
+            if network not in after and (gone.expires_at is None or gone.expires_at > now):
+                for on_unban in self.on_unban:
+                    on_unban(network)
 
     # -- management (CLI, API, IDS) -------------------------------------------------------
 
