@@ -54,3 +54,9 @@ class TooManyRequests(WcpError):
     status = 429
     code = "too-many-requests"
     title = "Too many requests"
+
+
+class ServiceBusy(WcpError):
+    status = 503
+    code = "busy"
+    title = "Service busy"

@@ -67,3 +67,41 @@ def test_distributed_guessing_is_throttled_but_the_owner_gets_through(web: TestC
         headers=from_(home),
     )
     assert again.status_code == 200
+
+
+def test_password_checks_are_bounded_and_the_queue_too() -> None:
+    import asyncio
+
+    from wcp360.config.ids import BruteForce
+    from wcp360.defense.login_guard import LoginGuard
+    from wcp360.defense.windows import MemoryWindows
+    from wcp360.errors import ServiceBusy
+
+    guard = LoginGuard(MemoryWindows(), BruteForce(max_concurrent_checks=2, max_waiting=3))
+    running = 0
+    peak = 0
+    outcomes: list[str] = []
+
+    async def attempt(release: asyncio.Event) -> None:
+        nonlocal running, peak
+        try:
+            async with guard.password_check_slot():
+                running += 1
+                peak = max(peak, running)
+                await release.wait()
+                running -= 1
+            outcomes.append("checked")
+        except ServiceBusy:
+            outcomes.append("busy")
+
+    async def main() -> None:
+        release = asyncio.Event()
+        tasks = [asyncio.create_task(attempt(release)) for _ in range(8)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert peak == 2
+    assert outcomes.count("busy") == 3 and outcomes.count("checked") == 5  # 2 running + 3 waiting
+    assert guard.waiting == 0

@@ -69,3 +69,16 @@ def test_redis_agrees_with_memory() -> None:
     assert asyncio.run(run()) == [True, True, False, False]
     sync = redis.Redis()
     assert sync.ping()
+
+
+def test_sliding_windows_in_memory_and_on_redis() -> None:
+    from wcp360.defense.windows import MemoryWindows, RedisWindows
+
+    for windows in (MemoryWindows(), RedisWindows(redis.Redis(), prefix=f"wcp360-test:{uuid.uuid4().hex}:")):
+        for _ in range(3):
+            windows.add("failed_logins", "198.51.100.1")
+        windows.add("failed_logins", "198.51.100.2")
+        assert windows.count("failed_logins", "198.51.100.1", 300) == 3
+        assert windows.count("failed_logins", "198.51.100.2", 300) == 1
+        assert windows.count("failed_logins", "198.51.100.3", 300) == 0
+        assert windows.count("failed_logins", "198.51.100.1", 0.000001) == 0

@@ -46,6 +46,11 @@ class BruteForce(Section):
     user_failures: int = Field(default=10, ge=1)
     window: Duration = timedelta(minutes=15)
     max_delay: Duration = timedelta(seconds=3)
+    # Password checks running at once (argon2 is ~20 ms of CPU each); 0 = half the CPUs. Sign-ins
+    # beyond that wait; beyond `max_waiting` they are refused (503), so a flood of guesses from
+    # fresh addresses cannot starve every other request of CPU.
+    max_concurrent_checks: int = Field(default=0, ge=0)
+    max_waiting: int = Field(default=64, ge=0)
 
 
 class Throttle(Section):

@@ -47,7 +47,8 @@ async def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
         await run_in_threadpool(rt.auth.notify_under_attack, body.username, rt.defense.alerter)
     if guard.delay:
         await asyncio.sleep(guard.delay)
-    pair = await run_in_threadpool(rt.auth.login, body.username, body.password, body.totp)
+    async with rt.defense.guard.password_check_slot():
+        pair = await rt.defense.guard.run_check(rt.auth.login, body.username, body.password, body.totp)
     return pair.as_dict()
 
 
