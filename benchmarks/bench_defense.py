@@ -56,8 +56,10 @@ def limiter_cost(decisions: int = 20000) -> dict[str, float]:
         await client.aclose()
         return elapsed / count * 1e6
 
-    return {"memory_us_per_decision": round(memory_us, 2),
-            "redis_us_per_decision": round(asyncio.run(redis_run(decisions // 4)), 1)}
+    return {
+        "memory_us_per_decision": round(memory_us, 2),
+        "redis_us_per_decision": round(asyncio.run(redis_run(decisions // 4)), 1),
+    }
 
 
 def attack(port: int, seconds: float, threads: int, result_file: str) -> None:
@@ -75,8 +77,12 @@ def attack(port: int, seconds: float, threads: int, result_file: str) -> None:
             username = rng.choice(["legit", "admin", "root", f"user{rng.randrange(1000)}"])
             body = json.dumps({"username": username, "password": f"Guess!{rng.randrange(10**9)}x"})
             try:
-                conn.request("POST", "/api/v1/auth/login", body=body,
-                             headers={"Content-Type": "application/json", "X-Forwarded-For": address})
+                conn.request(
+                    "POST",
+                    "/api/v1/auth/login",
+                    body=body,
+                    headers={"Content-Type": "application/json", "X-Forwarded-For": address},
+                )
                 status = conn.getresponse()
                 status.read()
                 code = status.status
@@ -111,8 +117,10 @@ def measure(port: int, token: str, requests: int) -> list[float]:
 
 def summary(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
-    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
-            "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 2)}
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 2),
+    }
 
 
 def main() -> None:
@@ -128,21 +136,54 @@ def main() -> None:
         (etc / "wcp360.yml").write_text("mode: dev\n")
         (etc / "rate_limit.yml").write_text(
             'rate_limiting:\n  trusted_proxies: ["127.0.0.0/8"]\n'
-            '  global: {requests_per_minute: 100000, burst: 10000}\n'
-            '  per_user: {requests_per_minute: 100000, burst: 10000}\n')
-        env = {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(root / "data"),
-               "WCP360_ADMIN_PASSWORD": PASSWORD + "A", "WCP360_LOG_LEVEL": "error"}
-        subprocess.run([sys.executable, "-m", "wcp360.cli", "admin", "create-user", "--username", "legit",
-                        "--email", "legit@example.test", "--roles", "developer", "--password", "-"],
-                       input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True)
+            "  global: {requests_per_minute: 100000, burst: 10000}\n"
+            "  per_user: {requests_per_minute: 100000, burst: 10000}\n"
+        )
+        env = {
+            **os.environ,
+            "WCP360_CONFIG_DIR": str(etc),
+            "WCP360_DATA_DIR": str(root / "data"),
+            "WCP360_ADMIN_PASSWORD": PASSWORD + "A",
+            "WCP360_LOG_LEVEL": "error",
+        }
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "wcp360.cli",
+                "admin",
+                "create-user",
+                "--username",
+                "legit",
+                "--email",
+                "legit@example.test",
+                "--roles",
+                "developer",
+                "--password",
+                "-",
+            ],
+            input=PASSWORD + "\n",
+            text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         port = free_port()
-        server = subprocess.Popen([sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             wait_ready(port)
             conn = http.client.HTTPConnection("127.0.0.1", port)
-            conn.request("POST", "/api/v1/auth/login", body=json.dumps({"username": "legit", "password": PASSWORD}),
-                         headers={"Content-Type": "application/json", "X-Forwarded-For": "198.51.100.10"})
+            conn.request(
+                "POST",
+                "/api/v1/auth/login",
+                body=json.dumps({"username": "legit", "password": PASSWORD}),
+                headers={"Content-Type": "application/json", "X-Forwarded-For": "198.51.100.10"},
+            )
             token = json.loads(conn.getresponse().read())["access_token"]
             measure(port, token, 200)  # warm-up
             idle = measure(port, token, args.requests)
@@ -150,7 +191,8 @@ def main() -> None:
             # Long enough to cover the measurement (about as long as the idle phase) with margin.
             flood_seconds = 3 + 3 * sum(idle)
             attacker = multiprocessing.get_context("spawn").Process(
-                target=attack, args=(port, flood_seconds, args.attackers, result_file), daemon=True)
+                target=attack, args=(port, flood_seconds, args.attackers, result_file), daemon=True
+            )
             attacker.start()
             time.sleep(3)  # let the flood build up
             flooded = measure(port, token, args.requests)
@@ -160,8 +202,10 @@ def main() -> None:
             server.terminate()
             server.wait(30)
     report["login_flood"] = {
-        "attackers": args.attackers, "legit_requests_per_phase": args.requests,
-        "idle": summary(idle), "during_flood": summary(flooded),
+        "attackers": args.attackers,
+        "legit_requests_per_phase": args.requests,
+        "idle": summary(idle),
+        "during_flood": summary(flooded),
         "p50_ratio": round(statistics.median(flooded) / statistics.median(idle), 2),
         "p99_ratio": round(sorted(flooded)[int(0.99 * len(flooded))] / sorted(idle)[int(0.99 * len(idle))], 2),
         "flood_seconds": round(flood_seconds, 1),

@@ -24,8 +24,7 @@ def test_privilege_escalation_attempt_raises_an_alert(web: TestClient, defended:
     defended.defense.ids.alert = lambda rule, subject, detail: sent.append((rule, subject))
     reseller = signed_in(web, defended, "shop", ["reseller"])
     admin = signed_in(web, defended, "boss", ["admin"])
-    response = web.post(f"/api/v1/users/{admin.user_id}/disable", headers={**reseller.headers,
-                                                                          **from_("198.51.100.3")})
+    response = web.post(f"/api/v1/users/{admin.user_id}/disable", headers={**reseller.headers, **from_("198.51.100.3")})
     assert response.status_code == 403
     assert ("privilege_escalation", f"{reseller.user_id}") in sent
 
@@ -47,14 +46,19 @@ def test_throttle_and_quarantine_actions(defended: Runtime, tmp_path: Path) -> N
         for _ in range(4):
             audit.record("module_execute", actor_id="u-7", resource_type="module", resource_id="m-1")
         assert throttles.factor_for("u-7") == 0.1 and throttles.factor_for("u-8") == 1.0
-        upload = IdsRule(name="suspicious_module_upload", condition="module_size > 50MB or contains_suspicious_patterns",
-                         action="quarantine")
+        upload = IdsRule(
+            name="suspicious_module_upload",
+            condition="module_size > 50MB or contains_suspicious_patterns",
+            action="quarantine",
+        )
         ids2, _, quarantined = _engine(upload, defended.defense.bans)
         audit.install([*with_sink.sinks, ids2], with_sink.sensitive, with_sink.writer, with_sink.forwarders)
-        audit.record("module_upload", actor_id="u-7", resource_type="module", resource_id="small",
-                     details={"size": 1000})
-        audit.record("module_upload", actor_id="u-7", resource_type="module", resource_id="huge",
-                     details={"size": 60_000_000})
+        audit.record(
+            "module_upload", actor_id="u-7", resource_type="module", resource_id="small", details={"size": 1000}
+        )
+        audit.record(
+            "module_upload", actor_id="u-7", resource_type="module", resource_id="huge", details={"size": 60_000_000}
+        )
         assert [subject for subject, _ in quarantined] == ["huge"]
     finally:
         audit.install(with_sink.sinks, with_sink.sensitive, with_sink.writer, with_sink.forwarders)
@@ -64,9 +68,18 @@ def test_actions_do_not_feed_back_into_the_engine(defended: Runtime) -> None:
     # A rule matching its own action's audit event must not loop.
     rule = IdsRule(name="loop", condition="outcome = success", action="block_ip", duration=timedelta(hours=1))
     ids, _, _ = _engine(rule, defended.defense.bans)
-    event = audit.AuditEvent(ts="t", action="x", outcome="success", actor_id=None, resource_type=None,
-                             resource_id=None, ip_address="198.51.100.44", user_agent=None, request_id=None,
-                             channel="test")
+    event = audit.AuditEvent(
+        ts="t",
+        action="x",
+        outcome="success",
+        actor_id=None,
+        resource_type=None,
+        resource_id=None,
+        ip_address="198.51.100.44",
+        user_agent=None,
+        request_id=None,
+        channel="test",
+    )
     ids.write(event)
     ids.write(event)  # de-duplicated within a second, and already banned
     assert [b["network"] for b in defended.defense.bans.list(__import__("tests.helpers").helpers.HOST)] == [

@@ -53,8 +53,9 @@ class LoginGuard:
         self.waiting = 0
         # Password checks run on their own threads at a lower CPU priority, so a flood of guesses
         # yields the CPU to every other request instead of competing with it.
-        self.executor = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="password-check",
-                                           initializer=_lower_priority)
+        self.executor = ThreadPoolExecutor(
+            max_workers=slots, thread_name_prefix="password-check", initializer=_lower_priority
+        )
 
     async def run_check(self, function: Callable[..., T], *args: Any) -> T:
         """Run a password check on the low-priority executor, keeping the request's context."""
