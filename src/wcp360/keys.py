@@ -42,6 +42,17 @@ def read_or_create(path: Path, make: bytes) -> bytes:
     return make
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data`, 0600 from the first byte (never world-readable)."""
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
 class HostKeys:
     def __init__(self, secrets_dir: Path) -> None:
         self.dir = secrets_dir

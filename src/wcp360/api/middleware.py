@@ -6,7 +6,6 @@ request stays small.
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import time
 import uuid
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wcp360 import metrics
 from wcp360.api.client_ip import Network, client_address
+from wcp360.api.paths import segment_pattern
 from wcp360.api.problems import problem
 from wcp360.audit import RequestContext, bind_request
 
@@ -116,8 +116,8 @@ class BodyGuardMiddleware:
     ) -> None:
         self.app = app
         self.default_limit = default_limit
-        self.overrides = [(_segment_pattern(p), n) for p, n in (overrides or {}).items()]
-        self.media_types = [(_segment_pattern(p), t) for p, t in (media_types or {}).items()]
+        self.overrides = [(segment_pattern(p), n) for p, n in (overrides or {}).items()]
+        self.media_types = [(segment_pattern(p), t) for p, t in (media_types or {}).items()]
 
     def limit_for(self, path: str) -> int:
         for pattern, limit in self.overrides:
@@ -181,9 +181,3 @@ class BodyGuardMiddleware:
 
 def _too_large(limit: int) -> ASGIApp:
     return problem(413, "payload-too-large", "Request body too large", f"the limit is {limit} bytes")
-
-
-def _segment_pattern(pattern: str) -> re.Pattern[str]:
-    # fnmatch's `*` crosses `/`; a path pattern's `*` must match exactly one segment.
-    escaped = fnmatch.translate(pattern).replace(".*", "[^/]+")
-    return re.compile(escaped)

@@ -8,7 +8,6 @@ delivery and the cursor update repeats the last batch).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import structlog
 
 from wcp360 import metrics
 from wcp360.audit.tail import LogTail
+from wcp360.keys import write_private
 
 Deliver = Callable[[list[dict[str, Any]]], None]
 _log = structlog.get_logger("wcp360.audit")
@@ -94,11 +94,7 @@ class Forwarder:
             return 0
 
     def _save_cursor(self, seq: int) -> None:
-        temporary = self.cursor_path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{seq}\n")
-        os.replace(temporary, self.cursor_path)
+        write_private(self.cursor_path, f"{seq}\n".encode())
 
 
 def _short(exc: BaseException) -> str:

@@ -305,9 +305,11 @@ def _head_of(path: Path) -> Head | None:
     return _head_from(raw for _, raw in read_lines(path))
 
 
-def _head_from(lines: Iterable[bytes]) -> Head | None:
-    last_event: dict[str, Any] | None = None
-    last_checkpoint: dict[str, Any] | None = None
+def parse_records(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The records (events and checkpoints) of raw lines, skipping blank and unreadable ones.
+
+    For reading back and recovery only; `verify` is the one that treats a bad line as an error.
+    """
     for raw in lines:
         if not raw:
             continue
@@ -315,6 +317,14 @@ def _head_from(lines: Iterable[bytes]) -> Head | None:
             record = json.loads(raw)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            yield record
+
+
+def _head_from(lines: Iterable[bytes]) -> Head | None:
+    last_event: dict[str, Any] | None = None
+    last_checkpoint: dict[str, Any] | None = None
+    for record in parse_records(lines):
         if record.get("checkpoint"):
             last_checkpoint = record
         else:

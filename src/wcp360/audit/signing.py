@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from wcp360.keys import ensure_private_dir
+from wcp360.keys import ensure_private_dir, write_private
 
 
 def key_id_of(public: Ed25519PublicKey) -> str:
@@ -67,9 +67,7 @@ class SigningKeys:
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
         (self.directory / f"{key_id}.pub").write_text(public_pem(private.public_key()))
-        current = self.directory / "current.tmp"
-        current.write_text(key_id + "\n")
-        os.replace(current, self.directory / "current")
+        write_private(self.directory / "current", f"{key_id}\n".encode())
         self.key_id = key_id
         self._private = private
         return key_id

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wcp360.audit.logfile import CURRENT, all_files, read_lines, rotated_files
+from wcp360.audit.logfile import CURRENT, all_files, parse_records, read_lines, rotated_files
 
 
 def iter_events(directory: Path, name: str = CURRENT, after_seq: int = 0) -> Iterator[dict[str, Any]]:
@@ -16,13 +16,7 @@ def iter_events(directory: Path, name: str = CURRENT, after_seq: int = 0) -> Ite
     for path in all_files(directory, name):
         if path.name != name and _last_seq_of_name(path.name) <= after_seq:
             continue
-        for _, raw in read_lines(path):
-            if not raw:
-                continue
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
+        for record in parse_records(raw for _, raw in read_lines(path)):
             if not record.get("checkpoint") and int(record.get("seq", 0)) > after_seq:
                 yield record
 
@@ -60,9 +54,8 @@ class LogTail:
         for path in rotated_files(self.directory, self.name):
             if _last_seq_of_name(path.name) <= self.after_seq:
                 continue
-            for _, raw in read_lines(path):
-                record = json.loads(raw) if raw else {}
-                if record and not record.get("checkpoint") and int(record["seq"]) > self.after_seq:
+            for record in parse_records(raw for _, raw in read_lines(path)):
+                if not record.get("checkpoint") and int(record["seq"]) > self.after_seq:
                     events.append(record)
                     if len(events) >= limit:
                         self.after_seq = int(events[-1]["seq"])

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from wcp360 import audit
 from wcp360.config.loader import CONFIG_FILES
 from wcp360.config.model import Config
+from wcp360.keys import write_private
 
 
 def file_digests(config_dir: Path) -> dict[str, str]:
@@ -41,9 +41,5 @@ def record_config_changes(config: Config) -> list[str]:
             resource_id=str(config.config_dir),
             details={"files": {name: current.get(name, "removed") for name in changed}, "first_start": not previous},
         )
-        temporary = state.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(current, handle, sort_keys=True)
-        os.replace(temporary, state)
+        write_private(state, json.dumps(current, sort_keys=True).encode())
     return changed

@@ -35,6 +35,18 @@ class ResourceRule(Section):
     sharing: bool = False
 
 
+TENANT_PERMISSIONS = [
+    "modules:read",
+    "modules:create",
+    "modules:execute",
+    "modules:delete",
+    "scheduler:read",
+    "scheduler:create",
+    "snapshots:read",
+    "snapshots:create",
+    "snapshots:restore",
+]
+
 # The seed's four roles, plus the two a hosting panel needs. Used only when rbac.yml is absent:
 # a file given by the operator replaces this set whole, so deleting a role there really removes it.
 DEFAULT_ROLES: dict[str, Role] = {
@@ -68,36 +80,11 @@ DEFAULT_ROLES: dict[str, Role] = {
     "reseller": Role(
         description="Creates and manages the tenant accounts it owns",
         # Nobody hands out more than they hold, so a reseller holds what a tenant gets.
-        permissions=[
-            "users:read",
-            "users:create",
-            "users:update",
-            "tenants:*",
-            "metrics:read",
-            "modules:read",
-            "modules:create",
-            "modules:execute",
-            "modules:delete",
-            "scheduler:read",
-            "scheduler:create",
-            "snapshots:read",
-            "snapshots:create",
-            "snapshots:restore",
-        ],
+        permissions=["users:read", "users:create", "users:update", "tenants:*", "metrics:read", *TENANT_PERMISSIONS],
     ),
     "tenant": Role(
         description="A hosting customer: its own sites, databases and workloads",
-        permissions=[
-            "modules:read",
-            "modules:create",
-            "modules:execute",
-            "modules:delete",
-            "scheduler:read",
-            "scheduler:create",
-            "snapshots:read",
-            "snapshots:create",
-            "snapshots:restore",
-        ],
+        permissions=TENANT_PERMISSIONS,
     ),
 }
 

@@ -7,6 +7,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from wcp360.api.paths import segment_pattern
 from wcp360.config.rate_limit import Limit, RateLimitConfig
 from wcp360.defense.alerts import Alerter
 from wcp360.defense.bans import BanList
@@ -17,11 +18,6 @@ from wcp360.defense.login_guard import LoginGuard
 from wcp360.defense.throttles import Throttles
 from wcp360.defense.windows import Windows
 from wcp360.identity.jwt_codec import JwtCodec
-
-
-def _segment_pattern(pattern: str) -> re.Pattern[str]:
-    # `*` matches exactly one path segment ("/api/v1/modules/*/execute").
-    return re.compile("^" + "/".join("[^/]+" if p == "*" else re.escape(p) for p in pattern.split("/")) + "$")
 
 
 @dataclass
@@ -39,7 +35,7 @@ class Defense:
     endpoints: list[tuple[re.Pattern[str], str, Limit]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.endpoints = [(_segment_pattern(p), p, limit) for p, limit in self.rate.per_endpoint.items()]
+        self.endpoints = [(segment_pattern(p), p, limit) for p, limit in self.rate.per_endpoint.items()]
         self.blacklist = list(self.rate.ip_blacklist)
 
     def attach_firewall(self, firewall: NftFirewall) -> FirewallStatus:
