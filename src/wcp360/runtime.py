@@ -29,6 +29,7 @@ from wcp360.keys import HostKeys, ensure_private_dir
 from wcp360.store import migrate
 from wcp360.store.database import Database
 from wcp360.store.models import User
+from wcp360.workloads.modules import ModuleService
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Runtime:
     users: UserService
     api_tokens: ApiTokenService
     defense: Defense
+    modules: ModuleService
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -68,6 +70,13 @@ class Runtime:
             users=UserService(db, policy, hasher, config.auth.password_policy()),
             api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
             defense=build_defense(config, db, policy, codec),
+            modules=ModuleService(db, policy, config.data_dir / "modules", config.sandbox, config.static_analysis),
+        )
+
+    def __post_init__(self) -> None:
+        # The IDS `quarantine` action (e.g. the seed's suspicious_module_upload rule) lands here.
+        self.defense.ids.quarantine_hooks.append(
+            lambda subject, event: self.modules.quarantine(subject, f"ids rule on {event.get('action')}")
         )
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ from wcp360.api.defense_middleware import DefenseMiddleware
 from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.routers import audit, auth, ids, metrics, users
+from wcp360.api.routers import audit, auth, ids, metrics, modules, users
+from wcp360.api.routers.modules import MODULE_MEDIA_TYPES
 from wcp360.runtime import Runtime
 
 
@@ -27,7 +28,7 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app)
     # Each router carries its full prefix, so route templates (metrics labels) are whole paths.
-    for router in (auth.router, users.router, audit.router, ids.router, metrics.router):
+    for router in (auth.router, users.router, audit.router, ids.router, modules.router, metrics.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
@@ -37,7 +38,12 @@ def create_app(rt: Runtime) -> FastAPI:
     http = rt.config.server.http
     # Starlette runs the last-added middleware first: the context wraps everything, so even a
     # 413 from the body guard carries the security headers and a request id.
-    app.add_middleware(BodyGuardMiddleware, default_limit=http.max_body_size, overrides=dict(http.body_limits))
+    app.add_middleware(
+        BodyGuardMiddleware,
+        default_limit=http.max_body_size,
+        overrides=dict(http.body_limits),
+        media_types={f"{API_PREFIX}/modules": MODULE_MEDIA_TYPES},
+    )
     # Bans and rate limits after the client address is known, before anything reads the body.
     app.add_middleware(DefenseMiddleware, defense=rt.defense)
     app.add_middleware(RequestContextMiddleware, trusted_proxies=rt.config.rate_limiting.trusted_proxies)

@@ -103,10 +103,16 @@ class IdsConfig(Section):
             duration=timedelta(hours=1),
         ),
         IdsRule(
+            name="suspicious_module_upload",
+            condition="module_size > 50MB or contains_suspicious_patterns",
+            action="quarantine",
+        ),
+        IdsRule(
             name="privilege_escalation",
             condition="permission_denied and target_resource = admin",
             action="alert",
         ),
+        IdsRule(name="unusual_execution_pattern", condition="execution_rate > 1000/min", action="throttle"),
     ]
     alerts: list[Alert] = []
 

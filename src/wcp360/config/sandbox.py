@@ -44,6 +44,8 @@ class SandboxPolicy(Section):
 
 
 class SandboxConfig(Section):
+    # Uploads above this are refused (413); the IDS rule on `module_size` flags smaller ones.
+    max_module_size: ByteSize = 100 * 1000**2
     default_capabilities: Capabilities = Capabilities()
     resource_limits: ResourceLimits = ResourceLimits()
     module_capabilities: dict[str, ModuleCapabilities] = {}

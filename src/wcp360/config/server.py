@@ -19,7 +19,7 @@ class Paths(Section):
 class HttpConfig(Section):
     max_body_size: ByteSize = 1024**2
     # Per-route overrides, e.g. uploads: {"/api/v1/modules": "64MiB"}. `*` matches one segment.
-    body_limits: dict[str, ByteSize] = {}
+    body_limits: dict[str, ByteSize] = {"/api/v1/modules": 100 * 1000**2}
 
 
 class MetricsConfig(Section):

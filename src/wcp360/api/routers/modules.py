@@ -1,0 +1,83 @@
+"""/api/v1/modules: upload (raw application/wasm, text format, or a browser's multipart form),
+list, get, download, delete, and the administrators' quarantine release."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+
+from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.paths import API_PREFIX
+from wcp360.errors import InvalidInput
+
+router = APIRouter(prefix=f"{API_PREFIX}/modules", tags=["modules"])
+MODULE_MEDIA_TYPES = (
+    "application/wasm",
+    "application/octet-stream",
+    "text/plain",
+    "multipart/form-data",
+    "application/json",
+)
+
+
+@router.post("", status_code=201)
+async def upload(
+    request: Request,
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+    name: Annotated[str | None, Query(max_length=128)] = None,
+) -> dict[str, Any]:
+    from starlette.concurrency import run_in_threadpool
+
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=2)
+        upload_file = form.get("module")
+        if upload_file is None or isinstance(upload_file, str):
+            raise InvalidInput("the form needs a file field named 'module'")
+        body = await upload_file.read()
+        name = name or str(form.get("name") or upload_file.filename or "").removesuffix(".wasm")
+    else:
+        body = await request.body()
+    if not name:
+        raise InvalidInput("give the module a name: ?name=...")
+    return await run_in_threadpool(rt.modules.upload, actor, name, body, media_type == "text/plain")
+
+
+@router.get("")
+def list_modules(
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    status: Literal["active", "quarantined", "rejected"] | None = None,
+    owner_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    items, total = rt.modules.list_modules(actor, limit, offset, status, owner_id)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{module_id}")
+def get_module(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.modules.get(actor, module_id)
+
+
+@router.get("/{module_id}/download")
+def download(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    filename, data = rt.modules.download(actor, module_id)
+    return Response(
+        data, media_type="application/wasm", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+@router.delete("/{module_id}", status_code=204)
+def delete(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.modules.delete(actor, module_id)
+    return Response(status_code=204)
+
+
+@router.post("/{module_id}/release")
+def release(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.modules.release(actor, module_id)

@@ -1,0 +1,1 @@
+"""WebAssembly workloads: modules, static analysis, quarantine (and, next, sandboxed execution)."""

@@ -1,0 +1,252 @@
+"""Modules: upload (validated by wasmtime, then analysed), content-addressed storage, listing,
+download, deletion and the quarantine decisions. Every call goes through the policy function and
+the audit trail; on PostgreSQL the `modules` rows are also behind row-level security."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from sqlalchemy import func, select
+
+from wcp360 import audit, metrics
+from wcp360.authz import Policy, Principal, Resource
+from wcp360.config.sandbox import Capabilities, SandboxConfig
+from wcp360.config.static_analysis import StaticAnalysisConfig
+from wcp360.errors import InvalidInput, NotFound, WcpError
+from wcp360.keys import ensure_private_dir
+from wcp360.store.database import Database
+from wcp360.store.models import Module
+from wcp360.workloads.analysis import analyse
+
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
+
+
+class TooLarge(WcpError):
+    status = 413
+    code = "payload-too-large"
+    title = "Module too large"
+
+
+def module_view(module: Module) -> dict[str, Any]:
+    return {
+        "id": str(module.id),
+        "name": module.name,
+        "version": module.version,
+        "owner_id": str(module.owner_id),
+        "size": module.size,
+        "digest": module.digest,
+        "status": module.status,
+        "risk_score": module.risk_score,
+        "findings": list(module.findings),
+        "created_at": module.created_at.isoformat(),
+    }
+
+
+def effective_capabilities(sandbox: SandboxConfig, name: str) -> Capabilities:
+    """The sandbox defaults, overridden by `module_capabilities[name]` where it says so."""
+    override = sandbox.module_capabilities.get(name)
+    base = sandbox.default_capabilities
+    if override is None:
+        return base
+    values = {
+        field: getattr(override, field) if getattr(override, field) is not None else getattr(base, field)
+        for field in type(base).model_fields
+    }
+    return Capabilities(**values)
+
+
+class ModuleService:
+    def __init__(
+        self, db: Database, policy: Policy, store: Path, sandbox: SandboxConfig, analysis: StaticAnalysisConfig
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.store = store
+        self.sandbox = sandbox
+        self.analysis = analysis
+        self.engine = wasmtime.Engine()
+
+    # -- upload ---------------------------------------------------------------------------
+
+    def upload(self, actor: Principal, name: str, body: bytes, text_format: bool = False) -> dict[str, Any]:
+        self.policy.require(actor, "modules:create")
+        if actor.user_id is None:
+            raise InvalidInput("modules belong to user accounts")
+        if not NAME.match(name):
+            raise InvalidInput("name must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if len(body) > self.sandbox.max_module_size:
+            raise TooLarge(f"module is {len(body)} bytes; the limit is {self.sandbox.max_module_size}")
+        raw = self._binary(body, text_format)
+        try:
+            wasmtime.Module.validate(self.engine, raw)
+        except wasmtime.WasmtimeError as exc:
+            raise InvalidInput(f"not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
+        report = analyse(raw, self.analysis, self.sandbox, effective_capabilities(self.sandbox, name))
+        digest = hashlib.sha256(raw).hexdigest()
+        self._store(digest, raw)
+        with self.db.transaction(actor.user_id) as s:
+            version = (
+                s.scalar(select(func.max(Module.version)).where(Module.owner_id == actor.user_id, Module.name == name))
+                or 0
+            ) + 1
+            module = Module(
+                owner_id=actor.user_id,
+                name=name,
+                version=version,
+                size=len(raw),
+                digest=digest,
+                status=report.status,
+                risk_score=report.risk_score,
+                findings=[f.as_dict() for f in report.findings],
+            )
+            s.add(module)
+            s.flush()
+            view = module_view(module)
+        if report.suspicious:
+            metrics.SUSPICIOUS_MODULES.inc()
+        # After the row exists: the IDS may act on this event (its quarantine hook needs the row).
+        audit.record(
+            "module_upload",
+            actor=actor,
+            resource_type="module",
+            resource_id=view["id"],
+            details={
+                "name": name,
+                "version": version,
+                "size": len(raw),
+                "digest": digest,
+                "status": report.status,
+                "risk_score": report.risk_score,
+                "suspicious": report.suspicious,
+            },
+        )
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            current = s.get(Module, uuid.UUID(view["id"]))
+            return module_view(current) if current is not None else view
+
+    def _binary(self, body: bytes, text_format: bool) -> bytes:
+        if body[:4] == b"\0asm":
+            return body
+        if not text_format:
+            raise InvalidInput("not a WebAssembly module (bad magic); send text format as text/plain")
+        try:
+            return bytes(wasmtime.wat2wasm(body.decode("utf-8")))
+        except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
+            raise InvalidInput(f"not valid WebAssembly text: {str(exc).splitlines()[0]}") from None
+
+    def _store(self, digest: str, raw: bytes) -> None:
+        directory = ensure_private_dir(self.store / digest[:2])
+        path = directory / digest
+        if path.exists():
+            return  # content-addressed: the same bytes are stored once
+        temporary = directory / f".{digest}.{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def list_modules(
+        self,
+        actor: Principal,
+        limit: int = 50,
+        offset: int = 0,
+        status: str | None = None,
+        owner_id: uuid.UUID | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        self.policy.require(actor, "modules:read")
+        visible_owner = self.policy.owner_filter(actor, "modules")
+        query = select(Module)
+        if visible_owner is not None:
+            query = query.where(Module.owner_id == visible_owner)
+        if owner_id is not None:
+            query = query.where(Module.owner_id == owner_id)
+        if status is not None:
+            query = query.where(Module.status == status)
+        with self.db.transaction(actor.user_id, all_owners=visible_owner is None) as s:
+            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = s.scalars(query.order_by(Module.created_at.desc()).limit(limit).offset(offset)).all()
+            return [module_view(m) for m in rows], total
+
+    def get(self, actor: Principal, module_id: uuid.UUID) -> dict[str, Any]:
+        return module_view(self._authorised(actor, module_id, "modules:read"))
+
+    def download(self, actor: Principal, module_id: uuid.UUID) -> tuple[str, bytes]:
+        module = self._authorised(actor, module_id, "modules:read")
+        return f"{module.name}-v{module.version}.wasm", (self.store / module.digest[:2] / module.digest).read_bytes()
+
+    def delete(self, actor: Principal, module_id: uuid.UUID) -> None:
+        module = self._authorised(actor, module_id, "modules:delete")
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            row = s.get(Module, module.id)
+            if row is not None:
+                s.delete(row)
+        audit.record(
+            "module_delete",
+            actor=actor,
+            resource_type="module",
+            resource_id=str(module_id),
+            details={"name": module.name, "version": module.version, "status": module.status},
+        )
+
+    # -- quarantine -----------------------------------------------------------------------
+
+    def release(self, actor: Principal, module_id: uuid.UUID) -> dict[str, Any]:
+        """An administrator's decision that a quarantined module may run."""
+        self.policy.require(actor, "modules:release")
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            module = s.get(Module, module_id)
+            if module is None:
+                raise NotFound("no such module")
+            if module.status != "quarantined":
+                raise InvalidInput(f"module is {module.status}, not quarantined")
+            module.status = "active"
+            view = module_view(module)
+        audit.record(
+            "module_release",
+            actor=actor,
+            resource_type="module",
+            resource_id=str(module_id),
+            details={"name": view["name"], "risk_score": view["risk_score"]},
+        )
+        return view
+
+    def quarantine(self, module_id: str, reason: str) -> None:
+        """Quarantine from the IDS (`quarantine` action); no actor: the rule already decided."""
+        try:
+            key = uuid.UUID(module_id)
+        except ValueError:
+            return
+        with self.db.transaction(all_owners=True) as s:
+            module = s.get(Module, key)
+            if module is None or module.status == "quarantined":
+                return
+            module.status = "quarantined"
+        metrics.SUSPICIOUS_MODULES.inc()
+        audit.record(
+            "module_quarantine",
+            actor_id="ids",
+            resource_type="module",
+            resource_id=module_id,
+            details={"reason": reason},
+        )
+
+    def _authorised(self, actor: Principal, module_id: uuid.UUID, permission: str) -> Module:
+        # The row is read for the policy function to decide on (and audit a denial); RLS stays the
+        # second fence for listings and writes. Nothing of the row leaves here unless allowed.
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            module = s.get(Module, module_id)
+            if module is None:
+                raise NotFound("no such module")
+            s.expunge(module)
+        self.policy.require(actor, permission, Resource("modules", id=str(module.id), owner_id=module.owner_id))
+        return module
