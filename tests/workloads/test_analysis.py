@@ -101,3 +101,16 @@ def test_corrupted_real_modules_never_crash_the_analysis(data: st.DataObject) ->
     raw[position] = data.draw(st.integers(0, 255))
     with contextlib.suppress(WasmFormatError):
         run(bytes(raw))
+
+
+def test_loop_with_a_type_index_block_type_is_located_exactly() -> None:
+    import wasmtime
+
+    raw = bytes(
+        wasmtime.wat2wasm(
+            '(module (type $t (func (param i32))) (func (export "f") (param i32) (local.get 0)'
+            " (loop (type $t) (param i32) (drop) (br 0 (i32.const 1)))))"
+        )
+    )
+    [finding] = run(raw).findings
+    assert finding.rule == "detect_infinite_loops" and raw[finding.offset or 0] == 0x03

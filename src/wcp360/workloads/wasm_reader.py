@@ -212,102 +212,174 @@ class LoopReport:
     grows_memory: bool = False
 
 
-# Opcodes with no immediates (MVP numeric, parametric and control): checked with one set lookup.
-_PLAIN = frozenset({0x00, 0x01, 0x05, 0x0B, 0x0F, 0x1A, 0x1B, 0xD1, *range(0x45, 0xC5)})
-_U32 = frozenset({0x0C, 0x0D, 0x10, 0x12, 0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2, 0x08, 0x09, 0x18, 0x07})
-_EXITS = frozenset({0x0D, 0x0E, 0x04, 0x0F, 0x10, 0x11, 0x12, 0x13, 0x00, 0x08})
+# Instruction kinds, looked up in one 256-entry table per opcode (the walker's hot path).
+PLAIN, END, BLOCK, LOOP, IF, BR, SKIP1, EXIT1, BR_TABLE, EXIT2, MEMARG, MEMSIZE, GROW, CONST, F32, F64 = range(16)
+SELECT_T, REF_NULL, FC, SIMD, ATOMIC, EXIT0, UNKNOWN = range(16, 23)
+_KIND = bytearray([UNKNOWN]) * 256
+for _op in (0x01, 0x05, 0x1A, 0x1B, 0xD1, 0x19, *range(0x45, 0xC5)):
+    _KIND[_op] = PLAIN
+for _op in (0x00, 0x0F):  # unreachable, return
+    _KIND[_op] = EXIT0
+_KIND[0x0B] = END
+_KIND[0x02] = _KIND[0x06] = BLOCK  # block, try
+_KIND[0x03] = LOOP
+_KIND[0x04] = IF
+_KIND[0x0C] = BR
+for _op in (0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2, 0x07, 0x09, 0x18):
+    _KIND[_op] = SKIP1
+for _op in (0x0D, 0x10, 0x12, 0x08):  # br_if, call, return_call, throw
+    _KIND[_op] = EXIT1
+_KIND[0x0E] = BR_TABLE
+_KIND[0x11] = _KIND[0x13] = EXIT2  # call_indirect, return_call_indirect
+for _op in range(0x28, 0x3F):
+    _KIND[_op] = MEMARG
+_KIND[0x3F] = MEMSIZE
+_KIND[0x40] = GROW
+_KIND[0x41] = _KIND[0x42] = CONST
+_KIND[0x43] = F32
+_KIND[0x44] = F64
+_KIND[0x1C] = SELECT_T
+_KIND[0xD0] = REF_NULL
+_KIND[0xFC] = FC
+_KIND[0xFD] = SIMD
+_KIND[0xFE] = ATOMIC
+_BLOCKTYPE_BYTES = frozenset({0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F})
 
 
 def loops_of(raw: bytes, info: ModuleInfo) -> Iterator[LoopReport]:
     """Every `loop` of every function body, with whether it branches back unconditionally, has any
     way out (a conditional branch, if, return, call, trap, or a branch past the loop), and grows memory."""
-    data = memoryview(raw)
-    reader = Reader(data, info.code_offset)
+    data = bytes(raw)
+    reader = Reader(memoryview(data), info.code_offset)
     end_of_code = info.code_offset + info.code_size
     for index in range(reader.u32()):
         size = reader.u32()
         body_end = reader.pos + size
         if body_end > end_of_code:
             raise WasmFormatError(reader.pos, "function body runs past the code section")
-        if 0x03 in data[reader.pos : body_end]:  # no loop opcode byte, no loop: skip the walk
-            yield from _walk(Reader(data[:body_end], reader.pos), info.imported_functions + index)
+        if data.find(3, reader.pos, body_end) >= 0:  # no loop opcode byte, no loop: skip the walk
+            yield from _walk(data, reader.pos, body_end, info.imported_functions + index)
         reader.pos = body_end
 
 
-def _walk(reader: Reader, function: int) -> Iterator[LoopReport]:
+def _walk(data: bytes, pos: int, end: int, function: int) -> Iterator[LoopReport]:
+    """One pass over a body. Local variables and inlined LEB skips: this loop is the cost of analysis."""
+    kinds = _KIND
+    reader = Reader(memoryview(data)[:end], pos)
     for _ in range(reader.u32()):  # local declarations
         reader.u32()
         reader.byte()
-    # The label stack: None for block/if/try, a LoopReport for loop.
-    labels: list[LoopReport | None] = []
-    data, end = reader.data, len(reader.data)
-    while reader.pos < end:
-        offset = reader.pos
-        op = data[offset]
-        reader.pos += 1
-        if op in _PLAIN:
-            if op == 0x0B:
-                if not labels:
-                    continue  # the function's own end
-                closed = labels.pop()
-                if closed is not None:
-                    yield closed
-            elif op in _EXITS:
-                _mark_exits(labels)
-            continue
-        if op in (0x02, 0x03, 0x04, 0x06):  # block, loop, if, try: a block type
-            _blocktype(reader)
-            if op == 0x04:
-                _mark_exits(labels)
-            labels.append(LoopReport(function, offset) if op == 0x03 else None)
-        elif op == 0x0C:  # br
-            depth = reader.u32()
-            _branch(labels, depth)
-        elif op in _U32:
-            reader.u32()
-            if op in _EXITS:
-                _mark_exits(labels)
-        elif op == 0x0E:  # br_table
-            for _ in range(reader.u32() + 1):
-                reader.u32()
-            _mark_exits(labels)
-        elif op in (0x11, 0x13):  # call_indirect, return_call_indirect
-            reader.u32()
-            reader.u32()
-            _mark_exits(labels)
-        elif op == 0x1C:  # select with types
-            for _ in range(reader.u32()):
-                reader.byte()
-        elif 0x28 <= op <= 0x3E:  # loads and stores: memarg
-            _memarg(reader)
-        elif op in (0x3F, 0x40):  # memory.size, memory.grow: memory index
-            reader.u32()
-            if op == 0x40:
-                for label in labels:
-                    if label is not None:
-                        label.grows_memory = True
-        elif op in (0x41, 0x42):  # i32.const, i64.const
-            reader.skip_leb()
-        elif op == 0x43:
-            reader.pos += 4
-        elif op == 0x44:
-            reader.pos += 8
-        elif op == 0xD0:  # ref.null
-            reader.byte()
-        elif op == 0xFC:
-            _prefixed_fc(reader)
-        elif op == 0xFD:
-            _prefixed_simd(reader)
-        elif op == 0xFE:
-            sub = reader.u32()
-            if sub == 0x03:
-                reader.byte()
+    pos = reader.pos
+    labels: list[LoopReport | None] = []  # None for block/if/try, a LoopReport for loop
+    open_loops = 0
+    try:
+        while pos < end:
+            op = data[pos]
+            kind = kinds[op]
+            pos += 1
+            if kind == PLAIN:
+                continue
+            if kind in (SKIP1, CONST):
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            elif kind == MEMARG:
+                align = data[pos]
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+                if align & 0x40:
+                    while data[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            elif kind == END:
+                if labels:
+                    closed = labels.pop()
+                    if closed is not None:
+                        open_loops -= 1
+                        yield closed
+            elif kind in (EXIT1, EXIT0, EXIT2, BR_TABLE, IF):
+                if kind == EXIT1:
+                    while data[pos] & 0x80:
+                        pos += 1
+                    pos += 1
+                elif kind == EXIT2:
+                    for _ in range(2):
+                        while data[pos] & 0x80:
+                            pos += 1
+                        pos += 1
+                elif kind == BR_TABLE:
+                    reader.pos = pos
+                    for _ in range(reader.u32() + 1):
+                        reader.u32()
+                    pos = reader.pos
+                elif kind == IF:
+                    pos = _skip_blocktype(data, pos)
+                if open_loops:
+                    _mark_exits(labels)
+                if kind == IF:
+                    labels.append(None)
+            elif kind in (BLOCK, LOOP):
+                at = pos - 1
+                pos = _skip_blocktype(data, pos)
+                if kind == LOOP:
+                    labels.append(LoopReport(function, at))
+                    open_loops += 1
+                else:
+                    labels.append(None)
+            elif kind == BR:
+                reader.pos = pos
+                depth = reader.u32()
+                pos = reader.pos
+                _branch(labels, depth)
+            elif kind in (GROW, MEMSIZE):
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+                if kind == GROW:
+                    for label in labels:
+                        if label is not None:
+                            label.grows_memory = True
+            elif kind == F32:
+                pos += 4
+            elif kind == F64:
+                pos += 8
+            elif kind == REF_NULL:
+                pos += 1
             else:
-                _memarg(reader)
-        elif op == 0x19:  # catch_all
-            continue
+                reader.pos = pos
+                _rare(reader, kind, op, pos - 1)
+                pos = reader.pos
+    except IndexError:
+        raise WasmFormatError(pos, "function body ends inside an instruction") from None
+
+
+def _skip_blocktype(data: bytes, pos: int) -> int:
+    if data[pos] in _BLOCKTYPE_BYTES:
+        return pos + 1
+    while data[pos] & 0x80:  # a type index (s33)
+        pos += 1
+    return pos + 1
+
+
+def _rare(reader: Reader, kind: int, op: int, offset: int) -> None:
+    if kind == SELECT_T:
+        for _ in range(reader.u32()):
+            reader.byte()
+    elif kind == FC:
+        _prefixed_fc(reader)
+    elif kind == SIMD:
+        _prefixed_simd(reader)
+    elif kind == ATOMIC:
+        if reader.u32() == 0x03:
+            reader.byte()
         else:
-            raise WasmFormatError(offset, f"unknown opcode {op:#04x}")
+            _memarg(reader)
+    else:
+        raise WasmFormatError(offset, f"unknown opcode {op:#04x}")
 
 
 def _mark_exits(labels: list[LoopReport | None]) -> None:
@@ -330,14 +402,6 @@ def _branch(labels: list[LoopReport | None], depth: int) -> None:
     else:
         left = labels[target_index:]
     _mark_exits(left)
-
-
-def _blocktype(reader: Reader) -> None:
-    first = reader.data[reader.pos]
-    if first == 0x40 or first in (0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F):
-        reader.pos += 1
-    else:
-        reader.skip_leb()  # a type index (s33)
 
 
 def _memarg(reader: Reader) -> None:
