@@ -1,0 +1,170 @@
+"""Hostile modules in the sandbox: every case is contained and named with its typed outcome."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from wcp360.config.sandbox import Capabilities, ModuleCapabilities, ResourceLimits, SandboxConfig, SandboxPolicy
+from wcp360.workloads.sandbox import EpochTicker, RunResult, make_engine, run
+
+CONFIG = SandboxConfig(
+    resource_limits=ResourceLimits(
+        max_memory=8 * 1024 * 1024, max_execution_time=timedelta(seconds=2), max_output=1024, max_table_size=1000
+    )
+)
+WASI = "wasi_snapshot_preview1"
+EXIT = f'(import "{WASI}" "proc_exit" (func $exit (param i32)))'
+WRITE = f'(import "{WASI}" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))'
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[wasmtime.Engine]:
+    built = make_engine(CONFIG)
+    ticker = EpochTicker(built)
+    yield built
+    ticker.stop()
+
+
+def go(
+    engine: wasmtime.Engine,
+    source: str | bytes,
+    config: SandboxConfig = CONFIG,
+    capabilities: Capabilities | None = None,
+    **options: object,
+) -> RunResult:
+    return run(engine, wasmtime.Module(engine, source), config, capabilities or Capabilities(), **options)  # type: ignore[arg-type]
+
+
+def test_real_c_program_runs_with_args_and_stdin(engine: wasmtime.Engine, c_program: bytes) -> None:
+    big = CONFIG.model_copy(
+        update={"resource_limits": CONFIG.resource_limits.model_copy(update={"max_memory": 64 * 1024 * 1024})}
+    )
+    result = go(engine, c_program, big, args=["x", "y"], stdin=b"40\n2\n")
+    assert result.outcome == "ok" and result.exit_code == 0
+    assert result.stdout == b"sum=42 args=3 last=57\n"
+    assert result.fuel_used > 0 and result.memory_peak_bytes > 1024 * 1024
+
+
+def test_infinite_loop_runs_out_of_fuel(engine: wasmtime.Engine) -> None:
+    result = go(engine, '(module (func (export "_start") (loop $l (br $l))))')
+    assert result.outcome == "out_of_fuel"
+
+
+def test_infinite_loop_with_a_big_budget_times_out(engine: wasmtime.Engine) -> None:
+    generous = CONFIG.model_copy(
+        update={
+            "policies": [SandboxPolicy(name="no_infinite_loops", max_iterations=10**14)],
+            "resource_limits": CONFIG.resource_limits.model_copy(update={"max_execution_time": timedelta(seconds=0.3)}),
+        }
+    )
+    result = go(engine, '(module (func (export "_start") (loop $l (br $l))))', generous)
+    assert result.outcome == "timeout" and result.duration_ms < 5000
+
+
+def test_memory_bomb(engine: wasmtime.Engine) -> None:
+    bomb = (
+        '(module (memory (export "memory") 1) (func (export "_start") (loop $l (br_if $l (i32.ne '
+        "(memory.grow (i32.const 1)) (i32.const -1)))) unreachable))"
+    )
+    result = go(engine, bomb)
+    assert result.outcome == "memory_limit" and result.memory_peak_bytes <= 8 * 1024 * 1024
+
+
+def test_initial_memory_above_the_limit(engine: wasmtime.Engine) -> None:
+    assert go(engine, '(module (memory 1000) (func (export "_start")))').outcome == "memory_limit"
+
+
+def test_deep_recursion(engine: wasmtime.Engine) -> None:
+    assert go(engine, '(module (func $r (export "_start") (call $r)))').outcome == "stack_overflow"
+
+
+def test_table_growth(engine: wasmtime.Engine) -> None:
+    assert go(engine, '(module (table 5000 funcref) (func (export "_start")))').outcome == "table_limit"
+    grower = (
+        '(module (table 1 funcref) (func (export "_start") (loop $l (br_if $l (i32.ne '
+        "(table.grow (ref.null func) (i32.const 100)) (i32.const -1)))) unreachable))"
+    )
+    result = go(engine, grower)
+    assert result.outcome == "trap"  # table.grow was refused at max_table_size; the module gave up
+
+
+def test_proc_exit_code(engine: wasmtime.Engine) -> None:
+    source = f'(module {EXIT} (memory (export "memory") 1) (func (export "_start") (call $exit (i32.const 3))))'
+    result = go(engine, source)
+    assert result.outcome == "exit" and result.exit_code == 3
+
+
+def test_output_flood_is_capped(engine: wasmtime.Engine) -> None:
+    # iovec at 0: {ptr=16, len=512}; write it forever to stdout.
+    flood = (
+        f'(module {WRITE} (memory (export "memory") 1) (data (i32.const 0) "\\10\\00\\00\\00\\00\\02\\00\\00")'
+        ' (func (export "_start") (local i32) (loop $l (local.set 0 (call $write (i32.const 1) (i32.const 0)'
+        " (i32.const 1) (i32.const 8))) (br_if $l (i32.eqz (local.get 0))))))"
+    )
+    result = go(engine, flood)
+    assert result.outcome == "output_limit" and len(result.stdout) == 1024
+
+
+@pytest.mark.parametrize(
+    ("function", "signature", "call"),
+    [
+        (
+            "path_open",
+            "(param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)",
+            "(call $f (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0)"
+            " (i64.const 0) (i32.const 0) (i32.const 0))",
+        ),
+        ("environ_get", "(param i32 i32) (result i32)", "(call $f (i32.const 0) (i32.const 0))"),
+        ("sock_accept", "(param i32 i32 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0))"),
+    ],
+)
+def test_capabilities_not_granted_are_denied(engine: wasmtime.Engine, function: str, signature: str, call: str) -> None:
+    source = (
+        f'(module (import "{WASI}" "{function}" (func $f {signature})) (memory (export "memory") 1)'
+        f' (func (export "_start") (drop {call})))'
+    )
+    result = go(engine, source)
+    assert result.outcome == "capability_denied" and function in (result.message or "")
+
+
+def test_environment_only_with_the_capability(engine: wasmtime.Engine) -> None:
+    # environ_sizes_get writes the count at 0: read it back through the exit code.
+    source = (
+        f'(module (import "{WASI}" "environ_sizes_get" (func $f (param i32 i32) (result i32))) {EXIT}'
+        ' (memory (export "memory") 1) (func (export "_start") (drop (call $f (i32.const 0) (i32.const 4)))'
+        " (call $exit (i32.add (i32.const 10) (i32.load (i32.const 0))))))"
+    )
+    result = go(engine, source, capabilities=Capabilities(environment_access=True), env={"A": "1", "B": "2"})
+    assert result.outcome == "exit" and result.exit_code == 12
+
+
+def _open_source(path: str) -> str:
+    # path_open(dirfd 3 = the first preopen, path at 100) and exit with the WASI errno it returned.
+    return (
+        f'(module (import "{WASI}" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32)'
+        f' (result i32))) {EXIT} (memory (export "memory") 1) (data (i32.const 100) "{path}")'
+        ' (func (export "_start") (call $exit (call $open (i32.const 3) (i32.const 0) (i32.const 100)'
+        f" (i32.const {len(path)}) (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 200)))))"
+    )
+
+
+@pytest.mark.parametrize("escape", ["../../etc/passwd", "/etc/passwd", "link-out/passwd"])
+def test_preopen_is_the_only_reachable_directory(engine: wasmtime.Engine, tmp_path: Path, escape: str) -> None:
+    (tmp_path / "inside.txt").write_text("ok")
+    (tmp_path / "link-out").symlink_to("/etc")  # a symlink pointing out of the preopen
+    grants = ModuleCapabilities(file_access=True, allowed_paths=[tmp_path])
+    granted = Capabilities(file_access=True)
+    inside = go(engine, _open_source("inside.txt"), capabilities=granted, grants=grants)
+    assert inside.outcome == "ok" and inside.exit_code == 0
+    refused = go(engine, _open_source(escape), capabilities=granted, grants=grants)
+    assert refused.outcome == "exit" and refused.exit_code in (63, 76)  # WASI EPERM / ENOTCAPABLE
+
+
+def test_missing_entry_point(engine: wasmtime.Engine) -> None:
+    result = go(engine, '(module (func (export "main")))')
+    assert result.outcome == "trap" and "_start" in (result.message or "")
