@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 import stat
@@ -57,7 +59,12 @@ class HostKeys:
     def __init__(self, secrets_dir: Path) -> None:
         self.dir = secrets_dir
         self.jwt_secret = read_or_create(secrets_dir / "jwt.secret", base64.urlsafe_b64encode(secrets.token_bytes(48)))
-        self.fernet = Fernet(read_or_create(secrets_dir / "data.key", Fernet.generate_key()))
+        self._data_key = read_or_create(secrets_dir / "data.key", Fernet.generate_key())
+        self.fernet = Fernet(self._data_key)
+
+    def derive(self, label: str) -> bytes:
+        """A key for one purpose, derived from the host data key (HMAC-SHA256 over the label)."""
+        return hmac.new(self._data_key, label.encode(), hashlib.sha256).digest()
 
     def encrypt(self, value: str) -> str:
         return self.fernet.encrypt(value.encode()).decode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 AUTHENTICATION_FAILURES = Counter("authentication_failures_total", "Failed authentications", ["reason"])
 AUTHORIZATION_DENIALS = Counter("authorization_denials_total", "Policy denials", ["permission"])
@@ -21,3 +21,7 @@ ALERTS_SENT = Counter("alerts_sent_total", "Alerts delivered", ["destination"])
 ALERT_FAILURES = Counter(
     "alert_failures_total", "Alert deliveries that failed (retried, then given up)", ["destination"]
 )
+EXECUTIONS = Counter("executions_total", "Module executions by outcome", ["outcome"])
+EXECUTION_SECONDS = Histogram("execution_duration_seconds", "Module execution time (in the worker)")
+EXECUTION_QUEUE = Gauge("execution_queue_depth", "Executions waiting for a free worker")
+WORKER_RESTARTS = Counter("worker_restarts_total", "Workers killed (hung, crashed) and replaced", ["reason"])

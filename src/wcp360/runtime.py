@@ -29,6 +29,7 @@ from wcp360.keys import HostKeys, ensure_private_dir
 from wcp360.store import migrate
 from wcp360.store.database import Database
 from wcp360.store.models import User
+from wcp360.workloads.execution import Executor
 from wcp360.workloads.modules import ModuleService
 
 
@@ -46,6 +47,7 @@ class Runtime:
     api_tokens: ApiTokenService
     defense: Defense
     modules: ModuleService
+    executor: Executor
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -58,6 +60,7 @@ class Runtime:
         hasher = PasswordHasher(config.auth.argon2)
         codec = JwtCodec(config.auth.jwt, keys.jwt_secret)
         two_factor = TwoFactor(db, policy, keys, hasher, config.auth.two_factor)
+        modules = ModuleService(db, policy, config.data_dir / "modules", config.sandbox, config.static_analysis)
         return cls(
             config=config,
             keys=keys,
@@ -70,7 +73,10 @@ class Runtime:
             users=UserService(db, policy, hasher, config.auth.password_policy()),
             api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
             defense=build_defense(config, db, policy, codec),
-            modules=ModuleService(db, policy, config.data_dir / "modules", config.sandbox, config.static_analysis),
+            modules=modules,
+            executor=Executor(
+                db, modules, config.sandbox, config.data_dir / "workers", keys.derive("wcp360 compiled wasm artifacts")
+            ),
         )
 
     def __post_init__(self) -> None:
@@ -80,6 +86,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        self.executor.close()
         self.defense.alerter.close()
         self.db.dispose()
 

@@ -23,7 +23,7 @@ def test_sqlite_runs_in_wal_with_foreign_keys(sqlite_rt: Runtime) -> None:
     with sqlite_rt.db.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-    assert current_revision(sqlite_rt.db.engine) == "0002"
+    assert current_revision(sqlite_rt.db.engine) == "0003"
 
 
 def test_data_files_are_private(sqlite_rt: Runtime, tmp_path: Path) -> None:

@@ -28,7 +28,15 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.runtime = rt
     install_error_handlers(app)
     # Each router carries its full prefix, so route templates (metrics labels) are whole paths.
-    for router in (auth.router, users.router, audit.router, ids.router, modules.router, metrics.router):
+    for router in (
+        auth.router,
+        users.router,
+        audit.router,
+        ids.router,
+        modules.router,
+        modules.runs_router,
+        metrics.router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

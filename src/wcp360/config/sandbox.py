@@ -46,6 +46,8 @@ class SandboxPolicy(Section):
 class SandboxConfig(Section):
     # Uploads above this are refused (413); the IDS rule on `module_size` flags smaller ones.
     max_module_size: ByteSize = 100 * 1000**2
+    # Worker processes that run modules, apart from the API process.
+    workers: int = Field(default=2, ge=1, le=64)
     default_capabilities: Capabilities = Capabilities()
     resource_limits: ResourceLimits = ResourceLimits()
     module_capabilities: dict[str, ModuleCapabilities] = {}

@@ -178,14 +178,14 @@ class ModuleService:
             return [module_view(m) for m in rows], total
 
     def get(self, actor: Principal, module_id: uuid.UUID) -> dict[str, Any]:
-        return module_view(self._authorised(actor, module_id, "modules:read"))
+        return module_view(self.authorised(actor, module_id, "modules:read"))
 
     def download(self, actor: Principal, module_id: uuid.UUID) -> tuple[str, bytes]:
-        module = self._authorised(actor, module_id, "modules:read")
+        module = self.authorised(actor, module_id, "modules:read")
         return f"{module.name}-v{module.version}.wasm", (self.store / module.digest[:2] / module.digest).read_bytes()
 
     def delete(self, actor: Principal, module_id: uuid.UUID) -> None:
-        module = self._authorised(actor, module_id, "modules:delete")
+        module = self.authorised(actor, module_id, "modules:delete")
         with self.db.transaction(actor.user_id, all_owners=True) as s:
             row = s.get(Module, module.id)
             if row is not None:
@@ -240,7 +240,7 @@ class ModuleService:
             details={"reason": reason},
         )
 
-    def _authorised(self, actor: Principal, module_id: uuid.UUID, permission: str) -> Module:
+    def authorised(self, actor: Principal, module_id: uuid.UUID, permission: str) -> Module:
         # The row is read for the policy function to decide on (and audit a denial); RLS stays the
         # second fence for listings and writes. Nothing of the row leaves here unless allowed.
         with self.db.transaction(actor.user_id, all_owners=True) as s:

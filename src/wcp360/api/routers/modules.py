@@ -7,9 +7,11 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
+from wcp360.api.schemas import StrictBody
 from wcp360.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API_PREFIX}/modules", tags=["modules"])
@@ -81,3 +83,26 @@ def delete(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Respons
 @router.post("/{module_id}/release")
 def release(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
     return rt.modules.release(actor, module_id)
+
+
+class ExecuteBody(StrictBody):
+    args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
+    stdin: Annotated[str, Field(max_length=1024 * 1024)] = ""
+    env: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = {}
+    # Asynchronous runs (poll GET /runs/{id}) come with the scheduler; only synchronous runs today.
+    async_: Annotated[bool, Field(alias="async")] = False
+
+
+@router.post("/{module_id}/execute")
+def execute(module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    if body.async_:
+        raise InvalidInput("asynchronous execution is not available yet; omit `async`")
+    return rt.executor.execute(actor, module_id, body.args, body.stdin.encode(), body.env)
+
+
+runs_router = APIRouter(prefix=f"{API_PREFIX}/runs", tags=["modules"])
+
+
+@runs_router.get("/{run_id}")
+def get_run(run_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.executor.get_run(actor, run_id)

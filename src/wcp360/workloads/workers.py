@@ -1,0 +1,239 @@
+"""A pool of worker processes that run modules apart from the API process.
+
+A crash, hang or memory blow-up in a module can take down at most its worker: the pool answers
+that run with a typed outcome, kills and replaces the worker, and keeps serving. Each worker
+confines itself (no_new_privs, Landlock, seccomp) before it touches tenant code, compiles each
+module once, and keeps the compiled artifact on disk tagged with an HMAC under a host secret, so
+`Module.deserialize` only ever sees bytes this host produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import multiprocessing
+import queue
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from wcp360 import metrics
+from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
+from wcp360.workloads.sandbox import RunResult
+
+_log = structlog.get_logger("wcp360.workers")
+# Time a worker gets beyond max_execution_time (compiling a large module the first time) before
+# the pool kills it: the last fence when the epoch interruption cannot stop it.
+HARD_LIMIT_GRACE = 60.0
+
+
+@dataclass
+class Job:
+    digest: str
+    args: list[str] = field(default_factory=list)
+    stdin: bytes = b""
+    env: dict[str, str] = field(default_factory=dict)
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    grants: dict[str, Any] | None = None
+    entry: str = "_start"
+
+
+def artifact_tag(key: bytes, digest: str, artifact: bytes) -> str:
+    return hmac.new(key, digest.encode() + b"\0" + artifact, hashlib.sha256).hexdigest()
+
+
+def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str, scratch: str, key: bytes) -> None:
+    """Entry point of a worker process (spawned: it inherits nothing but these arguments)."""
+    import wasmtime
+
+    from wcp360.workloads.confine import confine
+    from wcp360.workloads.sandbox import EpochTicker, make_engine, run
+
+    config = SandboxConfig.model_validate_json(sandbox_json)
+    read_only = [Path(p) for p in sys.path if p] + [
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(store),
+        Path("/usr"),
+        Path("/lib"),
+        Path("/lib64"),
+        Path("/dev/urandom"),
+    ]
+    confinement = confine(read_only, [Path(compiled), Path(scratch)])
+    engine = make_engine(config)
+    EpochTicker(engine)
+    cache: OrderedDict[str, wasmtime.Module] = OrderedDict()
+    conn.send({"ready": True, "confinement": asdict(confinement)})
+
+    def load(digest: str) -> wasmtime.Module:
+        if digest in cache:
+            cache.move_to_end(digest)
+            return cache[digest]
+        artifact, tag = Path(compiled) / f"{digest}.cwasm", Path(compiled) / f"{digest}.tag"
+        module = None
+        if artifact.exists() and tag.exists():
+            data = artifact.read_bytes()
+            if hmac.compare_digest(tag.read_text().strip(), artifact_tag(key, digest, data)):
+                try:
+                    module = wasmtime.Module.deserialize(engine, data)
+                except wasmtime.WasmtimeError:
+                    module = None  # made by another engine version: compile again
+        if module is None:
+            module = wasmtime.Module(engine, (Path(store) / digest[:2] / digest).read_bytes())
+            data = bytes(module.serialize())
+            temporary = artifact.with_suffix(f".{id(module)}.tmp")
+            temporary.write_bytes(data)
+            temporary.replace(artifact)
+            tag.write_text(artifact_tag(key, digest, data))
+        cache[digest] = module
+        if len(cache) > 32:
+            cache.popitem(last=False)
+        return module
+
+    while True:
+        try:
+            job: Job = conn.recv()
+        except EOFError:
+            return
+        with _tempfile_in(scratch):
+            grants = ModuleCapabilities(**job.grants) if job.grants else None
+            result = run(
+                engine,
+                load(job.digest),
+                config,
+                Capabilities(**job.capabilities),
+                grants,
+                job.args,
+                job.stdin,
+                job.env,
+                job.entry,
+            )
+        conn.send(asdict(result))
+
+
+class _tempfile_in:
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def __enter__(self) -> None:
+        import tempfile
+
+        self.previous = tempfile.tempdir
+        tempfile.tempdir = self.directory
+
+    def __exit__(self, *_: object) -> None:
+        import tempfile
+
+        tempfile.tempdir = self.previous
+
+
+class Worker:
+    def __init__(self, pool: WorkerPool) -> None:
+        parent, child = multiprocessing.get_context("spawn").Pipe()
+        self.conn = parent
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_worker_main,
+            args=(
+                child,
+                pool.sandbox.model_dump_json(),
+                str(pool.store),
+                str(pool.compiled),
+                str(pool.scratch),
+                pool.key,
+            ),
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+        try:
+            if not parent.poll(120):
+                raise EOFError
+            self.confinement: dict[str, Any] = parent.recv()["confinement"]
+        except (EOFError, OSError):
+            self.kill()
+            raise RuntimeError("a sandbox worker did not start") from None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(10)
+        self.conn.close()
+
+
+class WorkerPool:
+    def __init__(
+        self, sandbox: SandboxConfig, store: Path, work_dir: Path, key: bytes, grace: float = HARD_LIMIT_GRACE
+    ) -> None:
+        self.sandbox = sandbox
+        self.store = store
+        self.compiled = work_dir / "compiled"
+        self.scratch = work_dir / "scratch"
+        for directory in (self.compiled, self.scratch):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.key = key
+        self.grace = grace
+        self._idle: queue.Queue[Worker] = queue.Queue()
+        self._lock = threading.Lock()
+        self.workers: list[Worker] = []
+        for _ in range(sandbox.workers):
+            self._add()
+
+    def _add(self) -> Worker:
+        worker = Worker(self)
+        with self._lock:
+            self.workers.append(worker)
+        self._idle.put(worker)
+        return worker
+
+    def execute(self, job: Job) -> RunResult:
+        metrics.EXECUTION_QUEUE.inc()
+        try:
+            worker = self._idle.get()
+            while not worker.process.is_alive():
+                # Died while idle (killed from outside, out of memory): nobody's run is lost.
+                self._replace(worker, "died idle")
+                worker = self._idle.get()
+        finally:
+            metrics.EXECUTION_QUEUE.dec()
+        limit = self.sandbox.resource_limits.max_execution_time.total_seconds() + self.grace
+        started = time.perf_counter()
+        try:
+            worker.conn.send(job)
+            if worker.conn.poll(limit):
+                result = RunResult(**worker.conn.recv())
+                self._idle.put(worker)
+                return result
+            self._replace(worker, "hung")
+            return RunResult(
+                "timeout",
+                message="the worker did not answer in time and was killed",
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+        except (EOFError, OSError, BrokenPipeError):
+            self._replace(worker, "crashed")
+            return RunResult(
+                "trap",
+                message="the worker running this module died; it was replaced",
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            )
+
+    def _replace(self, worker: Worker, reason: str) -> None:
+        metrics.WORKER_RESTARTS.labels(reason=reason).inc()
+        _log.warning("replacing worker", reason=reason, pid=worker.process.pid)
+        worker.kill()
+        with self._lock:
+            self.workers.remove(worker)
+        self._add()
+
+    def close(self) -> None:
+        with self._lock:
+            workers = list(self.workers)
+            self.workers.clear()
+        for worker in workers:
+            worker.kill()

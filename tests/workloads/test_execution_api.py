@@ -1,0 +1,152 @@
+"""Executing modules through the API, in worker processes apart from the API process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import CapturingSink
+from tests.helpers import Account, signed_in
+from wcp360 import metrics
+from wcp360.runtime import Runtime
+
+WASM = {"Content-Type": "application/wasm"}
+HELLO = """(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1) (data (i32.const 16) "hello\\n") (data (i32.const 0) "\\10\\00\\00\\00\\06\\00\\00\\00")
+  (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
+# Sleeps 5 s inside a WASI host call (poll_oneoff on the monotonic clock): neither fuel nor epoch
+# interruption can stop a module blocked in the host, only killing its worker can.
+SLEEPER = """(module (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\\01\\00\\00\\00") (data (i32.const 24) "\\00\\f2\\05\\2a\\01\\00\\00\\00")
+  (func (export "_start") (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))))"""
+# An endless loop (high) that also grows memory with no maximum (medium): risk 8, quarantined.
+SPIN = (
+    '(module (memory (export "memory") 1) (func (export "_start") (loop $l (drop (memory.grow (i32.const 0)))'
+    " (br $l))))"
+)
+
+
+def upload(client: TestClient, account: Account, source: bytes | str, name: str = "app") -> str:
+    headers = {**account.headers, "Content-Type": "text/plain" if isinstance(source, str) else "application/wasm"}
+    body = source.encode() if isinstance(source, str) else source
+    response = client.post(f"/api/v1/modules?name={name}", content=body, headers=headers)
+    assert response.status_code == 201, response.text
+    module_id: str = response.json()["id"]
+    return module_id
+
+
+def test_execute_and_read_the_run_back(client: TestClient, rt: Runtime, audit_events: CapturingSink) -> None:
+    dev = signed_in(client, rt, "dev", ["developer"])
+    module_id = upload(client, dev, HELLO)
+    before = metrics.EXECUTIONS.labels(outcome="ok")._value.get()
+    response = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers)
+    assert response.status_code == 200, response.text
+    run = response.json()
+    assert run["outcome"] == "ok" and run["exit_code"] == 0 and run["stdout"] == "hello\n"
+    assert set(run) >= {
+        "run_id",
+        "outcome",
+        "exit_code",
+        "stdout",
+        "stderr",
+        "duration_ms",
+        "fuel_used",
+        "memory_peak_bytes",
+    }
+    assert client.get(f"/api/v1/runs/{run['run_id']}", headers=dev.headers).json()["stdout"] == "hello\n"
+    assert metrics.EXECUTIONS.labels(outcome="ok")._value.get() == before + 1
+    event = audit_events.of("module_execute")[0]
+    assert event.resource_id == module_id and event.details["result"] == "ok"
+    # The workers confined themselves before running anything.
+    confinement = rt.executor.pool.workers[0].confinement
+    assert confinement["no_new_privs"] and confinement["landlock"] and confinement["seccomp"], confinement
+
+
+def test_c_program_with_args_and_stdin(client: TestClient, rt: Runtime, c_program: bytes) -> None:
+    dev = signed_in(client, rt, "dev", ["developer"])
+    module_id = upload(client, dev, c_program, "sum")
+    run = client.post(
+        f"/api/v1/modules/{module_id}/execute", json={"args": ["a", "b"], "stdin": "40\n2\n"}, headers=dev.headers
+    ).json()
+    assert run["outcome"] == "ok" and run["stdout"] == "sum=42 args=3 last=57\n"
+
+
+def test_quarantined_module_cannot_run_until_released(client: TestClient, rt: Runtime) -> None:
+    dev = signed_in(client, rt, "dev", ["developer"])
+    module_id = upload(client, dev, SPIN, "spin")
+    refused = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers)
+    assert refused.status_code == 409 and "quarantined" in refused.json()["detail"]
+    admin = signed_in(client, rt, "boss", ["admin"])
+    client.post(f"/api/v1/modules/{module_id}/release", headers=admin.headers)
+    run = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers).json()
+    assert run["outcome"] == "out_of_fuel"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_a_worker_killed_mid_run_is_replaced(client: TestClient, rt: Runtime) -> None:
+    dev = signed_in(client, rt, "dev", ["developer"])
+    admin = signed_in(client, rt, "boss", ["admin"])
+    slow = upload(client, dev, SLEEPER, "slow")
+    assert admin.user_id
+    quick = upload(client, dev, HELLO, "quick")
+    pool = rt.executor.pool
+    pids = {w.process.pid for w in pool.workers}
+    restarts = metrics.WORKER_RESTARTS.labels(reason="crashed")._value.get()
+
+    def kill_busy_worker() -> None:
+        time.sleep(0.3)
+        for worker in list(pool.workers):
+            os.kill(worker.process.pid, signal.SIGKILL)
+
+    threading.Thread(target=kill_busy_worker).start()
+    run = client.post(f"/api/v1/modules/{slow}/execute", json={}, headers=dev.headers).json()
+    assert run["outcome"] == "trap" and "died" in run["message"]
+    time.sleep(0.5)
+    after = client.post(f"/api/v1/modules/{quick}/execute", json={}, headers=dev.headers).json()
+    assert after["outcome"] == "ok" and after["stdout"] == "hello\n"
+    assert metrics.WORKER_RESTARTS.labels(reason="crashed")._value.get() > restarts
+    assert not pids & {w.process.pid for w in pool.workers}
+
+
+def test_only_permitted_users_execute(client: TestClient, rt: Runtime) -> None:
+    dev = signed_in(client, rt, "dev", ["developer"])
+    module_id = upload(client, dev, HELLO)
+    other = signed_in(client, rt, "other", ["developer"])
+    assert client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=other.headers).status_code == 403
+    viewer = signed_in(client, rt, "looker", ["viewer"])
+    assert client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=viewer.headers).status_code == 403
+    bad = client.post(f"/api/v1/modules/{module_id}/execute", json={"args": "x"}, headers=dev.headers)
+    assert bad.status_code == 422
+
+
+def test_a_hung_worker_is_killed_at_the_hard_limit(tmp_path: object) -> None:
+    import hashlib
+    from datetime import timedelta
+    from pathlib import Path
+
+    import wasmtime
+
+    from wcp360.config.sandbox import ResourceLimits, SandboxConfig
+    from wcp360.workloads.workers import Job, WorkerPool
+
+    root = Path(str(tmp_path))
+    raw = bytes(wasmtime.wat2wasm(SLEEPER))
+    digest = hashlib.sha256(raw).hexdigest()
+    (root / "store" / digest[:2]).mkdir(parents=True)
+    (root / "store" / digest[:2] / digest).write_bytes(raw)
+    config = SandboxConfig(workers=1, resource_limits=ResourceLimits(max_execution_time=timedelta(seconds=0.5)))
+    pool = WorkerPool(config, root / "store", root / "work", b"k" * 32, grace=0.5)
+    try:
+        first = pool.workers[0].process.pid
+        started = time.monotonic()
+        result = pool.execute(Job(digest))
+        assert result.outcome == "timeout" and "killed" in (result.message or "")
+        assert time.monotonic() - started < 4.5  # killed at ~1 s, not after the module's 5 s sleep
+        assert pool.workers[0].process.pid != first and pool.workers[0].process.is_alive()
+    finally:
+        pool.close()
