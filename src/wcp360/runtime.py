@@ -84,6 +84,7 @@ class Runtime:
         self.defense.ids.quarantine_hooks.append(
             lambda subject, event: self.modules.quarantine(subject, f"ids rule on {event.get('action')}")
         )
+        self.modules.on_stored.append(self.executor.precompile)
 
     def close(self) -> None:
         self.executor.close()

@@ -150,3 +150,23 @@ def test_a_hung_worker_is_killed_at_the_hard_limit(tmp_path: object) -> None:
         assert pool.workers[0].process.pid != first and pool.workers[0].process.is_alive()
     finally:
         pool.close()
+
+
+def test_uploads_are_compiled_ahead_of_time(client: TestClient, rt: Runtime, c_program: bytes) -> None:
+    rt.executor.sandbox = rt.executor.sandbox.model_copy(update={"precompile": True})
+    dev = signed_in(client, rt, "dev", ["developer"])
+    module_id = upload(client, dev, c_program, "aot")
+    digest = client.get(f"/api/v1/modules/{module_id}", headers=dev.headers).json()["digest"]
+    compiled = rt.config.data_dir / "workers" / "compiled"
+    deadline = time.monotonic() + 60
+    while not (compiled / f"{digest}.tag").exists():
+        assert time.monotonic() < deadline, "the module was not compiled ahead of time"
+        time.sleep(0.1)
+    # A tampered artifact is never deserialized: its tag no longer matches, so it is compiled again.
+    artifact = compiled / f"{digest}.cwasm"
+    artifact.write_bytes(artifact.read_bytes()[:-1] + b"\x00")
+    for worker in rt.executor.pool.workers:  # forget the in-memory copies
+        worker.kill()
+    rt.executor._pool = None
+    run = client.post(f"/api/v1/modules/{module_id}/execute", json={"stdin": "1\n"}, headers=dev.headers).json()
+    assert run["outcome"] == "ok" and run["stdout"].startswith("sum=1 ")

@@ -48,6 +48,9 @@ class SandboxConfig(Section):
     max_module_size: ByteSize = 100 * 1000**2
     # Worker processes that run modules, apart from the API process.
     workers: int = Field(default=2, ge=1, le=64)
+    # Compile each uploaded module ahead of time (in a worker, in the background), so its first
+    # run deserializes a cached artifact instead of compiling.
+    precompile: bool = True
     default_capabilities: Capabilities = Capabilities()
     resource_limits: ResourceLimits = ResourceLimits()
     module_capabilities: dict[str, ModuleCapabilities] = {}

@@ -8,6 +8,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from wcp360 import audit, metrics
 from wcp360.authz import Principal
 from wcp360.config.sandbox import SandboxConfig
@@ -18,6 +20,7 @@ from wcp360.workloads.modules import ModuleService, effective_capabilities
 from wcp360.workloads.sandbox import RunResult
 from wcp360.workloads.workers import Job, WorkerPool
 
+_log = structlog.get_logger("wcp360.execution")
 VIOLATIONS = {
     "out_of_fuel",
     "timeout",
@@ -56,14 +59,38 @@ class Executor:
         self.artifact_key = artifact_key
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
+        self._compiling: dict[str, threading.Event] = {}
 
     @property
     def pool(self) -> WorkerPool:
-        # Workers start on the first execution: the CLI and tests that never run a module pay nothing.
+        # Workers start on first use (an upload to compile, or a run): the CLI pays nothing.
         with self._lock:
             if self._pool is None:
                 self._pool = WorkerPool(self.sandbox, self.modules.store, self.work_dir, self.artifact_key)
             return self._pool
+
+    def precompile(self, digest: str) -> None:
+        """Compile a stored module in a worker now, in the background (uploads do not wait)."""
+        if not self.sandbox.precompile:
+            return
+
+        done = threading.Event()
+        with self._lock:
+            if digest in self._compiling:
+                return
+            self._compiling[digest] = done
+
+        def compile_in_worker() -> None:
+            try:
+                result = self.pool.execute(Job(digest, compile_only=True))
+                if result.outcome != "ok":
+                    _log.warning("ahead-of-time compile failed", digest=digest, message=result.message)
+            finally:
+                with self._lock:
+                    self._compiling.pop(digest, None)
+                done.set()
+
+        threading.Thread(target=compile_in_worker, name="precompile", daemon=True).start()
 
     def execute(
         self, actor: Principal, module_id: uuid.UUID, args: list[str], stdin: bytes, env: dict[str, str]
@@ -75,6 +102,12 @@ class Executor:
             raise InvalidInput("runs belong to user accounts")
         capabilities = effective_capabilities(self.sandbox, module.name)
         grants = self.sandbox.module_capabilities.get(module.name)
+        with self._lock:
+            compiling = self._compiling.get(module.digest)
+        if compiling is not None:
+            # A worker is compiling this module ahead of time right now: wait for its artifact
+            # rather than compiling the same bytes a second time on the same cores.
+            compiling.wait(self.sandbox.resource_limits.max_execution_time.total_seconds() + 600)
         job = Job(
             module.digest,
             args,

@@ -8,6 +8,7 @@ import hashlib
 import os
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class ModuleService:
         self.sandbox = sandbox
         self.analysis = analysis
         self.engine = wasmtime.Engine()
+        # Called with the digest of every newly stored module (the executor compiles it ahead of time).
+        self.on_stored: list[Callable[[str], None]] = []
 
     # -- upload ---------------------------------------------------------------------------
 
@@ -90,6 +93,8 @@ class ModuleService:
         report = analyse(raw, self.analysis, self.sandbox, effective_capabilities(self.sandbox, name))
         digest = hashlib.sha256(raw).hexdigest()
         self._store(digest, raw)
+        for callback in self.on_stored:
+            callback(digest)
         with self.db.transaction(actor.user_id) as s:
             version = (
                 s.scalar(select(func.max(Module.version)).where(Module.owner_id == actor.user_id, Module.name == name))

@@ -43,6 +43,7 @@ class Job:
     capabilities: dict[str, bool] = field(default_factory=dict)
     grants: dict[str, Any] | None = None
     entry: str = "_start"
+    compile_only: bool = False
 
 
 def artifact_tag(key: bytes, digest: str, artifact: bytes) -> str:
@@ -102,6 +103,13 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
             job: Job = conn.recv()
         except EOFError:
             return
+        if job.compile_only:
+            try:
+                load(job.digest)
+                conn.send(asdict(RunResult("ok", message="compiled")))
+            except wasmtime.WasmtimeError as exc:
+                conn.send(asdict(RunResult("trap", message=f"compile failed: {str(exc).splitlines()[0]}")))
+            continue
         with _tempfile_in(scratch):
             grants = ModuleCapabilities(**job.grants) if job.grants else None
             result = run(
