@@ -29,6 +29,7 @@ SEED_CONFIG = FIXTURES / "seed-config"
 PG_SUPERUSER_URL = os.environ.get("WCP360_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Fast argon2 and a wider TOTP window keep the suite quick and let one test use several codes.
+NO_PRECOMPILE = "sandbox:\n  precompile: false\n"
 TEST_SECURITY_YML = """\
 auth:
   jwt:
@@ -118,6 +119,9 @@ def config_dir(tmp_path: Path, backend: str, request: pytest.FixtureRequest, mon
         "wcp360.yml": "mode: dev\n",
         "security.yml": TEST_SECURITY_YML,
         "rate_limit.yml": "rate_limiting:\n  enabled: false\n",
+        # Ahead-of-time compiles would start worker processes on every upload; the tests that want
+        # them switch them on.
+        "sandbox.yml": NO_PRECOMPILE,
     }
     if backend == "postgresql":
         db = request.getfixturevalue("pg_database")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TEST_SECURITY_YML, write_files
+from tests.conftest import NO_PRECOMPILE, TEST_SECURITY_YML, write_files
 from wcp360.api.app import create_app
 from wcp360.audit.setup import trail_scope
 from wcp360.config import load_config
@@ -34,7 +34,12 @@ rate_limiting:
 def defended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     etc = write_files(
         tmp_path / "etc",
-        {"wcp360.yml": "mode: dev\n", "security.yml": TEST_SECURITY_YML, "rate_limit.yml": RATE_LIMIT_YML},
+        {
+            "wcp360.yml": "mode: dev\n",
+            "security.yml": TEST_SECURITY_YML,
+            "rate_limit.yml": RATE_LIMIT_YML,
+            "sandbox.yml": NO_PRECOMPILE,
+        },
     )
     rt = Runtime.open(load_config(etc, tmp_path / "data", env={}))
     try:

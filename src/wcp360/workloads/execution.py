@@ -60,11 +60,14 @@ class Executor:
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
         self._compiling: dict[str, threading.Event] = {}
+        self._closed = False
 
     @property
     def pool(self) -> WorkerPool:
         # Workers start on first use (an upload to compile, or a run): the CLI pays nothing.
         with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is closed")
             if self._pool is None:
                 self._pool = WorkerPool(self.sandbox, self.modules.store, self.work_dir, self.artifact_key)
             return self._pool
@@ -85,6 +88,8 @@ class Executor:
                 result = self.pool.execute(Job(digest, compile_only=True))
                 if result.outcome != "ok":
                     _log.warning("ahead-of-time compile failed", digest=digest, message=result.message)
+            except Exception as exc:  # shutting down, or no worker could start: the first run compiles
+                _log.warning("ahead-of-time compile skipped", digest=digest, error=str(exc)[:200])
             finally:
                 with self._lock:
                     self._compiling.pop(digest, None)
@@ -170,5 +175,8 @@ class Executor:
         return view
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
