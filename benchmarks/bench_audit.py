@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from common import summary
 
 from wcp360.audit.logfile import AuditLogFile
 from wcp360.audit.signing import SigningKeys
@@ -72,14 +73,7 @@ def trail(directory: Path, mode: str, count: int, threads: int) -> dict[str, Any
         thread.join()
     elapsed = time.perf_counter() - started
     writer.close()
-    ordered = sorted(latencies)
-    return {
-        "mode": mode,
-        "threads": threads,
-        "events_per_s": round(len(latencies) / elapsed),
-        "p50_ms": round(statistics.median(ordered) * 1000, 3),
-        "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 3),
-    }
+    return {"mode": mode, "threads": threads, "events_per_s": round(len(latencies) / elapsed), **summary(latencies)}
 
 
 def main() -> None:

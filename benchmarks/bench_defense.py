@@ -17,18 +17,15 @@ import asyncio
 import http.client
 import json
 import multiprocessing
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from common import free_port, wait_ready
+from common import summary, wcp360_server
 
 PASSWORD = "Quiet!Harbour#2026x"
 
@@ -115,92 +112,38 @@ def measure(port: int, token: str, requests: int) -> list[float]:
     return latencies
 
 
-def summary(latencies: list[float]) -> dict[str, float]:
-    ordered = sorted(latencies)
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 2),
-        "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 2),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--attackers", type=int, default=16)
     parser.add_argument("--requests", type=int, default=1500)
     args = parser.parse_args()
     report: dict[str, Any] = {"limiter": limiter_cost()}
-    with tempfile.TemporaryDirectory() as scratch:
+    rate = (
+        'rate_limiting:\n  trusted_proxies: ["127.0.0.0/8"]\n'
+        "  global: {requests_per_minute: 100000, burst: 10000}\n"
+        "  per_user: {requests_per_minute: 100000, burst: 10000}\n"
+    )
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        wcp360_server(Path(scratch), {"rate_limit.yml": rate}, "legit", PASSWORD, address="198.51.100.10") as (
+            port,
+            token,
+        ),
+    ):
         root = Path(scratch)
-        etc = root / "etc"
-        etc.mkdir(mode=0o700)
-        (etc / "wcp360.yml").write_text("mode: dev\n")
-        (etc / "rate_limit.yml").write_text(
-            'rate_limiting:\n  trusted_proxies: ["127.0.0.0/8"]\n'
-            "  global: {requests_per_minute: 100000, burst: 10000}\n"
-            "  per_user: {requests_per_minute: 100000, burst: 10000}\n"
+        measure(port, token, 200)  # warm-up
+        idle = measure(port, token, args.requests)
+        result_file = str(root / "attack.json")
+        # Long enough to cover the measurement (about as long as the idle phase) with margin.
+        flood_seconds = 3 + 3 * sum(idle)
+        attacker = multiprocessing.get_context("spawn").Process(
+            target=attack, args=(port, flood_seconds, args.attackers, result_file), daemon=True
         )
-        env = {
-            **os.environ,
-            "WCP360_CONFIG_DIR": str(etc),
-            "WCP360_DATA_DIR": str(root / "data"),
-            "WCP360_ADMIN_PASSWORD": PASSWORD + "A",
-            "WCP360_LOG_LEVEL": "error",
-        }
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wcp360.cli",
-                "admin",
-                "create-user",
-                "--username",
-                "legit",
-                "--email",
-                "legit@example.test",
-                "--roles",
-                "developer",
-                "--password",
-                "-",
-            ],
-            input=PASSWORD + "\n",
-            text=True,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_ready(port)
-            conn = http.client.HTTPConnection("127.0.0.1", port)
-            conn.request(
-                "POST",
-                "/api/v1/auth/login",
-                body=json.dumps({"username": "legit", "password": PASSWORD}),
-                headers={"Content-Type": "application/json", "X-Forwarded-For": "198.51.100.10"},
-            )
-            token = json.loads(conn.getresponse().read())["access_token"]
-            measure(port, token, 200)  # warm-up
-            idle = measure(port, token, args.requests)
-            result_file = str(root / "attack.json")
-            # Long enough to cover the measurement (about as long as the idle phase) with margin.
-            flood_seconds = 3 + 3 * sum(idle)
-            attacker = multiprocessing.get_context("spawn").Process(
-                target=attack, args=(port, flood_seconds, args.attackers, result_file), daemon=True
-            )
-            attacker.start()
-            time.sleep(3)  # let the flood build up
-            flooded = measure(port, token, args.requests)
-            attacker.join(flood_seconds + 60)
-            attacks = {int(k): v for k, v in json.loads(Path(result_file).read_text()).items()}
-        finally:
-            server.terminate()
-            server.wait(30)
+        attacker.start()
+        time.sleep(3)  # let the flood build up
+        flooded = measure(port, token, args.requests)
+        attacker.join(flood_seconds + 60)
+        attacks = {int(k): v for k, v in json.loads(Path(result_file).read_text()).items()}
     report["login_flood"] = {
         "attackers": args.attackers,
         "legit_requests_per_phase": args.requests,

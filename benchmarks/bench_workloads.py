@@ -14,15 +14,13 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import wasmtime
 from bench_analysis import build, leb, section
-from common import free_port, wait_ready
+from common import wcp360_server
 
 PASSWORD = "Quiet!Harbour#2026x"
 # Off: execute right after the upload returns (the server waits for its own compile).
@@ -69,89 +67,32 @@ def main() -> None:
     started = time.perf_counter()
     wasmtime.Module.deserialize(engine, artifact)
     deserialize_s = time.perf_counter() - started
-    with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
-        etc = root / "etc"
-        etc.mkdir(mode=0o700)
-        (etc / "wcp360.yml").write_text("mode: dev\n")
-        env = {
-            **os.environ,
-            "WCP360_CONFIG_DIR": str(etc),
-            "WCP360_DATA_DIR": str(root / "data"),
-            "WCP360_LOG_LEVEL": "info",
-        }
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "wcp360.cli",
-                "admin",
-                "create-user",
-                "--username",
-                "runner",
-                "--email",
-                "runner@example.test",
-                "--roles",
-                "developer",
-                "--password",
-                "-",
-            ],
-            input=PASSWORD + "\n",
-            text=True,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        port = free_port()
-        log = open("/tmp/bench_server.log", "w")  # noqa: SIM115
-        server = subprocess.Popen(
-            [sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{port}"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            wait_ready(port)
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-            conn.request(
-                "POST",
-                "/api/v1/auth/login",
-                body=json.dumps({"username": "runner", "password": PASSWORD}),
-                headers={"Content-Type": "application/json"},
-            )
-            token = json.loads(conn.getresponse().read())["access_token"]
-            auth = {"Authorization": f"Bearer {token}"}
-            started = time.perf_counter()
-            conn.request(
-                "POST", "/api/v1/modules?name=big", body=raw, headers={**auth, "Content-Type": "application/wasm"}
-            )
-            uploaded = json.loads(conn.getresponse().read())
-            upload_s = time.perf_counter() - started
-            tag = root / "data" / "workers" / "compiled" / f"{uploaded['digest']}.tag"
-            while WAIT_FOR_ARTIFACT and not tag.exists() and time.perf_counter() - started < 600:
-                time.sleep(0.05)
-            compiled_s = time.perf_counter() - started
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)  # the idle one was closed
-            conn.request(
-                "POST",
-                f"/api/v1/modules/{uploaded['id']}/execute",
-                body=b"{}",
-                headers={**auth, "Content-Type": "application/json"},
-            )
-            first = json.loads(conn.getresponse().read())
-            first_s = time.perf_counter() - started
-            conn.request(
-                "POST",
-                f"/api/v1/modules/{uploaded['id']}/execute",
-                body=b"{}",
-                headers={**auth, "Content-Type": "application/json"},
-            )
-            second_started = time.perf_counter()
-            second = json.loads(conn.getresponse().read())
-            second_s = time.perf_counter() - second_started
-        finally:
-            server.terminate()
-            server.wait(60)
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        wcp360_server(Path(scratch), {}, "runner", PASSWORD) as (
+            port,
+            token,
+        ),
+    ):
+        auth = {"Authorization": f"Bearer {token}"}
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        started = time.perf_counter()
+        conn.request("POST", "/api/v1/modules?name=big", body=raw, headers={**auth, "Content-Type": "application/wasm"})
+        uploaded = json.loads(conn.getresponse().read())
+        upload_s = time.perf_counter() - started
+        tag = Path(scratch) / "data" / "workers" / "compiled" / f"{uploaded['digest']}.tag"
+        while WAIT_FOR_ARTIFACT and not tag.exists() and time.perf_counter() - started < 600:
+            time.sleep(0.05)
+        compiled_s = time.perf_counter() - started
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)  # the idle one was closed
+        execute = f"/api/v1/modules/{uploaded['id']}/execute"
+        conn.request("POST", execute, body=b"{}", headers={**auth, "Content-Type": "application/json"})
+        first = json.loads(conn.getresponse().read())
+        first_s = time.perf_counter() - started
+        second_started = time.perf_counter()
+        conn.request("POST", execute, body=b"{}", headers={**auth, "Content-Type": "application/json"})
+        second = json.loads(conn.getresponse().read())
+        second_s = time.perf_counter() - second_started
     print(
         json.dumps(
             {

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import http.client
+import json
 import multiprocessing
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 
@@ -97,3 +103,69 @@ def median_of(results: list[Result], attribute: str) -> float:
     return statistics.median(
         getattr(r, attribute) if attribute == "throughput" else r.percentile(float(attribute)) for r in results
     )
+
+
+def summary(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p99_ms": round(ordered[int(0.99 * len(ordered))] * 1000, 3),
+    }
+
+
+@contextmanager
+def wcp360_server(
+    root: Path, files: dict[str, str], username: str, password: str, address: str | None = None
+) -> Iterator[tuple[int, str]]:
+    """A real `wcp360 serve` in its own process (config `files`, data under `root`) with one developer
+    account; yields (port, that account's access token). `address` is sent as X-Forwarded-For."""
+    etc = root / "etc"
+    etc.mkdir(mode=0o700)
+    for name, text in {"wcp360.yml": "mode: dev\n", **files}.items():
+        (etc / name).write_text(text)
+    env = {
+        **os.environ,
+        "WCP360_CONFIG_DIR": str(etc),
+        "WCP360_DATA_DIR": str(root / "data"),
+        "WCP360_LOG_LEVEL": "error",
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wcp360.cli",
+            "admin",
+            "create-user",
+            "--username",
+            username,
+            "--email",
+            f"{username}@example.test",
+            "--roles",
+            "developer",
+            "--password",
+            "-",
+        ],
+        input=password + "\n",
+        text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(port)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": "application/json", **({"X-Forwarded-For": address} if address else {})}
+        conn.request(
+            "POST", "/api/v1/auth/login", body=json.dumps({"username": username, "password": password}), headers=headers
+        )
+        yield port, json.loads(conn.getresponse().read())["access_token"]
+    finally:
+        server.terminate()
+        server.wait(60)

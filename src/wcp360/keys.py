@@ -45,9 +45,12 @@ def read_or_create(path: Path, make: bytes) -> bytes:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Replace `path` atomically with `data`, 0600 from the first byte (never world-readable)."""
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    """Replace `path` atomically with `data`, 0600 from the first byte (never world-readable).
+
+    The temporary name is unique, so two processes writing the same path never share it.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()

@@ -122,6 +122,10 @@ def test_only_permitted_users_execute(client: TestClient, rt: Runtime) -> None:
     assert client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=viewer.headers).status_code == 403
     bad = client.post(f"/api/v1/modules/{module_id}/execute", json={"args": "x"}, headers=dev.headers)
     assert bad.status_code == 422
+    run = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers).json()
+    assert client.get(f"/api/v1/runs/{run['run_id']}", headers=other.headers).status_code == 403
+    admin = signed_in(client, rt, "boss", ["admin"])
+    assert client.get(f"/api/v1/runs/{run['run_id']}", headers=admin.headers).status_code == 200
 
 
 def test_a_hung_worker_is_killed_at_the_hard_limit(tmp_path: object) -> None:

@@ -11,25 +11,16 @@ from typing import Any
 import structlog
 
 from wcp360 import audit, metrics
-from wcp360.authz import Principal
+from wcp360.authz import Principal, Resource
 from wcp360.config.sandbox import SandboxConfig
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.store.database import Database
 from wcp360.store.models import Run
 from wcp360.workloads.modules import ModuleService, effective_capabilities
-from wcp360.workloads.sandbox import RunResult
+from wcp360.workloads.sandbox import VIOLATIONS, RunResult
 from wcp360.workloads.workers import Job, WorkerPool
 
 _log = structlog.get_logger("wcp360.execution")
-VIOLATIONS = {
-    "out_of_fuel",
-    "timeout",
-    "memory_limit",
-    "stack_overflow",
-    "table_limit",
-    "capability_denied",
-    "output_limit",
-}
 
 
 def run_view(run: Run) -> dict[str, Any]:
@@ -165,13 +156,13 @@ class Executor:
     def get_run(self, actor: Principal, run_id: uuid.UUID) -> dict[str, Any]:
         with self.db.transaction(actor.user_id, all_owners=True) as s:
             run = s.get(Run, run_id)
-            if run is not None:
-                view, module_id = run_view(run), run.module_id
-        if run is None:
+            view = run_view(run) if run is not None else None
+        if view is None:
             raise NotFound("no such run")
-        self.modules.authorised(actor, module_id, "modules:read")
-        if view["user_id"] != str(actor.user_id) and not self.modules.policy.sees_all_owners(actor):
-            raise NotFound("no such run")
+        # Runs are owned and never shared: the policy function decides (and audits a denial).
+        self.modules.policy.require(
+            actor, "modules:read", Resource("runs", id=view["run_id"], owner_id=uuid.UUID(view["user_id"]))
+        )
         return view
 
     def close(self) -> None:

@@ -5,7 +5,6 @@ the audit trail; on PostgreSQL the `modules` rows are also behind row-level secu
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from wcp360.authz import Policy, Principal, Resource
 from wcp360.config.sandbox import Capabilities, SandboxConfig
 from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.errors import InvalidInput, NotFound, WcpError
-from wcp360.keys import ensure_private_dir
+from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
 from wcp360.store.models import Module
 from wcp360.workloads.analysis import analyse
@@ -150,13 +149,7 @@ class ModuleService:
         path = directory / digest
         if path.exists():
             return  # content-addressed: the same bytes are stored once
-        temporary = directory / f".{digest}.{os.getpid()}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        write_private(path, raw)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -36,6 +36,10 @@ Outcome = Literal[
     "trap",
     "output_limit",
 ]
+# Outcomes that mean a sandbox limit or capability stopped the module (sandbox_violations_total).
+VIOLATIONS = frozenset(
+    {"out_of_fuel", "timeout", "memory_limit", "stack_overflow", "table_limit", "capability_denied", "output_limit"}
+)
 EPOCH_TICK = 0.01  # seconds per epoch
 PAGE = 64 * 1024
 # Roughly ten instructions per loop iteration of the seed's `no_infinite_loops.max_iterations`.

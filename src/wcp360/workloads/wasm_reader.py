@@ -83,8 +83,6 @@ class Reader:
         self.pos = pos
         return result
 
-    skip_leb = u32  # signed LEBs have the same length rules; the value is not needed
-
     def name(self) -> str:
         length = self.u32()
         raw = bytes(self.data[self.pos : self.pos + length])

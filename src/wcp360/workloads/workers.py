@@ -26,6 +26,7 @@ import structlog
 
 from wcp360 import metrics
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
+from wcp360.keys import write_private
 from wcp360.workloads.sandbox import RunResult
 
 _log = structlog.get_logger("wcp360.workers")
@@ -89,10 +90,8 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
         if module is None:
             module = wasmtime.Module(engine, (Path(store) / digest[:2] / digest).read_bytes())
             data = bytes(module.serialize())
-            temporary = artifact.with_suffix(f".{id(module)}.tmp")
-            temporary.write_bytes(data)
-            temporary.replace(artifact)
-            tag.write_text(artifact_tag(key, digest, data))
+            write_private(artifact, data)
+            write_private(tag, artifact_tag(key, digest, data).encode())
         cache[digest] = module
         if len(cache) > 32:
             cache.popitem(last=False)
