@@ -25,23 +25,31 @@ def ensure_private_dir(path: Path) -> Path:
 
 
 def read_or_create(path: Path, make: bytes) -> bytes:
-    """Return the file's bytes, creating it with `make` (0600, O_EXCL) if absent.
+    """Return the file's bytes, creating it with `make` (0600) if absent.
 
-    O_EXCL makes two processes starting at once agree on one value: the loser reads the winner's.
+    Two processes starting at once agree on one value: the file is written whole under a unique
+    temporary name and then hard-linked into place, which fails if it exists, so the loser reads
+    the winner's complete file (never one that is still being written).
     """
     ensure_private_dir(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            raise PermissionError(f"{path} is mode {mode:04o}; secrets must be 0600") from None
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(make + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return make
+    if not path.exists():
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(make + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+            return make
+        except FileExistsError:
+            pass  # another process won the race: use its value
+        finally:
+            os.unlink(temporary)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise PermissionError(f"{path} is mode {mode:04o}; secrets must be 0600")
+    return path.read_bytes().strip()
 
 
 def write_private(path: Path, data: bytes) -> None:

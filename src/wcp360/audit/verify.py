@@ -93,7 +93,9 @@ def verify(
                     f"the line after seq {last_event_seq} is not a JSON object (damaged or edited)", last_event_seq
                 )
             if canonical(record) != raw:
-                return fail("line is not in canonical form (edited)", expected)
+                # An edited checkpoint is named by the event it follows, like any bad checkpoint.
+                edited_checkpoint = record.get("checkpoint") and last_event_seq is not None
+                return fail("line is not in canonical form (edited)", last_event_seq if edited_checkpoint else expected)
             if record.get("checkpoint"):
                 problem = _check_checkpoint(record, keys, prev_chain, last_event_seq, last_sig, checkpoints_seen)
                 if problem:
