@@ -29,7 +29,9 @@ SEED_CONFIG = FIXTURES / "seed-config"
 PG_SUPERUSER_URL = os.environ.get("WCP360_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 # Fast argon2 and a wider TOTP window keep the suite quick and let one test use several codes.
-NO_PRECOMPILE = "sandbox:\n  precompile: false\n"
+# One worker, no ahead-of-time compiles: each test opens its own runtime, and spawning workers is
+# most of what an execution test costs.
+NO_PRECOMPILE = "sandbox:\n  precompile: false\n  workers: 1\n"
 TEST_SECURITY_YML = """\
 auth:
   jwt:

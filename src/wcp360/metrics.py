@@ -25,3 +25,11 @@ EXECUTIONS = Counter("executions_total", "Module executions by outcome", ["outco
 EXECUTION_SECONDS = Histogram("execution_duration_seconds", "Module execution time (in the worker)")
 EXECUTION_QUEUE = Gauge("execution_queue_depth", "Executions waiting for a free worker")
 WORKER_RESTARTS = Counter("worker_restarts_total", "Workers killed (hung, crashed) and replaced", ["reason"])
+OUTBOUND_REQUESTS = Counter(
+    "module_outbound_requests_total", "Outbound HTTP requests modules asked for, by result", ["result"]
+)
+LOST_RUNS = Counter("lost_runs_total", "Queued or running runs whose process stopped (found by their heartbeat)")
+SCHEDULED_RUNS = Counter("scheduled_runs_total", "Task occurrences claimed and started by this process")
+SCHEDULER_CONFLICTS = Counter(
+    "scheduler_claim_conflicts_total", "Ticks whose claim lost a race to another scheduler (nothing was stored)"
+)

@@ -31,6 +31,9 @@ from wcp360.store.database import Database
 from wcp360.store.models import User
 from wcp360.workloads.execution import Executor
 from wcp360.workloads.modules import ModuleService
+from wcp360.workloads.scheduler import Scheduler
+from wcp360.workloads.snapshots import SnapshotService
+from wcp360.workloads.tasks import TaskService
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Runtime:
     defense: Defense
     modules: ModuleService
     executor: Executor
+    tasks: TaskService
+    scheduler: Scheduler
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -61,6 +66,14 @@ class Runtime:
         codec = JwtCodec(config.auth.jwt, keys.jwt_secret)
         two_factor = TwoFactor(db, policy, keys, hasher, config.auth.two_factor)
         modules = ModuleService(db, policy, config.data_dir / "modules", config.sandbox, config.static_analysis)
+        executor = Executor(
+            db,
+            modules,
+            SnapshotService(db, policy, modules, config.data_dir / "snapshots"),
+            config.sandbox,
+            config.data_dir / "workers",
+            keys.derive("wcp360 compiled wasm artifacts"),
+        )
         return cls(
             config=config,
             keys=keys,
@@ -74,9 +87,9 @@ class Runtime:
             api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
             defense=build_defense(config, db, policy, codec),
             modules=modules,
-            executor=Executor(
-                db, modules, config.sandbox, config.data_dir / "workers", keys.derive("wcp360 compiled wasm artifacts")
-            ),
+            executor=executor,
+            tasks=TaskService(db, policy, modules, config.server.scheduler),
+            scheduler=Scheduler(db, executor, config.server.scheduler),
         )
 
     def __post_init__(self) -> None:
@@ -87,6 +100,7 @@ class Runtime:
         self.modules.on_stored.append(self.executor.precompile)
 
     def close(self) -> None:
+        self.scheduler.stop()
         self.executor.close()
         self.defense.alerter.close()
         self.db.dispose()

@@ -45,6 +45,9 @@ def serve(config: Config, listen: str | None = None) -> None:
                 resource_id="api",
                 details={"listen": f"{listener.host}:{listener.port}", "tls": listener.tls},
             )
+            rt.executor.warm()
+            if config.server.scheduler.enabled:
+                rt.scheduler.start()
             try:
                 _run(rt, listener)
             finally:

@@ -190,3 +190,64 @@ def test_the_app_role_holds_no_special_attributes(pg_database: DatabaseConfig) -
             (pg_database.user,),
         ).fetchone()
     assert row == (False, False, False, False)
+
+
+def test_shares_open_reads_not_writes(pg_database: DatabaseConfig, two_users: tuple[uuid.UUID, uuid.UUID]) -> None:
+    """B sees A's module only through a share naming B (or B's role), and can never change it."""
+    a, b = two_users
+    with psycopg.connect(pg_url_for(pg_database.name), autocommit=True) as su:
+        row = su.execute("SELECT id FROM modules WHERE owner_id = %s", (a,)).fetchone()
+        assert row is not None
+        module_a = row[0]
+    with _connect(pg_database) as conn:
+        _as(conn, b)
+        conn.execute("SELECT set_config('app.grantees', %s, true)", (f"{b},role:developer",))
+        assert conn.execute("SELECT count(*) FROM modules WHERE id = %s", (module_a,)).fetchone() == (0,)
+        # B cannot share A's module with itself: shares are written by owners only.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO shares (id, resource_type, resource_id, owner_id, grantee, action, created_at) "
+                "VALUES (%s, 'modules', %s, %s, %s, 'read', now())",
+                (uuid.uuid4(), module_a, a, str(b)),
+            )
+        conn.rollback()
+        _as(conn, a)
+        conn.execute(
+            "INSERT INTO shares (id, resource_type, resource_id, owner_id, grantee, action, created_at) "
+            "VALUES (%s, 'modules', %s, %s, 'role:developer', 'read', now())",
+            (uuid.uuid4(), module_a, a),
+        )
+        conn.commit()
+        _as(conn, b)
+        conn.execute("SELECT set_config('app.grantees', %s, true)", (f"{b},role:developer",))
+        assert conn.execute("SELECT owner_id FROM modules ORDER BY owner_id = %s", (a,)).fetchall() == [(b,), (a,)]
+        assert conn.execute("UPDATE modules SET status = 'active' WHERE id = %s", (module_a,)).rowcount == 0
+        assert conn.execute("DELETE FROM modules WHERE id = %s", (module_a,)).rowcount == 0
+        assert conn.execute("DELETE FROM shares").rowcount == 0  # grantees see shares, cannot remove them
+        conn.rollback()
+        # Another role's grantee list does not match.
+        _as(conn, b)
+        conn.execute("SELECT set_config('app.grantees', %s, true)", (f"{b},role:viewer",))
+        assert conn.execute("SELECT count(*) FROM modules WHERE id = %s", (module_a,)).fetchone() == (0,)
+
+
+def test_runs_are_their_users_alone(pg_database: DatabaseConfig, two_users: tuple[uuid.UUID, uuid.UUID]) -> None:
+    a, b = two_users
+    with psycopg.connect(pg_url_for(pg_database.name), autocommit=True) as su:
+        for user in (a, b):
+            su.execute(
+                "INSERT INTO runs (id, module_id, user_id, outcome, stdout, stderr, duration_ms, fuel_used, "
+                "memory_peak_bytes, created_at) SELECT %s, id, owner_id, 'ok', 'secret output', '', 0, 0, 0, now() "
+                "FROM modules WHERE owner_id = %s",
+                (uuid.uuid4(), user),
+            )
+    with _connect(pg_database) as conn:
+        _as(conn, a)
+        assert conn.execute("SELECT user_id FROM runs").fetchall() == [(a,)]
+        assert conn.execute("UPDATE runs SET stdout = 'x' WHERE user_id = %s", (b,)).rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO runs (id, module_id, user_id, outcome, stdout, stderr, duration_ms, fuel_used, "
+                "memory_peak_bytes, created_at) SELECT %s, id, %s, 'ok', '', '', 0, 0, 0, now() FROM modules LIMIT 1",
+                (uuid.uuid4(), b),
+            )

@@ -174,3 +174,18 @@ def test_uploads_are_compiled_ahead_of_time(client: TestClient, rt: Runtime, c_p
     rt.executor._pool = None
     run = client.post(f"/api/v1/modules/{module_id}/execute", json={"stdin": "1\n"}, headers=dev.headers).json()
     assert run["outcome"] == "ok" and run["stdout"].startswith("sum=1 ")
+
+
+def test_a_pool_started_before_the_first_upload_runs_it(client: TestClient, rt: Runtime) -> None:
+    # Servers start the pool at start-up, before a fresh data dir has a module store: the workers'
+    # Landlock rules must still cover the store (a regression once made every run a worker crash).
+    assert not (rt.config.data_dir / "modules").exists()
+    rt.executor.warm()
+    deadline = time.monotonic() + 60
+    while not (rt.executor._pool and rt.executor._pool.workers):
+        assert time.monotonic() < deadline, "the pool did not start"
+        time.sleep(0.05)
+    dev = signed_in(client, rt, "dev", ["developer"])
+    module_id = upload(client, dev, HELLO)
+    run = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers).json()
+    assert run["outcome"] == "ok" and run["stdout"] == "hello\n", run

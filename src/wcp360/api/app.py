@@ -11,7 +11,7 @@ from wcp360.api.defense_middleware import DefenseMiddleware
 from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.routers import audit, auth, ids, metrics, modules, users
+from wcp360.api.routers import audit, auth, ids, metrics, modules, snapshots, tasks, users
 from wcp360.api.routers.modules import MODULE_MEDIA_TYPES
 from wcp360.runtime import Runtime
 
@@ -35,6 +35,8 @@ def create_app(rt: Runtime) -> FastAPI:
         ids.router,
         modules.router,
         modules.runs_router,
+        snapshots.router,
+        tasks.router,
         metrics.router,
     ):
         app.include_router(router)

@@ -59,3 +59,12 @@ class UserUpdateBody(StrictBody):
 
 class PasswordResetBody(StrictBody):
     password: Password
+
+
+class ShareBody(StrictBody):
+    """Share a module or a snapshot: with one user (username or id) or one role; the service
+    checks the action against what the resource type allows."""
+
+    action: Annotated[str, Field(min_length=1, max_length=16)]
+    user: Annotated[str | None, Field(max_length=64)] = None
+    role: Annotated[str | None, Field(max_length=64)] = None

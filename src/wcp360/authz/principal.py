@@ -6,7 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
-Via = Literal["session", "api_token", "host"]
+# `scheduler`: a task's run, acting as the task's owner with the owner's current roles.
+Via = Literal["session", "api_token", "host", "scheduler"]
 
 
 @dataclass(frozen=True)

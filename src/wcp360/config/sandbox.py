@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from wcp360.config.base import ByteSize, ConfigPath, Duration, Section
 
@@ -34,7 +34,17 @@ class ModuleCapabilities(Section):
     allowed_paths: list[ConfigPath] = []
     # Preopened read-only unless listed here too.
     writable_paths: list[ConfigPath] = []
+    # host (https on 443), host:port, or scheme://host[:port]; see workloads/outbound.py
     allowed_hosts: list[str] = []
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, entries: list[str]) -> list[str]:
+        from wcp360.workloads.outbound import Allowed  # stdlib-only module: no import cycle
+
+        for entry in entries:
+            Allowed.parse(entry)
+        return entries
 
 
 class SandboxPolicy(Section):
@@ -51,6 +61,10 @@ class SandboxConfig(Section):
     # Compile each uploaded module ahead of time (in a worker, in the background), so its first
     # run deserializes a cached artifact instead of compiling.
     precompile: bool = True
+    # Quotas that keep one tenant from filling the disk or the queue: snapshots kept per user
+    # (each up to max_memory), and asynchronous runs queued or running per user.
+    max_snapshots_per_user: int = Field(default=50, ge=0)
+    max_queued_runs_per_user: int = Field(default=16, ge=1)
     default_capabilities: Capabilities = Capabilities()
     resource_limits: ResourceLimits = ResourceLimits()
     module_capabilities: dict[str, ModuleCapabilities] = {}

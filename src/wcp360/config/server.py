@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
-from wcp360.config.base import ByteSize, ConfigPath, Network, Section
+from wcp360.config.base import ByteSize, ConfigPath, Duration, Network, Section
 
 
 class Paths(Section):
@@ -42,6 +43,23 @@ class FirewallConfig(Section):
     netns: str | None = None
 
 
+class SchedulerConfig(Section):
+    """Scheduled module runs (tasks). Every server process runs a scheduler; they share the work
+    through the database (each occurrence is claimed by exactly one)."""
+
+    enabled: bool = True
+    tick: Duration = timedelta(seconds=1)
+    # Occurrences claimed per tick and process.
+    batch: int = Field(default=16, ge=1, le=1000)
+    # Scheduled runs of one user queued or running at once, across all processes.
+    max_concurrent_per_user: int = Field(default=2, ge=1, le=1000)
+    # The shortest `interval` a task may have.
+    min_interval: Duration = timedelta(seconds=1)
+    # An occurrence later than this was missed (no scheduler was running): the task's `missed`
+    # policy decides whether it is skipped or run once.
+    missed_after: Duration = timedelta(seconds=60)
+
+
 class BootstrapAdmin(Section):
     username: str = "admin"
     email: str = "admin@localhost"
@@ -54,6 +72,7 @@ class ServerFile(Section):
     http: HttpConfig = HttpConfig()
     metrics: MetricsConfig = MetricsConfig()
     firewall: FirewallConfig = FirewallConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
     bootstrap_admin: BootstrapAdmin = BootstrapAdmin()
 
     @field_validator("listen")

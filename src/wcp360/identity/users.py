@@ -22,6 +22,7 @@ from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.views import user_view
 from wcp360.store.database import Database
 from wcp360.store.models import RecoveryCode, Session, User, UserRole
+from wcp360.store.paging import page
 from wcp360.store.types import utcnow
 
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
@@ -66,9 +67,7 @@ class UserService:
         if role is not None:
             query = query.where(User.id.in_(select(UserRole.user_id).where(UserRole.role == role)))
         with self.db.transaction(actor.user_id) as s:
-            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = s.scalars(query.order_by(User.username).limit(limit).offset(offset)).all()
-            return [user_view(u) for u in rows], total
+            return page(s, query, User.username, limit, offset, user_view)
 
     def get(self, actor: Principal, user_id: uuid.UUID) -> dict[str, Any]:
         with self.db.transaction(actor.user_id) as s:

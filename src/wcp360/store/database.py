@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Engine, Executable, Row, create_engine, event, text
+from sqlalchemy import URL, Connection, Engine, Executable, Row, create_engine, event, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
@@ -126,28 +126,65 @@ class Database:
         self.reader = reader or engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._readonly_sessions = sessionmaker(engine.execution_options(**{READONLY: True}), expire_on_commit=False)
+        self._readonly_engine = engine.execution_options(**{READONLY: True})
+        self._readonly_sessions = sessionmaker(self._readonly_engine, expire_on_commit=False)
 
     @contextmanager
     def transaction(
-        self, actor_id: uuid.UUID | None = None, all_owners: bool = False, readonly: bool = False
+        self,
+        actor_id: uuid.UUID | None = None,
+        all_owners: bool = False,
+        readonly: bool = False,
+        grantees: Sequence[str] = (),
     ) -> Iterator[OrmSession]:
         """One transaction, committed on success and rolled back on any exception.
 
         `all_owners` is set only after the policy function granted `system:any_owner`; RLS then
-        lets the transaction see every owner's rows. `readonly` transactions do not take SQLite's
-        write lock, and PostgreSQL refuses any write in them.
+        lets the transaction see every owner's rows. `grantees` (the actor's user id and
+        `role:<name>` keys) let it read rows shared with them. `readonly` transactions do not take
+        SQLite's write lock, and PostgreSQL refuses any write in them.
         """
         factory = self._readonly_sessions if readonly else self._sessions
         with factory() as session, session.begin():
-            if self.is_postgres and readonly:
-                session.execute(text("SET TRANSACTION READ ONLY"))
             if self.is_postgres:
-                session.execute(
-                    text("SELECT set_config('app.user_id', :uid, true), set_config('app.all_owners', :all, true)"),
-                    {"uid": str(actor_id) if actor_id else "", "all": "on" if all_owners else "off"},
-                )
+                self._acting(session, actor_id, all_owners, readonly, grantees)
             yield session
+
+    @contextmanager
+    def connection(
+        self, actor_id: uuid.UUID | None = None, all_owners: bool = False, readonly: bool = False
+    ) -> Iterator[Connection]:
+        """The same transaction as `transaction()`, for Core statements without the ORM's unit of
+        work: on the hottest paths (an execution's module lookup and run insert) the session
+        machinery cost more than the statements (benchmarks/README.md)."""
+        engine = self._readonly_engine if readonly else self.engine
+        with engine.begin() as connection:
+            if self.is_postgres:
+                self._acting(connection, actor_id, all_owners, readonly, ())
+            yield connection
+
+    @staticmethod
+    def _acting(
+        target: OrmSession | Connection,
+        actor_id: uuid.UUID | None,
+        all_owners: bool,
+        readonly: bool,
+        grantees: Sequence[str],
+    ) -> None:
+        """PostgreSQL: who acts, for the RLS policies (SET LOCAL: forgotten at commit)."""
+        if readonly:
+            target.execute(text("SET TRANSACTION READ ONLY"))
+        target.execute(
+            text(
+                "SELECT set_config('app.user_id', :uid, true), set_config('app.all_owners', :all, true),"
+                " set_config('app.grantees', :grantees, true)"
+            ),
+            {
+                "uid": str(actor_id) if actor_id else "",
+                "all": "on" if all_owners else "off",
+                "grantees": ",".join(g for g in grantees if "," not in g),
+            },
+        )
 
     def read_one_statement(self, statement: Executable, params: dict[str, Any]) -> Sequence[Row[Any]]:
         """Run one SELECT on the autocommit reader: no BEGIN/COMMIT, no pool reset.

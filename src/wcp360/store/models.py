@@ -136,16 +136,27 @@ class Module(Base):
 
 
 class Task(Base):
+    """A scheduled execution of a module: on a cron expression, every interval, or once."""
+
     __tablename__ = "tasks"
+    __table_args__ = (Index("ix_tasks_due", "status", "next_run_at"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     module_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(128))
+    # `cron`: a five-field expression; `interval`: seconds; `once`: an ISO 8601 instant.
+    kind: Mapped[str] = mapped_column(String(16), default="cron")
     schedule: Mapped[str] = mapped_column(String(128))
+    # args, stdin, env of each run
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    # What to do with occurrences missed while no scheduler ran: `skip` them, or `run_once`.
+    missed: Mapped[str] = mapped_column(String(16), default="skip")
+    # active | paused | finished (a `once` task after its run)
     status: Mapped[str] = mapped_column(String(16), default="active")
     next_run_at: Mapped[datetime | None]
+    last_run_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -191,11 +202,16 @@ class Run(Base):
     """One execution of a module; outputs are stored capped (sandbox max_output)."""
 
     __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("task_id", "scheduled_for", name="uq_runs_occurrence"),
+        Index("ix_runs_user_status", "user_id", "status"),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     module_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    outcome: Mapped[str] = mapped_column(String(32))
+    # None until a queued run has finished.
+    outcome: Mapped[str | None] = mapped_column(String(32))
     exit_code: Mapped[int | None] = mapped_column(Integer)
     stdout: Mapped[str] = mapped_column(Text, default="")
     stderr: Mapped[str] = mapped_column(Text, default="")
@@ -203,4 +219,50 @@ class Run(Base):
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     fuel_used: Mapped[int] = mapped_column(BigInteger, default=0)
     memory_peak_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # queued -> running -> finished; synchronous runs are stored finished.
+    status: Mapped[str] = mapped_column(String(16), default="finished")
+    finished_at: Mapped[datetime | None]
+    # Scheduled runs: the task and the occurrence. Unique together, so an occurrence claimed by two
+    # schedulers at once cannot be stored (and so run) twice.
+    task_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tasks.id", ondelete="SET NULL"))
+    scheduled_for: Mapped[datetime | None]
+    # The snapshot this run started from, and the one it captured.
+    restored_from: Mapped[uuid.UUID | None]
+    snapshot_id: Mapped[uuid.UUID | None]
+    request: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The process that will run a queued run, and when it last said it is alive: a run whose
+    # process died is found by its stale heartbeat and marked `lost` (workloads/execution.py).
+    runner: Mapped[str | None] = mapped_column(String(64))
+    heartbeat_at: Mapped[datetime | None]
+
+
+class Share(Base):
+    """An owner's grant of one action on one resource (a module or a snapshot) to a user or a role."""
+
+    __tablename__ = "shares"
+    __table_args__ = (UniqueConstraint("resource_type", "resource_id", "grantee", "action"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # A user id, or `role:<name>`.
+    grantee: Mapped[str] = mapped_column(String(80), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Snapshot(Base):
+    """The exported memories and mutable globals of a module instance after a run (file + checksum)."""
+
+    __tablename__ = "snapshots"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    module_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("modules.id", ondelete="CASCADE"), index=True)
+    module_digest: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[uuid.UUID | None]
+    size: Mapped[int] = mapped_column(BigInteger)
+    checksum: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -26,6 +26,8 @@ NEEDS_CAPABILITY = {
     "environment_access": ("environ_get", "environ_sizes_get"),
     "system_calls": ("proc_raise",),
 }
+# Host functions WCP360 offers (sandbox.py), and the capability each needs.
+HOST_FUNCTIONS = {"wcp360.http_get": "network_access"}
 Status = Literal["active", "quarantined"]
 
 
@@ -82,8 +84,8 @@ def _imports(info: ModuleInfo, rule: AnalysisRule, capabilities: Capabilities) -
         name = item.qualified
         if name in blocked:
             found.append(Finding(rule.name, "high", f"import {name} is blocked"))
-        elif item.module in WASI:
-            needed = _capability_for(item.name)
+        elif item.module in WASI or name in HOST_FUNCTIONS:
+            needed = HOST_FUNCTIONS.get(name) or _capability_for(item.name)
             if needed and not getattr(capabilities, needed):
                 # Low: the sandbox denies it at run time anyway; worth knowing, not worth quarantine.
                 found.append(Finding(rule.name, "low", f"import {name} needs {needed}, which is not granted"))

@@ -1,47 +1,42 @@
-"""Executing a module for a user: policy, quarantine, the worker pool, the run record, the audit
-event (`module_execute` with its outcome) and the metrics."""
+"""Executing a module for a user: policy, quarantine, snapshots, the worker pool (synchronously or
+on background threads), the audit event (`module_execute` with its outcome) and the metrics. The
+run records themselves are runs.py."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from wcp360 import audit, metrics
-from wcp360.authz import Principal, Resource
+from wcp360.authz import Principal
 from wcp360.config.sandbox import SandboxConfig
-from wcp360.errors import Conflict, InvalidInput, NotFound
+from wcp360.errors import Conflict, InvalidInput
 from wcp360.store.database import Database
-from wcp360.store.models import Run
+from wcp360.store.models import Module
 from wcp360.workloads.modules import ModuleService, effective_capabilities
+from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
 from wcp360.workloads.sandbox import VIOLATIONS, RunResult
+from wcp360.workloads.snapshots import SnapshotService
 from wcp360.workloads.workers import Job, WorkerPool
 
 _log = structlog.get_logger("wcp360.execution")
 
 
-def run_view(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": str(run.id),
-        "module_id": str(run.module_id),
-        "outcome": run.outcome,
-        "exit_code": run.exit_code,
-        "stdout": run.stdout,
-        "stderr": run.stderr,
-        "message": run.message,
-        "duration_ms": run.duration_ms,
-        "fuel_used": run.fuel_used,
-        "memory_peak_bytes": run.memory_peak_bytes,
-        "user_id": str(run.user_id),
-    }
-
-
 class Executor:
     def __init__(
-        self, db: Database, modules: ModuleService, sandbox: SandboxConfig, work_dir: Path, artifact_key: bytes
+        self,
+        db: Database,
+        modules: ModuleService,
+        snapshots: SnapshotService,
+        sandbox: SandboxConfig,
+        work_dir: Path,
+        artifact_key: bytes,
     ) -> None:
         self.db = db
         self.modules = modules
@@ -52,6 +47,12 @@ class Executor:
         self._lock = threading.Lock()
         self._compiling: dict[str, threading.Event] = {}
         self._closed = False
+        self._background: ThreadPoolExecutor | None = None
+        self._accepting = True  # new background runs; _closed: the worker pool itself
+        self.runs = RunStore(db, modules.policy, sandbox.resource_limits.max_output)
+        self._heartbeat: threading.Thread | None = None
+        self._queued: dict[Future[dict[str, Any]], uuid.UUID] = {}
+        self.snapshots = snapshots
 
     @property
     def pool(self) -> WorkerPool:
@@ -62,6 +63,17 @@ class Executor:
             if self._pool is None:
                 self._pool = WorkerPool(self.sandbox, self.modules.store, self.work_dir, self.artifact_key)
             return self._pool
+
+    def warm(self) -> None:
+        """Start the worker pool now, in the background (servers: the first run need not wait)."""
+
+        def start() -> None:
+            try:
+                self.pool  # noqa: B018 (the property starts the pool)
+            except Exception as exc:  # closed meanwhile, or workers could not start: the first run retries
+                _log.warning("worker pool not started ahead of time", error=str(exc)[:200])
+
+        threading.Thread(target=start, name="pool-warmup", daemon=True).start()
 
     def precompile(self, digest: str) -> None:
         """Compile a stored module in a worker now, in the background (uploads do not wait)."""
@@ -89,9 +101,68 @@ class Executor:
         threading.Thread(target=compile_in_worker, name="precompile", daemon=True).start()
 
     def execute(
-        self, actor: Principal, module_id: uuid.UUID, args: list[str], stdin: bytes, env: dict[str, str]
+        self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest, background: bool = False
     ) -> dict[str, Any]:
-        module = self.modules.authorised(actor, module_id, "modules:execute")
+        """Run a module now (the finished run) or in the background (the queued run, to poll).
+
+        With `request.restore_from` the module may be left out: the snapshot names it."""
+        module, job = self.prepare(actor, module_id, request)
+        if not background:
+            result = self.pool.execute(job)
+            return self._complete(actor, module, request, result, None)
+        view = self.runs.queue(actor, module.id, request, self.sandbox.max_queued_runs_per_user)
+        self.start_queued(actor, module, request, job, uuid.UUID(view["run_id"]))
+        return view
+
+    def start_queued(
+        self, actor: Principal, module: Module, request: ExecuteRequest, job: Job, run_id: uuid.UUID
+    ) -> Future[dict[str, Any]]:
+        """Run a stored `queued` run on the background threads (which wait on the worker pool)."""
+
+        def in_background() -> dict[str, Any]:
+            self.runs.start(actor, run_id)
+            try:
+                result = self.pool.execute(job)
+            except Exception as exc:  # the pool is closing: the run ends, visibly, instead of hanging queued
+                result = RunResult("trap", message=f"not run: {str(exc)[:200]}")
+            return self._complete(actor, module, request, result, run_id)
+
+        with self._lock:
+            if not self._accepting:
+                raise RuntimeError("the executor is closed")
+            if self._background is None:
+                self._background = ThreadPoolExecutor(self.sandbox.workers * 2, thread_name_prefix="wasm-run")
+                self._heartbeat = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
+                self._heartbeat.start()
+            future = self._background.submit(in_background)
+            self._queued[future] = run_id
+        future.add_done_callback(self._forget)
+        return future
+
+    def _beat(self) -> None:
+        while self._accepting:
+            time.sleep(HEARTBEAT.total_seconds())
+            try:
+                self.runs.heartbeat()
+            except Exception as exc:  # the database is away: the next beat tries again
+                _log.warning("run heartbeat failed", error=str(exc)[:200])
+
+    def _forget(self, future: Future[dict[str, Any]]) -> None:
+        with self._lock:
+            self._queued.pop(future, None)
+
+    def prepare(self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest) -> tuple[Module, Job]:
+        """Authorise the run and build its job (the scheduler stores its run before starting it)."""
+        restore: bytes | None = None
+        if request.restore_from is not None:
+            module, restore = self.snapshots.state_for_restore(actor, request.restore_from, module_id)
+        elif module_id is not None:
+            module = self.modules.authorised(actor, module_id, "modules:execute")
+        else:
+            raise InvalidInput("name the module to run")
+        if request.snapshot:
+            self.modules.policy.require(actor, "snapshots:create")
+            self.snapshots.check_quota(actor, self.sandbox.max_snapshots_per_user)
         if module.status != "active":
             raise Conflict(f"module is {module.status}; it cannot run until an administrator releases it")
         if actor.user_id is None:
@@ -106,18 +177,34 @@ class Executor:
             compiling.wait(self.sandbox.resource_limits.max_execution_time.total_seconds() + 600)
         job = Job(
             module.digest,
-            args,
-            stdin,
-            env,
+            request.args,
+            request.stdin,
+            request.env,
             capabilities.model_dump(),
             grants.model_dump(mode="json") if grants else None,
+            snapshot=request.snapshot,
+            restore=restore,
         )
-        result = self.pool.execute(job)
+        return module, job
+
+    def _complete(
+        self,
+        actor: Principal,
+        module: Module,
+        request: ExecuteRequest,
+        result: RunResult,
+        run_id: uuid.UUID | None,
+    ) -> dict[str, Any]:
         metrics.EXECUTIONS.labels(outcome=result.outcome).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
         if result.outcome in VIOLATIONS:
             metrics.SANDBOX_VIOLATIONS.inc()
-        view = self._record(actor, module.id, result)
+        queued = run_id is not None
+        run_id = run_id or uuid.uuid4()
+        snapshot_id = None
+        if result.state is not None:
+            snapshot_id = uuid.UUID(self.snapshots.create(actor, module, run_id, result.state)["id"])
+        view = self.runs.finish(actor, module.id, request, result, run_id, snapshot_id, queued)
         audit.record(
             "module_execute",
             actor=actor,
@@ -127,45 +214,29 @@ class Executor:
             details={
                 "run_id": view["run_id"],
                 "result": result.outcome,
-                "exit_code": result.exit_code,
+                # Not "exit_code": details keys containing "code" are redacted (TOTP codes).
+                "exit_status": result.exit_code,
                 "duration_ms": view["duration_ms"],
                 "fuel_used": result.fuel_used,
+                "task_id": view["task_id"],
+                "snapshot_id": view["snapshot_id"],
+                "restored_from": view["restored_from"],
             },
         )
         return view
 
-    def _record(self, actor: Principal, module_id: uuid.UUID, result: RunResult) -> dict[str, Any]:
-        cap = self.sandbox.resource_limits.max_output
-        with self.db.transaction(actor.user_id) as s:
-            run = Run(
-                module_id=module_id,
-                user_id=actor.user_id,
-                outcome=result.outcome,
-                exit_code=result.exit_code,
-                stdout=result.stdout[:cap].decode("utf-8", "replace"),
-                stderr=result.stderr[:cap].decode("utf-8", "replace"),
-                message=(result.message or "")[:512] or None,
-                duration_ms=round(result.duration_ms),
-                fuel_used=result.fuel_used,
-                memory_peak_bytes=result.memory_peak_bytes,
-            )
-            s.add(run)
-            s.flush()
-            return run_view(run)
-
-    def get_run(self, actor: Principal, run_id: uuid.UUID) -> dict[str, Any]:
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            run = s.get(Run, run_id)
-            view = run_view(run) if run is not None else None
-        if view is None:
-            raise NotFound("no such run")
-        # Runs are owned and never shared: the policy function decides (and audits a denial).
-        self.modules.policy.require(
-            actor, "modules:read", Resource("runs", id=view["run_id"], owner_id=uuid.UUID(view["user_id"]))
-        )
-        return view
-
-    def close(self) -> None:
+    def close(self, drain: bool = False) -> None:
+        """Stop. Runs already on a worker finish; queued background runs finish as well with
+        `drain`, else they are cancelled and recorded as such. Then the workers stop."""
+        with self._lock:
+            self._accepting = False
+            background, self._background = self._background, None
+            queued = dict(self._queued)
+        if background is not None:
+            background.shutdown(wait=True, cancel_futures=not drain)
+            for future, run_id in queued.items():
+                if future.cancelled():
+                    self.runs.mark(run_id, "refused", "cancelled: the server stopped before the run started")
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None

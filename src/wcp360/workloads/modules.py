@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from sqlalchemy import func, select
+from sqlalchemy import and_, delete, func, select
 
 from wcp360 import audit, metrics
 from wcp360.authz import Policy, Principal, Resource
@@ -21,8 +21,10 @@ from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.errors import InvalidInput, NotFound, WcpError
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
-from wcp360.store.models import Module
+from wcp360.store.models import Module, Share
+from wcp360.store.paging import page
 from wcp360.workloads.analysis import analyse
+from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 
@@ -71,6 +73,7 @@ class ModuleService:
         self.sandbox = sandbox
         self.analysis = analysis
         self.engine = wasmtime.Engine()
+        self.sharing = Sharing(db, policy)
         # Called with the digest of every newly stored module (the executor compiles it ahead of time).
         self.on_stored: list[Callable[[str], None]] = []
 
@@ -161,19 +164,19 @@ class ModuleService:
         status: str | None = None,
         owner_id: uuid.UUID | None = None,
     ) -> tuple[list[dict[str, Any]], int]:
+        """The actor's modules and those shared with them (every owner's for administrators)."""
         self.policy.require(actor, "modules:read")
         visible_owner = self.policy.owner_filter(actor, "modules")
+        keys = grantee_keys(actor)
         query = select(Module)
         if visible_owner is not None:
-            query = query.where(Module.owner_id == visible_owner)
+            query = owned_or_shared(query, Module.owner_id, Module.id, "modules", visible_owner, keys)
         if owner_id is not None:
             query = query.where(Module.owner_id == owner_id)
         if status is not None:
             query = query.where(Module.status == status)
-        with self.db.transaction(actor.user_id, all_owners=visible_owner is None) as s:
-            total = s.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = s.scalars(query.order_by(Module.created_at.desc()).limit(limit).offset(offset)).all()
-            return [module_view(m) for m in rows], total
+        with self.db.transaction(actor.user_id, all_owners=visible_owner is None, grantees=keys) as s:
+            return page(s, query, Module.created_at.desc(), limit, offset, module_view)
 
     def get(self, actor: Principal, module_id: uuid.UUID) -> dict[str, Any]:
         return module_view(self.authorised(actor, module_id, "modules:read"))
@@ -188,6 +191,7 @@ class ModuleService:
             row = s.get(Module, module.id)
             if row is not None:
                 s.delete(row)
+            s.execute(delete(Share).where(Share.resource_type == "modules", Share.resource_id == module.id))
         audit.record(
             "module_delete",
             actor=actor,
@@ -241,10 +245,27 @@ class ModuleService:
     def authorised(self, actor: Principal, module_id: uuid.UUID, permission: str) -> Module:
         # The row is read for the policy function to decide on (and audit a denial); RLS stays the
         # second fence for listings and writes. Nothing of the row leaves here unless allowed.
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            module = s.get(Module, module_id)
-            if module is None:
-                raise NotFound("no such module")
-            s.expunge(module)
-        self.policy.require(actor, permission, Resource("modules", id=str(module.id), owner_id=module.owner_id))
+        # One Core statement for the row and its shares: this lookup is on every execution's path.
+        shares_of = and_(Share.resource_type == "modules", Share.resource_id == Module.id)
+        query = (
+            select(Module.__table__, Share.grantee.label("share_grantee"), Share.action.label("share_action"))
+            .outerjoin(Share, shares_of)
+            .where(Module.id == module_id)
+        )
+        with self.db.connection(actor.user_id, all_owners=True, readonly=True) as connection:
+            rows = connection.execute(query).all()
+        if not rows:
+            raise NotFound("no such module")
+        columns = {c.key for c in Module.__table__.columns}
+        module = Module(**{key: value for key, value in rows[0]._mapping.items() if key in columns})
+        shares = frozenset((r.share_grantee, r.share_action) for r in rows if r.share_grantee is not None)
+        resource = Resource("modules", id=str(module.id), owner_id=module.owner_id, shared_with=shares)
+        self.policy.require(actor, permission, resource)
         return module
+
+    # -- sharing --------------------------------------------------------------------------
+
+    def owned(self, actor: Principal, module_id: uuid.UUID) -> Resource:
+        """The module as a resource only its owner (or an administrator) reaches: for managing shares."""
+        module = self.authorised(actor, module_id, "modules:read")
+        return Resource("modules", id=str(module.id), owner_id=module.owner_id)

@@ -5,17 +5,18 @@ interruption, ticked by a timer thread), stack size (max_wasm_stack), capped std
 Capabilities are all off unless granted; a WASI function that needs one the module lacks is
 replaced at link time by a stub that traps, so using it ends the run as `capability_denied`.
 
-This is the in-process core; the worker processes that isolate it from the API (seccomp,
-landlock, a hard kill as the last fence) are the next step of the workloads issue.
+This is the in-process core; the worker processes (workers.py) isolate it from the API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,6 +24,7 @@ import wasmtime
 
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.workloads.analysis import NEEDS_CAPABILITY, WASI
+from wcp360.workloads.instance_state import GLOBAL_TYPES, InstanceState, StateError
 
 Outcome = Literal[
     "ok",
@@ -44,7 +46,11 @@ EPOCH_TICK = 0.01  # seconds per epoch
 PAGE = 64 * 1024
 # Roughly ten instructions per loop iteration of the seed's `no_infinite_loops.max_iterations`.
 FUEL_PER_ITERATION = 10
-_DENIED = "capability denied: "
+DENIED = "capability denied: "
+# Host functions WCP360 itself offers to modules (beside WASI).
+HOST_MODULE = "wcp360"
+# url -> (HTTP status or -1, body); raises for a URL the module may not reach.
+HttpGet = Callable[[str], tuple[int, bytes]]
 
 
 @dataclass
@@ -57,6 +63,8 @@ class RunResult:
     fuel_used: int = 0
     memory_peak_bytes: int = 0
     message: str | None = None
+    # The instance's state after the run (InstanceState bytes), when a snapshot was asked for.
+    state: bytes | None = None
 
 
 @dataclass
@@ -118,7 +126,12 @@ def run(
     stdin: bytes = b"",
     env: dict[str, str] | None = None,
     entry: str = "_start",
+    snapshot: bool = False,
+    restore: bytes | None = None,
+    http_get: HttpGet | None = None,
 ) -> RunResult:
+    """Run `entry`; with `restore`, start from that instance state; with `snapshot`, capture the
+    state after a run that finished (`ok` or `exit`)."""
     limits = config.resource_limits
     store = wasmtime.Store(engine)
     store.set_limits(
@@ -128,13 +141,16 @@ def run(
     store.set_fuel(fuel)
     store.set_epoch_deadline(max(1, math.ceil(limits.max_execution_time.total_seconds() / EPOCH_TICK)))
     stdout, stderr = _Capped(limits.max_output), _Capped(limits.max_output)
-    with tempfile.NamedTemporaryFile() as stdin_file:
-        stdin_file.write(stdin)
-        stdin_file.flush()
+    # wasmtime-py takes stdin only as a file; without input, WASI's default empty stdin saves
+    # creating and removing one per run.
+    with tempfile.NamedTemporaryFile() if stdin else contextlib.nullcontext() as stdin_file:
         wasi = wasmtime.WasiConfig()
         wasi.argv = ["module", *(args or [])]
         wasi.env = list((env or {}).items()) if capabilities.environment_access else []
-        wasi.stdin_file = stdin_file.name
+        if stdin_file is not None:
+            stdin_file.write(stdin)
+            stdin_file.flush()
+            wasi.stdin_file = stdin_file.name
         wasi.stdout_custom = stdout.write
         wasi.stderr_custom = stderr.write
         if capabilities.file_access and grants is not None:
@@ -145,8 +161,9 @@ def run(
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         _deny_missing_capabilities(linker, store, module, capabilities)
+        _define_host_functions(linker, module, capabilities, http_get, limits.max_output)
         started = time.perf_counter()
-        result = _execute(linker, store, module, entry, limits.max_memory)
+        result = _execute(linker, store, module, entry, limits.max_memory, snapshot, restore)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     result.fuel_used = fuel - store.get_fuel()
     result.stdout, result.stderr = bytes(stdout.data), bytes(stderr.data)
@@ -165,7 +182,7 @@ def _deny_missing_capabilities(
             continue
         needed = next((cap for cap, prefixes in NEEDS_CAPABILITY.items() if name.startswith(prefixes)), None)
         if needed is not None and not getattr(capabilities, needed):
-            message = f"{_DENIED}{item.module}.{name} needs {needed}"
+            message = f"{DENIED}{item.module}.{name} needs {needed}"
 
             def deny(*_: object, _message: str = message) -> None:
                 raise wasmtime.Trap(_message)
@@ -173,13 +190,67 @@ def _deny_missing_capabilities(
             linker.define_func(item.module, name, item.type, deny)
 
 
+def _define_host_functions(
+    linker: wasmtime.Linker,
+    module: wasmtime.Module,
+    capabilities: Capabilities,
+    http_get: HttpGet | None,
+    limit: int,
+) -> None:
+    """`wcp360.http_get(url_ptr, url_len, buf_ptr, buf_cap) -> i32`: the body's length written to
+    the buffer for a 2xx answer, -status for any other, -1 when the request failed. A URL outside
+    `allowed_hosts` ends the run as `capability_denied`."""
+    wanted = {(item.module, item.name) for item in module.imports}
+    if (HOST_MODULE, "http_get") not in wanted:
+        return
+    i32 = wasmtime.ValType.i32()
+    signature = wasmtime.FuncType([i32, i32, i32, i32], [i32])
+    if not capabilities.network_access or http_get is None:
+
+        def denied(*_: object) -> int:
+            raise wasmtime.Trap(f"{DENIED}{HOST_MODULE}.http_get needs network_access")
+
+        linker.define_func(HOST_MODULE, "http_get", signature, denied)
+        return
+
+    def host_http_get(caller: wasmtime.Caller, url_ptr: int, url_len: int, buf_ptr: int, buf_cap: int) -> int:
+        memory = caller.get("memory")
+        if not isinstance(memory, wasmtime.Memory) or url_len > 8192:
+            raise wasmtime.Trap("http_get needs an exported memory and a URL under 8 KiB")
+        url = bytes(memory.read(caller, url_ptr, url_ptr + url_len)).decode("utf-8", "replace")
+        status, body = http_get(url)  # raises Trap for a denied URL (workers.py)
+        if status < 0:
+            return -1
+        if not 200 <= status < 300:
+            return -status
+        body = body[: min(buf_cap, limit)]
+        memory.write(caller, body, buf_ptr)
+        return len(body)
+
+    linker.define_func(HOST_MODULE, "http_get", signature, host_http_get, access_caller=True)
+
+
 def _execute(
-    linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtime.Module, entry: str, memory_limit: int
+    linker: wasmtime.Linker,
+    store: wasmtime.Store,
+    module: wasmtime.Module,
+    entry: str,
+    memory_limit: int,
+    snapshot: bool = False,
+    restore: bytes | None = None,
+    http_get: HttpGet | None = None,
 ) -> RunResult:
     memory_peak = 0
     instance = None
     try:
         instance = linker.instantiate(store, module)
+        if restore is not None:
+            try:
+                problem = _restore(store, instance, InstanceState.decode(restore), memory_limit)
+            except StateError as exc:
+                problem = RunResult("trap", message=f"snapshot state unreadable: {exc}")
+            if problem is not None:
+                return problem
         function = instance.exports(store).get(entry)
         if not isinstance(function, wasmtime.Func):
             return RunResult("trap", message=f"the module exports no function {entry!r}")
@@ -197,6 +268,8 @@ def _execute(
         if isinstance(memory, wasmtime.Memory):
             memory_peak = memory.data_len(store)
     outcome.memory_peak_bytes = memory_peak
+    if snapshot and instance is not None and outcome.outcome in ("ok", "exit"):
+        outcome.state = capture(store, instance).encode()
     # A module that dies after memory.grow was refused at the limit ran out of memory, whatever
     # trap it then chose (unreachable, a failed allocation's abort, a bad access).
     if outcome.outcome in ("trap", "out_of_fuel") and memory_limit - memory_peak < PAGE and memory_peak:
@@ -204,11 +277,61 @@ def _execute(
     return outcome
 
 
+def capture(store: wasmtime.Store, instance: wasmtime.Instance) -> InstanceState:
+    """Exported memories and exported mutable globals of number types (references cannot be kept)."""
+    state = InstanceState()
+    for name, item in instance.exports(store).items():
+        if isinstance(item, wasmtime.Memory):
+            state.memories[name] = bytes(item.read(store, 0, item.data_len(store)))
+        elif isinstance(item, wasmtime.Global):
+            kind = str(item.type(store).content)
+            if item.type(store).mutable and kind in GLOBAL_TYPES:
+                state.globals[name] = (kind, item.value(store))
+    return state
+
+
+def _restore(
+    store: wasmtime.Store, instance: wasmtime.Instance, state: InstanceState, memory_limit: int
+) -> RunResult | None:
+    """Put a captured state into a fresh instance; a state that does not fit it is refused."""
+    exports = instance.exports(store)
+    for name, data in state.memories.items():
+        memory = exports.get(name)
+        if not isinstance(memory, wasmtime.Memory):
+            return RunResult("trap", message=f"snapshot does not match the module: no memory {name!r}")
+        current = memory.data_len(store)
+        if len(data) < current or len(data) % PAGE:
+            return RunResult("trap", message=f"snapshot does not match the module: memory {name!r} size")
+        if len(data) > memory_limit:
+            return RunResult("memory_limit", message=f"snapshot memory exceeds max_memory ({memory_limit} bytes)")
+        if len(data) > current:
+            memory.grow(store, (len(data) - current) // PAGE)
+        memory.write(store, data, 0)
+    for name, (kind, value) in state.globals.items():
+        item = exports.get(name)
+        if (
+            not isinstance(item, wasmtime.Global)
+            or not item.type(store).mutable
+            or str(item.type(store).content) != kind
+        ):
+            return RunResult("trap", message=f"snapshot does not match the module: global {name!r}")
+        item.set_value(store, _val(kind, value))
+    return None
+
+
+def _val(kind: str, value: int | float) -> wasmtime.Val:
+    if kind == "i32":
+        return wasmtime.Val.i32(int(value))
+    if kind == "i64":
+        return wasmtime.Val.i64(int(value))
+    return wasmtime.Val.f32(float(value)) if kind == "f32" else wasmtime.Val.f64(float(value))
+
+
 def _classify_trap(trap: wasmtime.Trap) -> RunResult:
     message = str(trap).splitlines()[0] if str(trap) else "trap"
     code = trap.trap_code
-    if _DENIED in str(trap):
-        return RunResult("capability_denied", message=str(trap).split(_DENIED, 1)[1].splitlines()[0])
+    if DENIED in str(trap):
+        return RunResult("capability_denied", message=str(trap).split(DENIED, 1)[1].splitlines()[0])
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
         return RunResult("out_of_fuel", message="instruction budget exhausted")
     if code == wasmtime.TrapCode.INTERRUPT:
@@ -224,6 +347,6 @@ def _classify_instantiation(error: wasmtime.WasmtimeError) -> RunResult:
         return RunResult("memory_limit", message=text.splitlines()[0])
     if "table" in text and ("limit" in text or "exceeds" in text or "minimum" in text):
         return RunResult("table_limit", message=text.splitlines()[0])
-    if _DENIED in text:
-        return RunResult("capability_denied", message=text.split(_DENIED, 1)[1].splitlines()[0])
+    if DENIED in text:
+        return RunResult("capability_denied", message=text.split(DENIED, 1)[1].splitlines()[0])
     return RunResult("trap", message=text.splitlines()[0] if text else "instantiation failed")

@@ -9,8 +9,10 @@ module once, and keeps the compiled artifact on disk tagged with an HMAC under a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import http.client
 import multiprocessing
 import queue
 import sys
@@ -26,7 +28,8 @@ import structlog
 
 from wcp360 import metrics
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
-from wcp360.keys import write_private
+from wcp360.keys import ensure_private_dir, write_private
+from wcp360.workloads.outbound import OutboundDenied, fetch
 from wcp360.workloads.sandbox import RunResult
 
 _log = structlog.get_logger("wcp360.workers")
@@ -45,6 +48,8 @@ class Job:
     grants: dict[str, Any] | None = None
     entry: str = "_start"
     compile_only: bool = False
+    snapshot: bool = False
+    restore: bytes | None = None
 
 
 def artifact_tag(key: bytes, digest: str, artifact: bytes) -> str:
@@ -56,9 +61,18 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
     import wasmtime
 
     from wcp360.workloads.confine import confine
-    from wcp360.workloads.sandbox import EpochTicker, make_engine, run
+    from wcp360.workloads.sandbox import DENIED, EpochTicker, make_engine, run
 
     config = SandboxConfig.model_validate_json(sandbox_json)
+
+    def http_get(url: str) -> tuple[int, bytes]:
+        # Workers have no network: the pool in the API process checks the URL and fetches.
+        conn.send({"http": url})
+        answer: dict[str, Any] = conn.recv()
+        if "denied" in answer:
+            raise wasmtime.Trap(f"{DENIED}{answer['denied']}")
+        return int(answer["status"]), bytes(answer["body"])
+
     read_only = [Path(p) for p in sys.path if p] + [
         Path(sys.prefix),
         Path(sys.base_prefix),
@@ -102,18 +116,20 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
             job: Job = conn.recv()
         except EOFError:
             return
+        try:
+            module = load(job.digest)
+        except (wasmtime.WasmtimeError, OSError) as exc:
+            # An unreadable module is this run's failure, not the worker's: it stays up.
+            conn.send(asdict(RunResult("trap", message=f"module not loadable: {str(exc).splitlines()[0]}")))
+            continue
         if job.compile_only:
-            try:
-                load(job.digest)
-                conn.send(asdict(RunResult("ok", message="compiled")))
-            except wasmtime.WasmtimeError as exc:
-                conn.send(asdict(RunResult("trap", message=f"compile failed: {str(exc).splitlines()[0]}")))
+            conn.send(asdict(RunResult("ok", message="compiled")))
             continue
         with _tempfile_in(scratch):
             grants = ModuleCapabilities(**job.grants) if job.grants else None
             result = run(
                 engine,
-                load(job.digest),
+                module,
                 config,
                 Capabilities(**job.capabilities),
                 grants,
@@ -121,6 +137,9 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
                 job.stdin,
                 job.env,
                 job.entry,
+                job.snapshot,
+                job.restore,
+                http_get,
             )
         conn.send(asdict(result))
 
@@ -170,7 +189,8 @@ class Worker:
     def kill(self) -> None:
         self.process.kill()
         self.process.join(10)
-        self.conn.close()
+        with contextlib.suppress(OSError):  # a run's thread may be closing it at the same moment
+            self.conn.close()
 
 
 class WorkerPool:
@@ -181,12 +201,15 @@ class WorkerPool:
         self.store = store
         self.compiled = work_dir / "compiled"
         self.scratch = work_dir / "scratch"
-        for directory in (self.compiled, self.scratch):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # All three must exist before a worker starts: Landlock rules name existing directories
+        # only, and a store created after the workers would stay unreadable to them.
+        for directory in (store, self.compiled, self.scratch):
+            ensure_private_dir(directory)
         self.key = key
         self.grace = grace
         self._idle: queue.Queue[Worker] = queue.Queue()
         self._lock = threading.Lock()
+        self._closed = False
         self.workers: list[Worker] = []
         for _ in range(sandbox.workers):
             self._add()
@@ -212,10 +235,14 @@ class WorkerPool:
         started = time.perf_counter()
         try:
             worker.conn.send(job)
-            if worker.conn.poll(limit):
-                result = RunResult(**worker.conn.recv())
+            deadline = time.monotonic() + limit
+            while worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                message = worker.conn.recv()
+                if "http" in message:  # the module asked for an outbound request: check, fetch, answer
+                    worker.conn.send(self._outbound(job, str(message["http"])))
+                    continue
                 self._idle.put(worker)
-                return result
+                return RunResult(**message)
             self._replace(worker, "hung")
             return RunResult(
                 "timeout",
@@ -230,16 +257,39 @@ class WorkerPool:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
+    def _outbound(self, job: Job, url: str) -> dict[str, Any]:
+        # The job was built by this process from the configuration: its grants are trustworthy,
+        # whatever the worker (running tenant code) sends.
+        granted = job.capabilities.get("network_access", False)
+        allowed = list((job.grants or {}).get("allowed_hosts", [])) if granted else []
+        limits = self.sandbox.resource_limits
+        try:
+            status, body = fetch(
+                url, allowed, timeout=min(10.0, limits.max_execution_time.total_seconds()), limit=limits.max_output
+            )
+        except OutboundDenied as exc:
+            metrics.OUTBOUND_REQUESTS.labels(result="denied").inc()
+            return {"denied": str(exc)}
+        except (OSError, http.client.HTTPException) as exc:
+            metrics.OUTBOUND_REQUESTS.labels(result="failed").inc()
+            _log.info("outbound request failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            return {"status": -1, "body": b""}
+        metrics.OUTBOUND_REQUESTS.labels(result="ok").inc()
+        return {"status": status, "body": body}
+
     def _replace(self, worker: Worker, reason: str) -> None:
+        with self._lock:
+            if self._closed:  # close() kills it; nothing to replace
+                return
+            self.workers.remove(worker)
+        worker.kill()
         metrics.WORKER_RESTARTS.labels(reason=reason).inc()
         _log.warning("replacing worker", reason=reason, pid=worker.process.pid)
-        worker.kill()
-        with self._lock:
-            self.workers.remove(worker)
         self._add()
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             workers = list(self.workers)
             self.workers.clear()
         for worker in workers:

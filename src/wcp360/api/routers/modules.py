@@ -11,8 +11,9 @@ from pydantic import Field
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.schemas import StrictBody
+from wcp360.api.schemas import ShareBody, StrictBody
 from wcp360.errors import InvalidInput
+from wcp360.workloads.runs import ExecuteRequest
 
 router = APIRouter(prefix=f"{API_PREFIX}/modules", tags=["modules"])
 MODULE_MEDIA_TYPES = (
@@ -85,24 +86,62 @@ def release(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[s
     return rt.modules.release(actor, module_id)
 
 
+@router.post("/{module_id}/shares", status_code=201)
+def share(module_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    resource = rt.modules.owned(actor, module_id)
+    return rt.modules.sharing.share(actor, resource, body.action, body.user, body.role)
+
+
+@router.get("/{module_id}/shares")
+def list_shares(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return {"items": rt.modules.sharing.list_shares(actor, rt.modules.owned(actor, module_id))}
+
+
+@router.delete("/{module_id}/shares/{share_id}", status_code=204)
+def unshare(module_id: uuid.UUID, share_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.modules.sharing.unshare(actor, rt.modules.owned(actor, module_id), share_id)
+    return Response(status_code=204)
+
+
 class ExecuteBody(StrictBody):
     args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
     stdin: Annotated[str, Field(max_length=1024 * 1024)] = ""
     env: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = {}
-    # Asynchronous runs (poll GET /runs/{id}) come with the scheduler; only synchronous runs today.
+    # Queue the run and answer at once with its id; poll GET /api/v1/runs/{id}.
     async_: Annotated[bool, Field(alias="async")] = False
+    # Capture the instance's exported memories and mutable globals after the run (snapshots:create).
+    snapshot: bool = False
+
+    def request(self, restore_from: uuid.UUID | None = None) -> ExecuteRequest:
+        return ExecuteRequest(self.args, self.stdin.encode(), self.env, self.snapshot, restore_from)
 
 
 @router.post("/{module_id}/execute")
-def execute(module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def execute(
+    module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
+) -> dict[str, Any]:
     if body.async_:
-        raise InvalidInput("asynchronous execution is not available yet; omit `async`")
-    return rt.executor.execute(actor, module_id, body.args, body.stdin.encode(), body.env)
+        response.status_code = 202
+    return rt.executor.execute(actor, module_id, body.request(), background=body.async_)
 
 
 runs_router = APIRouter(prefix=f"{API_PREFIX}/runs", tags=["modules"])
 
 
+@runs_router.get("")
+def list_runs(
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    module_id: uuid.UUID | None = None,
+    task_id: uuid.UUID | None = None,
+    status: Literal["queued", "running", "finished", "skipped", "refused"] | None = None,
+) -> dict[str, Any]:
+    items, total = rt.executor.runs.list(actor, limit, offset, module_id, task_id, status)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
 @runs_router.get("/{run_id}")
 def get_run(run_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
-    return rt.executor.get_run(actor, run_id)
+    return rt.executor.runs.get(actor, run_id)

@@ -1,0 +1,72 @@
+"""/api/v1/snapshots: list, get, delete, share, and restore (run a module from a snapshot's state)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+from pydantic import Field
+
+from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.paths import API_PREFIX
+from wcp360.api.routers.modules import ExecuteBody
+from wcp360.api.schemas import ShareBody
+
+router = APIRouter(prefix=f"{API_PREFIX}/snapshots", tags=["snapshots"])
+
+
+@router.get("")
+def list_snapshots(
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    module_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    items, total = rt.executor.snapshots.list_snapshots(actor, limit, offset, module_id)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/{snapshot_id}")
+def get_snapshot(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    return rt.executor.snapshots.get(actor, snapshot_id)
+
+
+@router.delete("/{snapshot_id}", status_code=204)
+def delete_snapshot(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    rt.executor.snapshots.delete(actor, snapshot_id)
+    return Response(status_code=204)
+
+
+class RestoreBody(ExecuteBody):
+    # Run another module with the same digest (a re-upload); refused when the digests differ.
+    module_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
+
+
+@router.post("/{snapshot_id}/restore")
+def restore(
+    snapshot_id: uuid.UUID, body: RestoreBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
+) -> dict[str, Any]:
+    if body.async_:
+        response.status_code = 202
+    return rt.executor.execute(actor, body.module_id, body.request(restore_from=snapshot_id), background=body.async_)
+
+
+@router.post("/{snapshot_id}/shares", status_code=201)
+def share(snapshot_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    snapshots = rt.executor.snapshots
+    return snapshots.sharing.share(actor, snapshots.owned(actor, snapshot_id), body.action, body.user, body.role)
+
+
+@router.get("/{snapshot_id}/shares")
+def list_shares(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+    snapshots = rt.executor.snapshots
+    return {"items": snapshots.sharing.list_shares(actor, snapshots.owned(actor, snapshot_id))}
+
+
+@router.delete("/{snapshot_id}/shares/{share_id}", status_code=204)
+def unshare(snapshot_id: uuid.UUID, share_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    snapshots = rt.executor.snapshots
+    snapshots.sharing.unshare(actor, snapshots.owned(actor, snapshot_id), share_id)
+    return Response(status_code=204)

@@ -1,0 +1,258 @@
+"""Run records: what was asked, what happened, who may read it, and whether the process that
+will run a queued run is still alive.
+
+Every queued run names its process (`runner`); that process refreshes `heartbeat_at` while it has
+work, and any scheduler marks runs without a heartbeat for three beats `lost`. Runs are owned and
+never shared (RLS on PostgreSQL; the policy function decides reads).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select, update
+
+from wcp360 import audit, metrics
+from wcp360.authz import Policy, Principal, Resource
+from wcp360.errors import NotFound, TooManyRequests
+from wcp360.store.database import Database
+from wcp360.store.models import Run, User
+from wcp360.store.paging import page
+from wcp360.store.types import utcnow
+from wcp360.workloads.sandbox import RunResult
+
+_log = structlog.get_logger("wcp360.runs")
+HEARTBEAT = timedelta(seconds=10)
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class ExecuteRequest:
+    args: list[str] = field(default_factory=list)
+    stdin: bytes = b""
+    env: dict[str, str] = field(default_factory=dict)
+    snapshot: bool = False
+    restore_from: uuid.UUID | None = None
+
+    def recorded(self) -> dict[str, Any]:
+        """What the run row keeps of the request: env values may be secrets, only names are kept."""
+        return {
+            "args": self.args,
+            "stdin_bytes": len(self.stdin),
+            "env": sorted(self.env),
+            "snapshot": self.snapshot,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def run_view(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": str(run.id),
+        "module_id": str(run.module_id),
+        "status": run.status,
+        "outcome": run.outcome,
+        "exit_code": run.exit_code,
+        "stdout": run.stdout,
+        "stderr": run.stderr,
+        "message": run.message,
+        "duration_ms": run.duration_ms,
+        "fuel_used": run.fuel_used,
+        "memory_peak_bytes": run.memory_peak_bytes,
+        "user_id": str(run.user_id),
+        "task_id": str(run.task_id) if run.task_id else None,
+        "scheduled_for": _iso(run.scheduled_for),
+        "snapshot_id": str(run.snapshot_id) if run.snapshot_id else None,
+        "restored_from": str(run.restored_from) if run.restored_from else None,
+        "created_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
+    }
+
+
+class RunStore:
+    def __init__(self, db: Database, policy: Policy, max_output: int) -> None:
+        self.db = db
+        self.policy = policy
+        self.max_output = max_output
+        # Names this process on the queued runs it will run.
+        self.runner_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def queue(self, actor: Principal, module_id: uuid.UUID, request: ExecuteRequest, limit: int) -> dict[str, Any]:
+        """Store a queued run for this process to run, unless the user has `limit` queued already."""
+        with self.db.transaction(actor.user_id) as s:
+            # The user's row lock (PostgreSQL; SQLite's write transactions are serial anyway) makes
+            # count-then-insert atomic: two requests cannot both take the last place.
+            s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
+            pending = s.scalar(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.user_id == actor.user_id, Run.status.in_(ACTIVE), Run.task_id.is_(None))
+            )
+            if (pending or 0) >= limit:
+                raise TooManyRequests(
+                    f"{pending} asynchronous runs are already queued or running; the limit is {limit}",
+                    headers={"Retry-After": "1"},
+                )
+            run = Run(
+                module_id=module_id,
+                user_id=actor.user_id,
+                status="queued",
+                restored_from=request.restore_from,
+                request=request.recorded(),
+                runner=self.runner_id,
+                heartbeat_at=utcnow(),
+            )
+            s.add(run)
+            s.flush()
+            view = run_view(run)
+        return view
+
+    def start(self, actor: Principal, run_id: uuid.UUID) -> None:
+        with self.db.transaction(actor.user_id) as s:
+            s.execute(update(Run).where(Run.id == run_id).values(status="running"))
+
+    def finish(
+        self,
+        actor: Principal,
+        module_id: uuid.UUID,
+        request: ExecuteRequest,
+        result: RunResult,
+        run_id: uuid.UUID,
+        snapshot_id: uuid.UUID | None,
+        queued: bool,
+    ) -> dict[str, Any]:
+        """Store the outcome: update the queued run, or store a synchronous run once, finished."""
+        cap = self.max_output
+        outputs = {
+            "status": "finished",
+            "outcome": result.outcome,
+            "exit_code": result.exit_code,
+            "stdout": result.stdout[:cap].decode("utf-8", "replace"),
+            "stderr": result.stderr[:cap].decode("utf-8", "replace"),
+            "message": (result.message or "")[:512] or None,
+            "duration_ms": round(result.duration_ms),
+            "fuel_used": result.fuel_used,
+            "memory_peak_bytes": result.memory_peak_bytes,
+            "snapshot_id": snapshot_id,
+            "finished_at": utcnow(),
+        }
+        if queued:
+            with self.db.transaction(actor.user_id) as s:
+                run = s.get(Run, run_id)
+                assert run is not None
+                for key, value in outputs.items():
+                    setattr(run, key, value)
+                s.flush()
+                return run_view(run)
+        # A synchronous run is stored once, finished, with one Core INSERT (the ORM's unit of work
+        # cost twice the statement on this path).
+        values = {
+            "id": run_id,
+            "module_id": module_id,
+            "user_id": actor.user_id,
+            "restored_from": request.restore_from,
+            "request": request.recorded(),
+            "created_at": outputs["finished_at"],
+            **outputs,
+        }
+        with self.db.connection(actor.user_id) as connection:
+            connection.execute(insert(Run), values)
+        return run_view(Run(**values))
+
+    def get(self, actor: Principal, run_id: uuid.UUID) -> dict[str, Any]:
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            run = s.get(Run, run_id)
+            view = run_view(run) if run is not None else None
+        if view is None:
+            raise NotFound("no such run")
+        # Runs are owned and never shared: the policy function decides (and audits a denial).
+        self.policy.require(
+            actor, "modules:read", Resource("runs", id=view["run_id"], owner_id=uuid.UUID(view["user_id"]))
+        )
+        return view
+
+    def list(
+        self,
+        actor: Principal,
+        limit: int = 50,
+        offset: int = 0,
+        module_id: uuid.UUID | None = None,
+        task_id: uuid.UUID | None = None,
+        status: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The actor's runs, newest first (every user's for administrators)."""
+        self.policy.require(actor, "modules:read")
+        owner = self.policy.owner_filter(actor, "runs")
+        query = select(Run)
+        if owner is not None:
+            query = query.where(Run.user_id == owner)
+        for column, wanted in ((Run.module_id, module_id), (Run.task_id, task_id), (Run.status, status)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        with self.db.transaction(actor.user_id, all_owners=owner is None, readonly=True) as s:
+            return page(s, query, Run.created_at.desc(), limit, offset, run_view)
+
+    def mark(self, run_id: uuid.UUID, status: str, message: str) -> None:
+        """End a run that will not run (cancelled at shutdown, refused at start); audited."""
+        with self.db.transaction(all_owners=True) as s:
+            row = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.status.in_(ACTIVE))
+                .values(status=status, message=message[:512], finished_at=utcnow())
+                .returning(Run.user_id, Run.task_id, Run.runner)
+            ).first()
+        if row is not None:
+            self._ended_without_running(status, run_id, row.user_id, row.task_id, row.runner, message)
+
+    def heartbeat(self) -> int:
+        """Tell the database this process still owns its queued and running runs."""
+        with self.db.transaction(all_owners=True) as s:
+            result = s.execute(
+                update(Run).where(Run.runner == self.runner_id, Run.status.in_(ACTIVE)).values(heartbeat_at=utcnow())
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    def sweep_lost(self, now: datetime | None = None) -> int:
+        """Mark as `lost` the runs whose process stopped beating (crashed, killed, host gone).
+
+        Any process may sweep: a live runner beats every HEARTBEAT, so three missed beats mean
+        nobody will finish the run. A lost scheduled occurrence is not run again (at most once)."""
+        cutoff = (now or utcnow()) - 3 * HEARTBEAT
+        with self.db.transaction(all_owners=True) as s:
+            lost = s.execute(
+                update(Run)
+                .where(Run.status.in_(ACTIVE), Run.heartbeat_at < cutoff)
+                .values(status="lost", message="the process running it stopped", finished_at=utcnow())
+                .returning(Run.id, Run.user_id, Run.task_id, Run.runner)
+            ).all()
+        for run_id, user_id, task_id, runner in lost:
+            self._ended_without_running("lost", run_id, user_id, task_id, runner, "the process running it stopped")
+        if lost:
+            metrics.LOST_RUNS.inc(len(lost))
+        return len(lost)
+
+    @staticmethod
+    def _ended_without_running(
+        status: str, run_id: uuid.UUID, user_id: uuid.UUID, task_id: uuid.UUID | None, runner: str | None, reason: str
+    ) -> None:
+        audit.record(
+            "run_" + status,
+            actor_id="system",
+            resource_type="run",
+            resource_id=str(run_id),
+            outcome=status,
+            details={
+                "user_id": str(user_id),
+                "task_id": str(task_id) if task_id else None,
+                "runner": runner,
+                "reason": reason[:200],
+            },
+        )

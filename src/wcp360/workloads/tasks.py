@@ -1,0 +1,165 @@
+"""Tasks: a module run on a schedule, owned by its creator and never shared (rbac `tasks`).
+
+Permissions: `scheduler:read` to see one's tasks and their history, `scheduler:create` to create
+tasks and manage (pause, resume, delete) one's own; `scheduler:*` holders with `system:any_owner`
+manage everyone's. Creating a task also needs `modules:execute` on its module, and every run is
+authorised again as the owner when it starts: a revoked permission stops the task.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from wcp360 import audit
+from wcp360.authz import Policy, Principal, Resource
+from wcp360.config.server import SchedulerConfig
+from wcp360.errors import Conflict, InvalidInput, NotFound
+from wcp360.store.database import Database
+from wcp360.store.models import Task
+from wcp360.store.paging import page
+from wcp360.store.types import utcnow
+from wcp360.workloads.modules import ModuleService
+from wcp360.workloads.schedules import Schedule, ScheduleError
+
+MANAGE = ("scheduler:update", "scheduler:create")
+REMOVE = ("scheduler:delete", "scheduler:create")
+
+
+def task_view(task: Task) -> dict[str, Any]:
+    return {
+        "id": str(task.id),
+        "name": task.name,
+        "module_id": str(task.module_id),
+        "owner_id": str(task.user_id),
+        "kind": task.kind,
+        "schedule": task.schedule,
+        "args": list(task.payload.get("args", [])),
+        "stdin": task.payload.get("stdin", ""),
+        "env": sorted(task.payload.get("env", {})),
+        "priority": task.priority,
+        "missed": task.missed,
+        "status": task.status,
+        "next_run_at": task.next_run_at.isoformat() if task.next_run_at else None,
+        "last_run_at": task.last_run_at.isoformat() if task.last_run_at else None,
+        "created_at": task.created_at.isoformat(),
+    }
+
+
+class TaskService:
+    def __init__(self, db: Database, policy: Policy, modules: ModuleService, config: SchedulerConfig) -> None:
+        self.db = db
+        self.policy = policy
+        self.modules = modules
+        self.config = config
+
+    def create(
+        self,
+        actor: Principal,
+        module_id: uuid.UUID,
+        name: str,
+        kind: str,
+        schedule: str,
+        payload: dict[str, Any],
+        priority: int = 0,
+        missed: str = "skip",
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        self.policy.require(actor, "scheduler:create")
+        if actor.user_id is None:
+            raise InvalidInput("tasks belong to user accounts")
+        try:
+            parsed = Schedule.parse(kind, schedule, self.config.min_interval)
+        except ScheduleError as exc:
+            raise InvalidInput(str(exc)) from None
+        module = self.modules.authorised(actor, module_id, "modules:execute")
+        first = parsed.first(now or utcnow())
+        with self.db.transaction(actor.user_id) as s:
+            task = Task(
+                user_id=actor.user_id,
+                module_id=module.id,
+                name=name,
+                kind=parsed.kind,
+                schedule=parsed.expression,
+                payload=payload,
+                priority=priority,
+                missed=missed,
+                next_run_at=first,
+            )
+            s.add(task)
+            s.flush()
+            view = task_view(task)
+        audit.record(
+            "task_create",
+            actor=actor,
+            resource_type="task",
+            resource_id=view["id"],
+            details={"module_id": str(module_id), "kind": parsed.kind, "schedule": parsed.expression},
+        )
+        return view
+
+    def list_tasks(
+        self, actor: Principal, limit: int = 50, offset: int = 0, status: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        self.policy.require(actor, "scheduler:read")
+        owner = self.policy.owner_filter(actor, "tasks")
+        query = select(Task)
+        if owner is not None:
+            query = query.where(Task.user_id == owner)
+        if status is not None:
+            query = query.where(Task.status == status)
+        with self.db.transaction(actor.user_id, all_owners=owner is None, readonly=True) as s:
+            return page(s, query, Task.created_at.desc(), limit, offset, task_view)
+
+    def get(self, actor: Principal, task_id: uuid.UUID) -> dict[str, Any]:
+        return task_view(self._authorised(actor, task_id, "scheduler:read"))
+
+    def pause(self, actor: Principal, task_id: uuid.UUID) -> dict[str, Any]:
+        return self._set_status(actor, task_id, "paused", {"active"})
+
+    def resume(self, actor: Principal, task_id: uuid.UUID, now: datetime | None = None) -> dict[str, Any]:
+        return self._set_status(actor, task_id, "active", {"paused"}, now or utcnow())
+
+    def delete(self, actor: Principal, task_id: uuid.UUID) -> None:
+        task = self._authorised(actor, task_id, REMOVE)
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            row = s.get(Task, task.id)
+            if row is not None:
+                s.delete(row)  # its runs stay in the history, with task_id cleared
+        audit.record("task_delete", actor=actor, resource_type="task", resource_id=str(task_id))
+
+    def _set_status(
+        self, actor: Principal, task_id: uuid.UUID, status: str, allowed_from: set[str], now: datetime | None = None
+    ) -> dict[str, Any]:
+        self._authorised(actor, task_id, MANAGE)
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            task = s.get(Task, task_id, with_for_update=True)
+            if task is None:
+                raise NotFound("no such task")
+            if task.status not in allowed_from:
+                raise Conflict(f"task is {task.status}")
+            task.status = status
+            if now is not None and task.kind != "once":
+                # Resuming starts afresh: occurrences that fell in the pause are not "missed".
+                schedule = Schedule(task.kind, task.schedule)  # type: ignore[arg-type]
+                task.next_run_at = schedule.first(now)
+            view = task_view(task)
+        audit.record(
+            "task_pause" if status == "paused" else "task_resume",
+            actor=actor,
+            resource_type="task",
+            resource_id=str(task_id),
+        )
+        return view
+
+    def _authorised(self, actor: Principal, task_id: uuid.UUID, permission: str | tuple[str, ...]) -> Task:
+        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            task = s.get(Task, task_id)
+            if task is None:
+                raise NotFound("no such task")
+            s.expunge(task)
+        self.policy.require(actor, permission, Resource("tasks", id=str(task.id), owner_id=task.user_id))
+        return task
