@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -40,6 +40,29 @@ def serve(
         run(config, listen)
     except ValueError as exc:
         fail(str(exc), 2)
+
+
+@app.command("doctor")
+def doctor(
+    output: Annotated[Literal["table", "json"], typer.Option("--format")] = "table",
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Check what this host gives WCP360 (database, Redis, Landlock, seccomp, cgroups, firewall,
+    audit log); exit 1 when a check fails."""
+    import json
+
+    from wcp360.doctor import run_checks
+
+    checks = run_checks(config_from(config_dir, data_dir))
+    if output == "json":
+        typer.echo(json.dumps([{"name": c.name, "status": c.status, "detail": c.detail} for c in checks], indent=2))
+    else:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            typer.echo(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+    if any(c.status == "fail" for c in checks):
+        raise typer.Exit(1)
 
 
 @app.command("version")
