@@ -26,8 +26,9 @@ def free_port() -> int:
         return port
 
 
-def start_server(target: Callable[..., None], *args: Any) -> multiprocessing.Process:
-    process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=True)
+def start_server(target: Callable[..., None], *args: Any, daemon: bool = True) -> multiprocessing.Process:
+    # Not daemonic when the server starts processes of its own (the sandbox worker pool).
+    process = multiprocessing.get_context("spawn").Process(target=target, args=args, daemon=daemon)
     process.start()
     return process
 
@@ -70,8 +71,17 @@ class Result:
         }
 
 
-def load(port: int, path: str, headers: dict[str, str], requests: int, clients: int, name: str) -> Result:
-    """`clients` threads, each on one keep-alive connection, sharing `requests` GETs."""
+def load(
+    port: int,
+    path: str,
+    headers: dict[str, str],
+    requests: int,
+    clients: int,
+    name: str,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> Result:
+    """`clients` threads, each on one keep-alive connection, sharing `requests` requests."""
     latencies: list[float] = []
     lock = threading.Lock()
     per_client = requests // clients
@@ -81,7 +91,7 @@ def load(port: int, path: str, headers: dict[str, str], requests: int, clients: 
         mine: list[float] = []
         for _ in range(per_client):
             started = time.perf_counter()
-            conn.request("GET", path, headers=headers)
+            conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             if response.status != 200:
