@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select
 
 from wcp360 import audit, metrics
 from wcp360.authz import Policy, Principal, Resource
@@ -27,6 +27,14 @@ from wcp360.workloads.analysis import analyse
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
+# A module's row and its shares in one statement: this lookup is on every execution's path, so it
+# is built once (building the expression cost more than running it).
+_MODULE_WITH_SHARES = (
+    select(Module.__table__, Share.grantee.label("share_grantee"), Share.action.label("share_action"))
+    .outerjoin(Share, and_(Share.resource_type == "modules", Share.resource_id == Module.id))
+    .where(Module.id == bindparam("module_id"))
+)
+_MODULE_COLUMNS = frozenset(c.key for c in Module.__table__.columns)
 
 
 class TooLarge(WcpError):
@@ -245,19 +253,12 @@ class ModuleService:
     def authorised(self, actor: Principal, module_id: uuid.UUID, permission: str) -> Module:
         # The row is read for the policy function to decide on (and audit a denial); RLS stays the
         # second fence for listings and writes. Nothing of the row leaves here unless allowed.
-        # One Core statement for the row and its shares: this lookup is on every execution's path.
-        shares_of = and_(Share.resource_type == "modules", Share.resource_id == Module.id)
-        query = (
-            select(Module.__table__, Share.grantee.label("share_grantee"), Share.action.label("share_action"))
-            .outerjoin(Share, shares_of)
-            .where(Module.id == module_id)
+        rows = self.db.read_one_statement(
+            _MODULE_WITH_SHARES, {"module_id": module_id}, actor_id=actor.user_id, all_owners=True
         )
-        with self.db.connection(actor.user_id, all_owners=True, readonly=True) as connection:
-            rows = connection.execute(query).all()
         if not rows:
             raise NotFound("no such module")
-        columns = {c.key for c in Module.__table__.columns}
-        module = Module(**{key: value for key, value in rows[0]._mapping.items() if key in columns})
+        module = Module(**{key: value for key, value in rows[0]._mapping.items() if key in _MODULE_COLUMNS})
         shares = frozenset((r.share_grantee, r.share_action) for r in rows if r.share_grantee is not None)
         resource = Resource("modules", id=str(module.id), owner_id=module.owner_id, shared_with=shares)
         self.policy.require(actor, permission, resource)
