@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from wcp360.audit import current_request
 from wcp360.authz import Principal
@@ -18,11 +19,17 @@ async def runtime(request: Request) -> Runtime:
     return rt
 
 
-def principal(request: Request, rt: Annotated[Runtime, Depends(runtime)]) -> Principal:
+async def principal(request: Request, rt: Annotated[Runtime, Depends(runtime)]) -> Principal:
+    # async, so a sync route pays one threadpool hop (its own) instead of two; authentication
+    # that may wait on the network or a lock still runs in the threadpool (authenticates_inline).
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthorized("a bearer token is required")
-    return rt.auth.authenticate(token.strip(), current_request().ip_address)
+    address = current_request().ip_address
+    if rt.auth.authenticates_inline(token):
+        return rt.auth.authenticate(token, address)
+    return await run_in_threadpool(rt.auth.authenticate, token, address)
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]

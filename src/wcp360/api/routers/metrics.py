@@ -18,9 +18,7 @@ async def metrics(request: Request) -> Response:
     rt = await runtime(request)
     client = current_request().ip_address
     if not _allowed_scraper(client, rt.config.server.metrics.allow_from):
-        from starlette.concurrency import run_in_threadpool
-
-        actor = await run_in_threadpool(principal, request, rt)
+        actor = await principal(request, rt)
         rt.policy.require(actor, "metrics:read")
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
