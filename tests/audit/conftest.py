@@ -13,7 +13,7 @@ import pytest
 from wcp360.audit.logfile import AuditLogFile, all_files
 from wcp360.audit.signing import SigningKeys
 from wcp360.audit.verify import Report, verify
-from wcp360.audit.writer import AuditWriter
+from wcp360.audit.writer import _STOP, AuditWriter
 
 
 def event(i: int, **extra: Any) -> dict[str, Any]:
@@ -83,4 +83,4 @@ def writer_factory() -> Iterator[Callable[..., AuditWriter]]:
 
     yield build
     for writer in writers:
-        writer._queue.put(object())
+        writer._queue.put(_STOP)  # stop the thread; the audit_log fixture closes the files

@@ -62,6 +62,9 @@ def test_execute_and_read_the_run_back(client: TestClient, rt: Runtime, audit_ev
     assert metrics.EXECUTIONS.labels(outcome="ok")._value.get() == before + 1
     event = audit_events.of("module_execute")[0]
     assert event.resource_id == module_id and event.details["result"] == "ok"
+    # The event is built before the run row is stored (the two overlap): both describe one run.
+    assert (event.details["run_id"], event.details["duration_ms"]) == (run["run_id"], run["duration_ms"])
+    assert event.details["exit_status"] == run["exit_code"] == 0
     # The workers confined themselves before running anything.
     confinement = rt.executor.pool.workers[0].confinement
     assert confinement["no_new_privs"] and confinement["landlock"] and confinement["seccomp"], confinement

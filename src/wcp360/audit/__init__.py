@@ -1,4 +1,5 @@
-"""The audit trail: `audit.record(...)` is the single entry point for every security-relevant action.
+"""The audit trail: `audit.record(...)` is the single entry point for every security-relevant action
+(`audit.submit(...).wait()` is the same in two halves, for hot paths that overlap the fsync).
 
 Events are redacted, appended durably to a hash-chained JSON-lines file with Ed25519-signed
 checkpoints (the source of truth), and copied to syslog and the database by forwarders.
@@ -9,12 +10,23 @@ from __future__ import annotations
 
 from wcp360.audit.context import RequestContext, bind_request, current_request
 from wcp360.audit.events import AuditEvent, redact
-from wcp360.audit.trail import AuditSink, LogSink, Trail, current_trail, install, record, sinks
+from wcp360.audit.trail import (
+    AuditSink,
+    LogSink,
+    PendingEvent,
+    Trail,
+    current_trail,
+    install,
+    record,
+    sinks,
+    submit,
+)
 
 __all__ = [
     "AuditEvent",
     "AuditSink",
     "LogSink",
+    "PendingEvent",
     "RequestContext",
     "Trail",
     "bind_request",
@@ -24,4 +36,5 @@ __all__ = [
     "record",
     "redact",
     "sinks",
+    "submit",
 ]

@@ -9,6 +9,7 @@ written event; the syslog and database copies are fed from the file by forwarder
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -92,6 +93,33 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Record one security-relevant action. The only way anything in WCP360 writes to the trail."""
+    return submit(
+        action,
+        actor=actor,
+        actor_id=actor_id,
+        outcome=outcome,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=details,
+    ).wait()
+
+
+def submit(
+    action: str,
+    *,
+    actor: Principal | None = None,
+    actor_id: str | None = None,
+    outcome: str = "success",
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> PendingEvent:
+    """`record()` in two halves: queue the event now, `wait()` for it to be durable later.
+
+    For a hot path whose event is known before its last database write: the write runs while the
+    trail's fsync does. The event is written whatever happens in between; call `wait()` before
+    answering, so that nothing is acknowledged before its event is on disk.
+    """
     trail = _trail
     context = current_request()
     clean = redact({k: v for k, v in (details or {}).items() if v is not None}, trail.sensitive)
@@ -113,19 +141,33 @@ def record(
     }
     if resource_type in _MODULE_TYPES:
         body["module_id"] = resource_id
-    seq = None
-    if trail.writer is not None:
-        try:
-            seq = trail.writer.submit(body)["seq"]
-        except Exception:
-            metrics.AUDIT_WRITE_FAILURES.inc()
-            raise
-    event = AuditEvent(seq=seq, **{k: v for k, v in body.items() if k != "module_id"})
-    metrics.AUDIT_EVENTS.labels(action=action).inc()
-    for sink in trail.sinks:
-        try:
-            sink.write(event)
-        except Exception:
-            metrics.AUDIT_WRITE_FAILURES.inc()
-            structlog.get_logger("wcp360.audit").exception("audit sink failed", action=action)
-    return event
+    written = trail.writer.enqueue(body) if trail.writer is not None else None
+    return PendingEvent(trail, body, written)
+
+
+@dataclass
+class PendingEvent:
+    """An event handed to the writer; `wait()` returns it once durable and feeds the sinks."""
+
+    trail: Trail
+    body: dict[str, Any]
+    written: Future[dict[str, Any]] | None
+
+    def wait(self, timeout: float = 30.0) -> AuditEvent:
+        seq = None
+        if self.written is not None:
+            try:
+                seq = self.written.result(timeout)["seq"]
+            except Exception:
+                metrics.AUDIT_WRITE_FAILURES.inc()
+                raise
+        action = self.body["action"]
+        event = AuditEvent(seq=seq, **{k: v for k, v in self.body.items() if k != "module_id"})
+        metrics.AUDIT_EVENTS.labels(action=action).inc()
+        for sink in self.trail.sinks:
+            try:
+                sink.write(event)
+            except Exception:
+                metrics.AUDIT_WRITE_FAILURES.inc()
+                structlog.get_logger("wcp360.audit").exception("audit sink failed", action=action)
+        return event

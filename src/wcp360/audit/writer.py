@@ -45,9 +45,13 @@ class AuditWriter:
 
     def submit(self, event: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """Append one event and return it as written (with seq and chain) once it is durable."""
+        return self.enqueue(event).result(timeout)
+
+    def enqueue(self, event: dict[str, Any]) -> Future[dict[str, Any]]:
+        """Queue one event; the future resolves to it as written once it is durable."""
         done: Future[dict[str, Any]] = Future()
         self._queue.put((event, done))
-        return done.result(timeout)
+        return done
 
     def close(self) -> None:
         self._queue.put(_STOP)
