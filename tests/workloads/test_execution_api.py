@@ -192,3 +192,34 @@ def test_a_pool_started_before_the_first_upload_runs_it(client: TestClient, rt: 
     module_id = upload(client, dev, HELLO)
     run = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers).json()
     assert run["outcome"] == "ok" and run["stdout"] == "hello\n", run
+
+
+def test_a_run_back_from_a_host_call_after_its_limit_is_a_timeout(tmp_path: object) -> None:
+    """Blocked in a host call past max_execution_time but back before the kill: still a timeout."""
+    import hashlib
+    from datetime import timedelta
+    from pathlib import Path
+
+    import wasmtime
+
+    from tests.workloads.test_scheduler_processes import QUARTER_SECOND
+    from wcp360.config.sandbox import ResourceLimits, SandboxConfig
+    from wcp360.workloads.workers import Job, WorkerPool
+
+    root = Path(str(tmp_path))
+    raw = bytes(wasmtime.wat2wasm(QUARTER_SECOND))
+    digest = hashlib.sha256(raw).hexdigest()
+    (root / "store" / digest[:2]).mkdir(parents=True)
+    (root / "store" / digest[:2] / digest).write_bytes(raw)
+    config = SandboxConfig(workers=1, resource_limits=ResourceLimits(max_execution_time=timedelta(seconds=0.1)))
+    pool = WorkerPool(config, root / "store", root / "work", b"k" * 32, grace=5.0)
+    try:
+        worker = pool.workers[0].process.pid
+        result = pool.execute(Job(digest))
+        assert result.outcome == "timeout" and "past max_execution_time" in (result.message or ""), result
+        assert pool.workers[0].process.pid == worker  # it answered: not killed
+        relaxed = SandboxConfig(workers=1, resource_limits=ResourceLimits(max_execution_time=timedelta(seconds=2)))
+        pool.sandbox = relaxed
+        assert pool.execute(Job(digest)).outcome == "ok"  # the same sleep within the limit
+    finally:
+        pool.close()
