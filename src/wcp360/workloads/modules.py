@@ -101,6 +101,13 @@ class ModuleService:
         except wasmtime.WasmtimeError as exc:
             raise InvalidInput(f"not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
         report = analyse(raw, self.analysis, self.sandbox, effective_capabilities(self.sandbox, name))
+        max_globals = self.sandbox.resource_limits.max_globals
+        if report.info.globals > max_globals:
+            # wasmtime has no run-time limit on globals: refusing here is the fence (whatever the
+            # analysis rules say), so such a module is never stored and never reaches a worker.
+            raise InvalidInput(
+                f"module declares {report.info.globals} globals; the limit (max_globals) is {max_globals}"
+            )
         digest = hashlib.sha256(raw).hexdigest()
         self._store(digest, raw)
         for callback in self.on_stored:

@@ -50,6 +50,12 @@ class ExecuteRequest:
         }
 
 
+def _text(output: bytes) -> str:
+    """A module's output as storable text: invalid UTF-8 and NUL bytes (which PostgreSQL's text
+    type refuses) become U+FFFD, alike on every backend and in the answer."""
+    return output.decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
@@ -135,8 +141,8 @@ class RunStore:
             "status": "finished",
             "outcome": result.outcome,
             "exit_code": result.exit_code,
-            "stdout": result.stdout[:cap].decode("utf-8", "replace"),
-            "stderr": result.stderr[:cap].decode("utf-8", "replace"),
+            "stdout": _text(result.stdout[:cap]),
+            "stderr": _text(result.stderr[:cap]),
             "message": (result.message or "")[:512] or None,
             "duration_ms": round(result.duration_ms),
             "fuel_used": result.fuel_used,
