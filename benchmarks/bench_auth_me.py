@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, load, start_server, wait_ready
+from common import free_port, load, start_server, wait_ready, write_config
 
 PASSWORD = "Quiet!Harbour#2026x"
 
@@ -38,6 +38,11 @@ def serve(port: int, data_dir: str) -> None:
         # The same stack (middleware, sync route in the threadpool), none of the auth work.
         return {"status": "ok"}
 
+    @app.get("/bench/bare-async")
+    async def bare_async() -> dict[str, Any]:
+        # The floor: the same stack without the threadpool hop (/me takes none on SQLite).
+        return {"status": "ok"}
+
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, server_header=False)
 
 
@@ -49,6 +54,7 @@ def prepare(data_dir: str) -> str:
     from wcp360.config import load_config
     from wcp360.runtime import Runtime
 
+    write_config(Path(data_dir) / "etc", {})
     rt = Runtime.open(load_config(Path(data_dir) / "etc", Path(data_dir) / "data", env={}))
     rt.users.create(Principal.host_admin(), "bench", "bench@example.test", PASSWORD, ["developer"])
     token = rt.auth.login("bench", PASSWORD).access_token
@@ -86,23 +92,22 @@ def main() -> None:
             report: dict[str, Any] = {"argon2_hash_ms": round(argon2_hash_ms(), 2), "runs": []}
             for clients in args.clients:
                 load(port, "/bench/bare", {}, 500, clients, "warmup")
+                load(port, "/bench/bare-async", {}, 500, clients, "warmup")
                 load(port, "/api/v1/auth/me", auth, 500, clients, "warmup")
-                bare, me = [], []
+                results: dict[str, list[Any]] = {"bare": [], "bare_async": [], "me": []}
                 for _ in range(args.rounds):
-                    bare.append(load(port, "/bench/bare", {}, args.requests, clients, "bare"))
-                    me.append(load(port, "/api/v1/auth/me", auth, args.requests, clients, "me"))
-                row = {
-                    "clients": clients,
-                    "bare_rps": round(statistics.median(r.throughput for r in bare), 1),
-                    "me_rps": round(statistics.median(r.throughput for r in me), 1),
-                    "bare_p50_ms": round(statistics.median(r.percentile(0.5) for r in bare) * 1000, 3),
-                    "me_p50_ms": round(statistics.median(r.percentile(0.5) for r in me) * 1000, 3),
-                    "bare_p99_ms": round(statistics.median(r.percentile(0.99) for r in bare) * 1000, 3),
-                    "me_p99_ms": round(statistics.median(r.percentile(0.99) for r in me) * 1000, 3),
-                }
-                row["p50_ratio"] = round(row["me_p50_ms"] / row["bare_p50_ms"], 2)
-                row["p99_ratio"] = round(row["me_p99_ms"] / row["bare_p99_ms"], 2)
-                row["throughput_ratio"] = round(row["bare_rps"] / row["me_rps"], 2)
+                    results["bare"].append(load(port, "/bench/bare", {}, args.requests, clients, "bare"))
+                    results["bare_async"].append(load(port, "/bench/bare-async", {}, args.requests, clients, "async"))
+                    results["me"].append(load(port, "/api/v1/auth/me", auth, args.requests, clients, "me"))
+                row: dict[str, Any] = {"clients": clients}
+                for name, rounds in results.items():
+                    row[f"{name}_rps"] = round(statistics.median(r.throughput for r in rounds), 1)
+                    row[f"{name}_p50_ms"] = round(statistics.median(r.percentile(0.5) for r in rounds) * 1000, 3)
+                    row[f"{name}_p99_ms"] = round(statistics.median(r.percentile(0.99) for r in rounds) * 1000, 3)
+                for base in ("bare", "bare_async"):
+                    row[f"p50_ratio_vs_{base}"] = round(row["me_p50_ms"] / row[f"{base}_p50_ms"], 2)
+                    row[f"p99_ratio_vs_{base}"] = round(row["me_p99_ms"] / row[f"{base}_p99_ms"], 2)
+                    row[f"throughput_ratio_vs_{base}"] = round(row[f"{base}_rps"] / row["me_rps"], 2)
                 report["runs"].append(row)
             print(json.dumps(report, indent=2))
         finally:

@@ -26,22 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from common import Result, free_port, load, start_server, wait_ready
+from common import Result, free_port, load, start_server, wait_ready, write_config
 
 PASSWORD = "Quiet!Harbour#2026x"
 # A WASI command that writes "hello\n": the smallest module that goes through a host call.
 MODULE = """(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 1) (data (i32.const 16) "hello\\n") (data (i32.const 0) "\\10\\00\\00\\00\\06\\00\\00\\00")
   (func (export "_start") (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"""
-HIGH = "{requests_per_minute: 100000000, burst: 1000000}"
-FILES = {
-    "wcp360.yml": "mode: dev\n",
-    "rate_limit.yml": (
-        f"rate_limiting:\n  enabled: true\n  global: {HIGH}\n  per_user: {HIGH}\n"
-        f'  per_endpoint:\n    "/api/v1/modules/*/execute": {HIGH}\n'
-    ),
-    "sandbox.yml": "sandbox:\n  workers: 2\n",
-}
+FILES = {"sandbox.yml": "sandbox:\n  workers: 2\n"}
 
 
 def open_runtime(data_dir: str) -> Any:
@@ -75,10 +67,7 @@ def serve(port: int, data_dir: str) -> None:
 def prepare(data_dir: str) -> tuple[str, str, str]:
     from wcp360.authz import Principal
 
-    etc = Path(data_dir) / "etc"
-    etc.mkdir(mode=0o700)
-    for name, text in FILES.items():
-        (etc / name).write_text(text)
+    write_config(Path(data_dir) / "etc", FILES)
     rt = open_runtime(data_dir)
     user = rt.users.create(Principal.host_admin(), "bench", "bench@example.test", PASSWORD, ["developer"])
     token = rt.auth.login("bench", PASSWORD).access_token

@@ -18,6 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# Rate limits on (their cost is part of every request) but far too high ever to refuse: the
+# benchmarks send thousands of requests a second from one address and one account.
+_HIGH = "{requests_per_minute: 100000000, burst: 1000000}"
+NEVER_REFUSING_RATE_LIMITS = (
+    f"rate_limiting:\n  enabled: true\n  global: {_HIGH}\n  per_user: {_HIGH}\n"
+    f'  per_endpoint:\n    "/api/v1/modules/*/execute": {_HIGH}\n'
+)
+
+
+def write_config(etc: Path, files: dict[str, str]) -> None:
+    """A dev-mode config directory with the never-refusing rate limits, plus `files`."""
+    etc.mkdir(mode=0o700, exist_ok=True)
+    for name, text in {"wcp360.yml": "mode: dev\n", "rate_limit.yml": NEVER_REFUSING_RATE_LIMITS, **files}.items():
+        (etc / name).write_text(text)
+
 
 def free_port() -> int:
     with socket.socket() as sock:
