@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import threading
 import time
+from datetime import timedelta
+from pathlib import Path
 
+import wasmtime
 from fastapi.testclient import TestClient
 
 from tests.conftest import CapturingSink
 from tests.helpers import Account, signed_in
 from wcp360 import metrics
+from wcp360.config.sandbox import ResourceLimits, SandboxConfig
 from wcp360.runtime import Runtime
+from wcp360.workloads.workers import Job, WorkerPool
 
 WASM = {"Content-Type": "application/wasm"}
 HELLO = """(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
@@ -131,23 +137,20 @@ def test_only_permitted_users_execute(client: TestClient, rt: Runtime) -> None:
     assert client.get(f"/api/v1/runs/{run['run_id']}", headers=admin.headers).status_code == 200
 
 
-def test_a_hung_worker_is_killed_at_the_hard_limit(tmp_path: object) -> None:
-    import hashlib
-    from datetime import timedelta
-    from pathlib import Path
-
-    import wasmtime
-
-    from wcp360.config.sandbox import ResourceLimits, SandboxConfig
-    from wcp360.workloads.workers import Job, WorkerPool
-
-    root = Path(str(tmp_path))
-    raw = bytes(wasmtime.wat2wasm(SLEEPER))
+def _pool_for(root: Path, source: str, max_execution_time: float, grace: float) -> tuple[WorkerPool, str]:
+    """A one-worker pool over a module store holding `source` alone; returns it and the digest."""
+    raw = bytes(wasmtime.wat2wasm(source))
     digest = hashlib.sha256(raw).hexdigest()
     (root / "store" / digest[:2]).mkdir(parents=True)
     (root / "store" / digest[:2] / digest).write_bytes(raw)
-    config = SandboxConfig(workers=1, resource_limits=ResourceLimits(max_execution_time=timedelta(seconds=0.5)))
-    pool = WorkerPool(config, root / "store", root / "work", b"k" * 32, grace=0.5)
+    limits = ResourceLimits(max_execution_time=timedelta(seconds=max_execution_time))
+    return WorkerPool(
+        SandboxConfig(workers=1, resource_limits=limits), root / "store", root / "work", b"k" * 32, grace=grace
+    ), digest
+
+
+def test_a_hung_worker_is_killed_at_the_hard_limit(tmp_path: Path) -> None:
+    pool, digest = _pool_for(tmp_path, SLEEPER, max_execution_time=0.5, grace=0.5)
     try:
         first = pool.workers[0].process.pid
         started = time.monotonic()
@@ -194,32 +197,20 @@ def test_a_pool_started_before_the_first_upload_runs_it(client: TestClient, rt: 
     assert run["outcome"] == "ok" and run["stdout"] == "hello\n", run
 
 
-def test_a_run_back_from_a_host_call_after_its_limit_is_a_timeout(tmp_path: object) -> None:
+def test_a_run_back_from_a_host_call_after_its_limit_is_a_timeout(tmp_path: Path) -> None:
     """Blocked in a host call past max_execution_time but back before the kill: still a timeout."""
-    import hashlib
-    from datetime import timedelta
-    from pathlib import Path
-
-    import wasmtime
-
     from tests.workloads.test_scheduler_processes import QUARTER_SECOND
-    from wcp360.config.sandbox import ResourceLimits, SandboxConfig
-    from wcp360.workloads.workers import Job, WorkerPool
 
-    root = Path(str(tmp_path))
-    raw = bytes(wasmtime.wat2wasm(QUARTER_SECOND))
-    digest = hashlib.sha256(raw).hexdigest()
-    (root / "store" / digest[:2]).mkdir(parents=True)
-    (root / "store" / digest[:2] / digest).write_bytes(raw)
-    config = SandboxConfig(workers=1, resource_limits=ResourceLimits(max_execution_time=timedelta(seconds=0.1)))
-    pool = WorkerPool(config, root / "store", root / "work", b"k" * 32, grace=5.0)
+    pool, digest = _pool_for(tmp_path, QUARTER_SECOND, max_execution_time=0.1, grace=5.0)
     try:
         worker = pool.workers[0].process.pid
         result = pool.execute(Job(digest))
         assert result.outcome == "timeout" and "past max_execution_time" in (result.message or ""), result
         assert pool.workers[0].process.pid == worker  # it answered: not killed
-        relaxed = SandboxConfig(workers=1, resource_limits=ResourceLimits(max_execution_time=timedelta(seconds=2)))
-        pool.sandbox = relaxed
-        assert pool.execute(Job(digest)).outcome == "ok"  # the same sleep within the limit
+        # The pool judges by its own limit: the same quarter-second sleep within 2 s is fine.
+        pool.sandbox = pool.sandbox.model_copy(
+            update={"resource_limits": ResourceLimits(max_execution_time=timedelta(seconds=2))}
+        )
+        assert pool.execute(Job(digest)).outcome == "ok"
     finally:
         pool.close()

@@ -12,7 +12,7 @@ import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 import structlog
 
@@ -82,26 +82,20 @@ def sinks() -> list[AuditSink]:
     return list(_trail.sinks)
 
 
-def record(
-    action: str,
-    *,
-    actor: Principal | None = None,
-    actor_id: str | None = None,
-    outcome: str = "success",
-    resource_type: str | None = None,
-    resource_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> AuditEvent:
+class EventFields(TypedDict, total=False):
+    """What an event says besides its action (the keyword arguments of `submit`)."""
+
+    actor: Principal | None
+    actor_id: str | None
+    outcome: str
+    resource_type: str | None
+    resource_id: str | None
+    details: dict[str, Any] | None
+
+
+def record(action: str, **fields: Unpack[EventFields]) -> AuditEvent:
     """Record one security-relevant action. The only way anything in WCP360 writes to the trail."""
-    return submit(
-        action,
-        actor=actor,
-        actor_id=actor_id,
-        outcome=outcome,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        details=details,
-    ).wait()
+    return submit(action, **fields).wait()
 
 
 def submit(
