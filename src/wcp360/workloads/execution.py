@@ -5,7 +5,6 @@ run records themselves are runs.py."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -49,6 +48,7 @@ class Executor:
         self._closed = False
         self._background: ThreadPoolExecutor | None = None
         self._accepting = True  # new background runs; _closed: the worker pool itself
+        self._stopped = threading.Event()
         self.runs = RunStore(db, modules.policy, sandbox.resource_limits.max_output)
         self._heartbeat: threading.Thread | None = None
         self._queued: dict[Future[dict[str, Any]], uuid.UUID] = {}
@@ -140,8 +140,8 @@ class Executor:
         return future
 
     def _beat(self) -> None:
-        while self._accepting:
-            time.sleep(HEARTBEAT.total_seconds())
+        # Woken by close(): a closed executor must not beat against a database that is gone.
+        while not self._stopped.wait(HEARTBEAT.total_seconds()):
             try:
                 self.runs.heartbeat()
             except Exception as exc:  # the database is away: the next beat tries again
@@ -256,6 +256,7 @@ class Executor:
             for future, run_id in queued.items():
                 if future.cancelled():
                     self.runs.mark(run_id, "refused", "cancelled: the server stopped before the run started")
+        self._stopped.set()  # after the drain: runs still finishing kept beating
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
