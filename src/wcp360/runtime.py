@@ -88,8 +88,8 @@ class Runtime:
             defense=build_defense(config, db, policy, codec),
             modules=modules,
             executor=executor,
-            tasks=TaskService(db, policy, modules, config.server.scheduler),
-            scheduler=Scheduler(db, executor, config.server.scheduler),
+            tasks=TaskService(db, policy, modules, config.server.scheduler, keys),
+            scheduler=Scheduler(db, executor, config.server.scheduler, keys),
         )
 
     def __post_init__(self) -> None:

@@ -28,12 +28,14 @@ from wcp360 import metrics
 from wcp360.authz import Principal
 from wcp360.config.server import SchedulerConfig
 from wcp360.errors import WcpError
+from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import Run, Task, User
 from wcp360.store.types import utcnow
 from wcp360.workloads.execution import Executor
 from wcp360.workloads.runs import ACTIVE, ExecuteRequest
 from wcp360.workloads.schedules import Schedule
+from wcp360.workloads.tasks import SealedEnvError, open_env
 
 _log = structlog.get_logger("wcp360.scheduler")
 SWEEP_EVERY = 30.0  # seconds between looks for runs whose process died
@@ -46,13 +48,18 @@ class Claim:
     user_id: uuid.UUID
     module_id: uuid.UUID
     request: ExecuteRequest
+    # Why the occurrence cannot run, known at claim time (its sealed environment does not open).
+    refusal: str | None = None
 
 
 class Scheduler:
-    def __init__(self, db: Database, executor: Executor, config: SchedulerConfig, name: str | None = None) -> None:
+    def __init__(
+        self, db: Database, executor: Executor, config: SchedulerConfig, keys: HostKeys, name: str | None = None
+    ) -> None:
         self.db = db
         self.executor = executor
         self.config = config
+        self.keys = keys
         self.name = name or f"scheduler-{uuid.uuid4().hex[:8]}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -146,9 +153,12 @@ class Scheduler:
         if task.next_run_at is None:
             task.status = "finished"
         payload = task.payload
-        request = ExecuteRequest(
-            list(payload.get("args", [])), str(payload.get("stdin", "")).encode(), dict(payload.get("env", {}))
-        )
+        refusal = None
+        try:
+            env = open_env(self.keys, task.id, payload)
+        except SealedEnvError as exc:
+            env, refusal = {}, str(exc)
+        request = ExecuteRequest(list(payload.get("args", [])), str(payload.get("stdin", "")).encode(), env)
         run = Run(
             module_id=task.module_id,
             user_id=task.user_id,
@@ -165,11 +175,14 @@ class Scheduler:
         s.flush()
         if run.status == "skipped":
             return None
-        return Claim(run.id, task.id, task.user_id, task.module_id, request)
+        return Claim(run.id, task.id, task.user_id, task.module_id, request, refusal)
 
     def _start(self, claim: Claim) -> None:
         """Run a claimed occurrence as its owner; a refusal finishes the run with the reason."""
         metrics.SCHEDULED_RUNS.inc()
+        if claim.refusal is not None:
+            self.executor.runs.mark(claim.run_id, "refused", claim.refusal)
+            return
         try:
             owner = self._owner(claim.user_id)
             module, job = self.executor.prepare(owner, claim.module_id, claim.request)

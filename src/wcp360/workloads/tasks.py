@@ -8,16 +8,19 @@ authorised again as the owner when it starts: a revoked permission stops the tas
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import Any
 
+from cryptography.fernet import InvalidToken
 from sqlalchemy import select
 
 from wcp360 import audit
 from wcp360.authz import Policy, Principal, Resource
 from wcp360.config.server import SchedulerConfig
 from wcp360.errors import Conflict, InvalidInput, NotFound
+from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import Task
 from wcp360.store.paging import page
@@ -27,6 +30,30 @@ from wcp360.workloads.schedules import Schedule, ScheduleError
 
 MANAGE = ("scheduler:update", "scheduler:create")
 REMOVE = ("scheduler:delete", "scheduler:create")
+
+
+class SealedEnvError(ValueError):
+    """A task's sealed environment that does not open (altered, moved, or another host's key)."""
+
+
+def seal_env(keys: HostKeys, task_id: uuid.UUID, env: dict[str, str]) -> dict[str, Any]:
+    """The payload fields that keep a task's environment: values may be secrets (API keys), so a
+    database dump shows only the names. The task id is sealed in with them, so a sealed env copied
+    to another task's row does not open there."""
+    sealed = keys.encrypt(json.dumps({"task": str(task_id), "env": env}, separators=(",", ":")))
+    return {"env_names": sorted(env), "env_sealed": sealed}
+
+
+def open_env(keys: HostKeys, task_id: uuid.UUID, payload: dict[str, Any]) -> dict[str, str]:
+    if "env_sealed" not in payload:
+        return {}
+    try:
+        opened = json.loads(keys.decrypt(str(payload["env_sealed"])))
+    except (InvalidToken, ValueError):
+        raise SealedEnvError("the task's environment does not open (altered, or sealed with another key)") from None
+    if opened.get("task") != str(task_id):
+        raise SealedEnvError("the task's environment was sealed for another task")
+    return {str(k): str(v) for k, v in opened["env"].items()}
 
 
 def task_view(task: Task) -> dict[str, Any]:
@@ -39,7 +66,7 @@ def task_view(task: Task) -> dict[str, Any]:
         "schedule": task.schedule,
         "args": list(task.payload.get("args", [])),
         "stdin": task.payload.get("stdin", ""),
-        "env": sorted(task.payload.get("env", {})),
+        "env": list(task.payload.get("env_names", [])),  # names only: values stay sealed
         "priority": task.priority,
         "missed": task.missed,
         "status": task.status,
@@ -50,11 +77,14 @@ def task_view(task: Task) -> dict[str, Any]:
 
 
 class TaskService:
-    def __init__(self, db: Database, policy: Policy, modules: ModuleService, config: SchedulerConfig) -> None:
+    def __init__(
+        self, db: Database, policy: Policy, modules: ModuleService, config: SchedulerConfig, keys: HostKeys
+    ) -> None:
         self.db = db
         self.policy = policy
         self.modules = modules
         self.config = config
+        self.keys = keys
 
     def create(
         self,
@@ -77,14 +107,18 @@ class TaskService:
             raise InvalidInput(str(exc)) from None
         module = self.modules.authorised(actor, module_id, "modules:execute")
         first = parsed.first(now or utcnow())
+        task_id = uuid.uuid4()
+        stored = {key: value for key, value in payload.items() if key != "env"}
+        stored.update(seal_env(self.keys, task_id, dict(payload.get("env", {}))))
         with self.db.transaction(actor.user_id) as s:
             task = Task(
+                id=task_id,
                 user_id=actor.user_id,
                 module_id=module.id,
                 name=name,
                 kind=parsed.kind,
                 schedule=parsed.expression,
-                payload=payload,
+                payload=stored,
                 priority=priority,
                 missed=missed,
                 next_run_at=first,
