@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from wcp360.config.database import DatabaseConfig
 from wcp360.store.database import create_db_engine
@@ -20,22 +20,37 @@ def alembic_config() -> AlembicConfig:
     return cfg
 
 
+# pg_advisory_xact_lock key for schema upgrades ("wcp360" in ASCII): any constant shared by all
+# WCP360 processes on a database would do.
+UPGRADE_LOCK = 0x776370333630
+
+
 def upgrade(db: DatabaseConfig, data_dir: Path, revision: str = "head") -> None:
-    """Run migrations as the owner role, then (re)apply the app role's grants."""
+    """Run migrations as the owner role, then (re)apply the app role's grants, in one transaction.
+
+    Every server and CLI command does this at start. On PostgreSQL several of them starting at once
+    take turns under an advisory lock held until the transaction ends: unserialised, two first
+    upgrades both create the same tables, and concurrent GRANTs fail with "tuple concurrently
+    updated" (tests/store/test_concurrent_upgrades.py). SQLite's writers take turns already
+    (BEGIN IMMEDIATE).
+    """
     engine = create_db_engine(db, data_dir, owner=True)
     try:
-        upgrade_engine(engine, revision)
-        if engine.dialect.name == "postgresql" and db.owner_user and db.owner_user != db.user:
-            grant_app_role(engine, db.user)
+        with engine.begin() as connection:
+            postgres = engine.dialect.name == "postgresql"
+            if postgres:
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
+            upgrade_connection(connection, revision)
+            if postgres and db.owner_user and db.owner_user != db.user:
+                grant_app_role(connection, db.user)
     finally:
         engine.dispose()
 
 
-def upgrade_engine(engine: Engine, revision: str = "head") -> None:
+def upgrade_connection(connection: Connection, revision: str = "head") -> None:
     cfg = alembic_config()
-    with engine.begin() as connection:
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -47,12 +62,12 @@ def current_revision(engine: Engine) -> str | None:
         return row[0] if row else None
 
 
-def grant_app_role(engine: Engine, app_role: str) -> None:
+def grant_app_role(connection: Connection, app_role: str) -> None:
     """Seed 003: the app role gets SELECT/INSERT/UPDATE/DELETE and sequence usage, nothing more.
 
     The audit table is append-only for it (no UPDATE/DELETE), and it cannot move the schema version.
     """
-    role = engine.dialect.identifier_preparer.quote(app_role)
+    role = connection.dialect.identifier_preparer.quote(app_role)
     statements = [
         f"GRANT USAGE ON SCHEMA public TO {role}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
@@ -60,6 +75,5 @@ def grant_app_role(engine: Engine, app_role: str) -> None:
         f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_logs FROM {role}",
         f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM {role}",
     ]
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.execute(text(statement))
+    for statement in statements:
+        connection.execute(text(statement))
