@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,10 @@ def pg_url_for(database: str) -> str:
     return PG_SUPERUSER_URL.rsplit("/", 1)[0] + f"/{database}"
 
 
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[DatabaseConfig]:
-    """A fresh database with an owner role and a least-privilege app role, for this test worker."""
-    suffix = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:8]}"
+@contextmanager
+def provisioned_database(prefix: str, upgraded: bool = True) -> Iterator[DatabaseConfig]:
+    """A fresh database with an owner role and a least-privilege app role, dropped afterwards."""
+    suffix = f"{prefix}_{uuid.uuid4().hex[:8]}"
     db = DatabaseConfig(
         type="postgresql",
         host="127.0.0.1",
@@ -72,12 +73,22 @@ def pg_database() -> Iterator[DatabaseConfig]:
         ssl_mode="disable",
     )
     provision_postgres(PG_SUPERUSER_URL, db)
-    migrate.upgrade(db, Path("/nonexistent"))
-    yield db
-    with psycopg.connect(PG_SUPERUSER_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
-        for role in (db.user, db.owner_user):
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    try:
+        if upgraded:
+            migrate.upgrade(db, Path("/nonexistent"))
+        yield db
+    finally:
+        with psycopg.connect(PG_SUPERUSER_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+            for role in (db.user, db.owner_user):
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[DatabaseConfig]:
+    """The database of this test worker (each test cleans up after itself)."""
+    with provisioned_database(os.environ.get("PYTEST_XDIST_WORKER", "main")) as db:
+        yield db
 
 
 def database_yml(db: DatabaseConfig) -> str:

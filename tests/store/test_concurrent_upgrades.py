@@ -5,19 +5,16 @@ concurrently updated"; two first upgrades would both create the same tables)."""
 from __future__ import annotations
 
 import multiprocessing
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
-from tests.conftest import PG_SUPERUSER_URL, pg_url_for
+from tests.conftest import pg_url_for, provisioned_database
 from wcp360.config.database import DatabaseConfig
 from wcp360.store import migrate
-from wcp360.store.provision import provision_postgres
 
 STARTING_AT_ONCE = 4
 ROUNDS = 3
@@ -26,23 +23,8 @@ ROUNDS = 3
 @pytest.fixture
 def fresh_database() -> Iterator[DatabaseConfig]:
     """A provisioned database with no schema yet (the first upgrades create it)."""
-    suffix = f"race_{uuid.uuid4().hex[:8]}"
-    db = DatabaseConfig(
-        type="postgresql",
-        host="127.0.0.1",
-        name=f"wcp360_test_{suffix}",
-        user=f"wcp360_app_{suffix}",
-        password="app-password-for-tests",  # type: ignore[arg-type]
-        owner_user=f"wcp360_owner_{suffix}",
-        owner_password="owner-password-for-tests",  # type: ignore[arg-type]
-        ssl_mode="disable",
-    )
-    provision_postgres(PG_SUPERUSER_URL, db)
-    yield db
-    with psycopg.connect(PG_SUPERUSER_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
-        for role in (db.user, db.owner_user):
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    with provisioned_database("race", upgraded=False) as db:
+        yield db
 
 
 def _start(db: DatabaseConfig, barrier: Any, failures: Any) -> None:
