@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import free_port, load, start_server, wait_ready, write_config
+from common import free_port, load, medians, start_server, wait_ready, write_config
 
 PASSWORD = "Quiet!Harbour#2026x"
 
@@ -101,9 +101,7 @@ def main() -> None:
                     results["me"].append(load(port, "/api/v1/auth/me", auth, args.requests, clients, "me"))
                 row: dict[str, Any] = {"clients": clients}
                 for name, rounds in results.items():
-                    row[f"{name}_rps"] = round(statistics.median(r.throughput for r in rounds), 1)
-                    row[f"{name}_p50_ms"] = round(statistics.median(r.percentile(0.5) for r in rounds) * 1000, 3)
-                    row[f"{name}_p99_ms"] = round(statistics.median(r.percentile(0.99) for r in rounds) * 1000, 3)
+                    row.update({f"{name}_{key}": value for key, value in medians(rounds).items()})
                 for base in ("bare", "bare_async"):
                     row[f"p50_ratio_vs_{base}"] = round(row["me_p50_ms"] / row[f"{base}_p50_ms"], 2)
                     row[f"p99_ratio_vs_{base}"] = round(row["me_p99_ms"] / row[f"{base}_p99_ms"], 2)

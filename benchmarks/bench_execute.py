@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import threading
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import wasmtime
-from common import Result, free_port, load, start_server, wait_ready, write_config
+from common import Result, free_port, load, medians, start_server, wait_ready, write_config
 
 PASSWORD = "Quiet!Harbour#2026x"
 # A WASI command that writes "hello\n": the smallest module that goes through a host call.
@@ -112,14 +111,6 @@ def raw_wasmtime(requests: int, clients: int) -> Result:
     for thread in threads:
         thread.join()
     return Result("raw", per_client * clients, time.perf_counter() - started, latencies)
-
-
-def medians(results: list[Result]) -> dict[str, float]:
-    return {
-        "rps": round(statistics.median(r.throughput for r in results), 1),
-        "p50_ms": round(statistics.median(r.percentile(0.5) for r in results) * 1000, 3),
-        "p99_ms": round(statistics.median(r.percentile(0.99) for r in results) * 1000, 3),
-    }
 
 
 def main() -> None:

@@ -130,6 +130,15 @@ def median_of(results: list[Result], attribute: str) -> float:
     )
 
 
+def medians(results: list[Result]) -> dict[str, float]:
+    """Throughput, p50 and p99 of a benchmark's rounds: the median of each over the rounds."""
+    return {
+        "rps": round(statistics.median(r.throughput for r in results), 1),
+        "p50_ms": round(statistics.median(r.percentile(0.5) for r in results) * 1000, 3),
+        "p99_ms": round(statistics.median(r.percentile(0.99) for r in results) * 1000, 3),
+    }
+
+
 def summary(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
     return {
