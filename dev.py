@@ -2,7 +2,7 @@
 """Set up and run WCP360 from a fresh clone with nothing but python3 and the package registries.
 
     python3 dev.py serve [ARGS...]   run WCP360 on its embedded default (SQLite, 127.0.0.1:8080)
-    python3 dev.py test  [ARGS...]   run the whole test suite (starts PostgreSQL/Redis if needed)
+    python3 dev.py test  [ARGS...]   run the whole test suite (installs what it needs, starts PostgreSQL/Redis)
     python3 dev.py lint              ruff and mypy (strict)
 
 Both install uv (pinned, into .tools/) when it is missing and sync the locked dependencies.
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         return run(uv_bin, "wcp360", "serve", "--config-dir", str(config_dir), "--data-dir", str(data_dir), *argv[1:])
     if argv[0] == "lint":
         return run(uv_bin, "ruff", "check", "src", "tests", "benchmarks") or run(uv_bin, "mypy")
-    subprocess.run(["bash", str(ROOT / "scripts" / "services.sh")], check=True)
+    subprocess.run(["bash", str(ROOT / "scripts" / "test-deps.sh")], check=True)
     return run(uv_bin, "pytest", *argv[1:])
 
 

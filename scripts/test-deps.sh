@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one install step for everything the tests need from Debian (and the loopback services they
+# start): `python3 dev.py test` runs it, and so does CI through that command. Installs only what
+# is missing, so a prepared machine pays a few `command -v` calls.
+set -euo pipefail
+
+export DEBIAN_FRONTEND=noninteractive
+need_apt=()
+command -v pg_isready >/dev/null || need_apt+=(postgresql)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v ip >/dev/null || need_apt+=(iproute2)
+# The WASI toolchain builds a real C program for the workload tests (TOOLCHAIN-NOTES).
+command -v clang >/dev/null || need_apt+=(clang)
+command -v wasm-ld >/dev/null || need_apt+=(lld)
+[ -d /usr/lib/wasm32-wasi ] || need_apt+=(wasi-libc)
+ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need_apt+=(libclang-rt-dev-wasm32)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "test-deps: missing Debian packages (${need_apt[*]}); run as root or install them" >&2
+    exit 1
+  fi
+  echo "test-deps: installing ${need_apt[*]}" >&2
+  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+bash "$(dirname "$0")/services.sh"
