@@ -82,7 +82,9 @@ class Runtime:
             hasher=hasher,
             codec=codec,
             two_factor=two_factor,
-            auth=AuthService(db, policy, hasher, codec, two_factor, config.auth),
+            auth=AuthService(
+                db, policy, hasher, codec, two_factor, config.auth, keys.derive("wcp360 unknown usernames")
+            ),
             users=UserService(db, policy, hasher, config.auth.password_policy()),
             api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
             defense=build_defense(config, db, policy, codec),

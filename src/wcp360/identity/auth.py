@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from wcp360.identity.jwt_codec import JwtCodec
 from wcp360.identity.opaque import digest, digest_matches, new_secret
 from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.providers import LocalProvider, offered
+from wcp360.identity.revocation import end_credentials
 from wcp360.identity.two_factor import TwoFactor
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RefreshToken, Session, User, UserRole
@@ -76,8 +79,12 @@ class AuthService:
         codec: JwtCodec,
         two_factor: TwoFactor,
         settings: AuthConfig,
+        name_key: bytes = b"",
     ) -> None:
         self.db = db
+        # Keys the names of accounts that do not exist before they reach the trail or a counter:
+        # people type passwords into the username field (see login_name).
+        self.name_key = name_key
         self.policy = policy
         self.hasher = hasher
         self.codec = codec
@@ -97,7 +104,7 @@ class AuthService:
             user, password_ok = verdict.user, verdict.password_ok
             if user is None or not password_ok or user.status != "active":
                 reason = "unknown_user" if user is None else ("bad_password" if not password_ok else "disabled")
-                self._fail(reason, name, user)
+                self._fail(reason, name if user is not None else self._unknown(name), user)
                 raise Unauthorized(INVALID_CREDENTIALS)
             assert user is not None
             if self.hasher.needs_rehash(user.password_hash):
@@ -105,6 +112,9 @@ class AuthService:
             mfa = False
             if user.totp_enabled:
                 if not totp:
+                    # The answer confirms the password was right, so it counts toward the account's
+                    # throttle like a failure: otherwise it is a free password oracle.
+                    self._fail("totp_required", name, user)
                     raise TotpRequired("a two-factor code is required")
                 if not self.two_factor.check(s, user, totp):
                     self._fail("bad_totp", name, user)
@@ -157,7 +167,19 @@ class AuthService:
 
     def record_throttled(self, username: str) -> None:
         """A refused attempt still counts as a failure (so the address-level rule can ban it)."""
-        self._fail("throttled", username.strip().lower(), None)
+        self._fail("throttled", self.login_name(username), None)
+
+    def login_name(self, username: str) -> str:
+        """The name sign-in counters and the trail use for `username`: the account's name when it
+        exists, else `unknown:` and a keyed hash. A password typed into the username field must
+        not be stored, yet repeated guesses for one unknown name still count together."""
+        name = username.strip().lower()
+        with self.db.transaction(readonly=True) as s:
+            exists = s.scalar(select(User.id).where(User.username == name)) is not None
+        return name if exists else self._unknown(name)
+
+    def _unknown(self, name: str) -> str:
+        return "unknown:" + hmac.new(self.name_key, name.encode(), hashlib.sha256).hexdigest()[:20]
 
     def notify_under_attack(self, username: str, alert: Callable[[str, str, dict[str, Any]], None]) -> None:
         """Tell the owner (through the alerts, de-duplicated per window) and record it."""
@@ -206,13 +228,11 @@ class AuthService:
             check_password(self.settings.password_policy(), new, user.username, user.email)
             user.password_hash = self.hasher.hash(new)
             user.password_changed_at = utcnow()
-            # Every other session ends; this one stays.
-            s.execute(
-                update(Session)
-                .where(Session.user_id == user.id, Session.id != actor.session_id, Session.revoked_at.is_(None))
-                .values(revoked_at=utcnow(), revoked_reason="password_change")
+            # Every other session and every API token ends; this session stays.
+            ended = end_credentials(s, user.id, "password_change", keep=actor.session_id)
+            audit.record(
+                "password_change", actor=actor, resource_type="user", resource_id=str(user.id), details=ended
             )
-            audit.record("password_change", actor=actor, resource_type="user", resource_id=str(user.id))
 
     # -- every request -------------------------------------------------------------------
 
@@ -242,7 +262,10 @@ class AuthService:
             roles=roles,
             via="session",
             session_id=claims.session_id,
-            mfa_pending=self.two_factor.required_for(roles) and not first.mfa and first.totp_enabled_at is None,
+            # The second factor must have been proven in this session: enrolling it in another
+            # session does not complete this one (confirm() ends the others anyway).
+            mfa_pending=not first.mfa
+            and (self.two_factor.required_for(roles) or first.totp_enabled_at is not None),
         )
 
     def _authenticate_api_token(self, bearer: str, client_ip: str | None) -> Principal:

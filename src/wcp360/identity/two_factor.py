@@ -18,6 +18,7 @@ from wcp360.config.security import TwoFactorConfig
 from wcp360.errors import Conflict, InvalidInput, Unauthorized
 from wcp360.identity.opaque import digest
 from wcp360.identity.passwords import PasswordHasher
+from wcp360.identity.revocation import end_sessions
 from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RecoveryCode, Session, User
@@ -80,7 +81,16 @@ class TwoFactor:
             if actor.session_id is not None:
                 # This session just proved possession of the second factor.
                 s.execute(update(Session).where(Session.id == actor.session_id).values(mfa=True))
-            audit.record("2fa_enable", actor=actor, resource_type="user", resource_id=str(user.id))
+            # Every other session was opened with the password alone: it must sign in again with
+            # the code, or a session stolen before enrolment would become a full one.
+            ended = end_sessions(s, user.id, "2fa_enabled", keep=actor.session_id)
+            audit.record(
+                "2fa_enable",
+                actor=actor,
+                resource_type="user",
+                resource_id=str(user.id),
+                details={"sessions_revoked": ended},
+            )
             return codes
 
     def disable(self, actor: Principal, password: str, code: str) -> None:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit
@@ -19,9 +19,10 @@ from wcp360.authz import Policy, Principal, Resource
 from wcp360.config.security import PasswordPolicy
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.identity.passwords import PasswordHasher, check_password
+from wcp360.identity.revocation import end_credentials, end_sessions
 from wcp360.identity.views import user_view
 from wcp360.store.database import Database
-from wcp360.store.models import RecoveryCode, Session, User, UserRole
+from wcp360.store.models import RecoveryCode, User, UserRole
 from wcp360.store.paging import page
 from wcp360.store.types import utcnow
 
@@ -174,7 +175,7 @@ class UserService:
                     raise Conflict("you cannot disable your own account")
                 if ADMIN_ROLE in user.role_names:
                     self._keep_an_admin(s, user)
-                self._revoke_sessions(s, user.id, "account_disabled")
+                end_sessions(s, user.id, "account_disabled")
             user.status = status
             action = "user_disable" if status == "disabled" else "user_enable"
             audit.record(
@@ -189,13 +190,13 @@ class UserService:
             check_password(self.password_policy, password, user.username, user.email)
             user.password_hash = self.hasher.hash(password)
             user.password_changed_at = utcnow()
-            self._revoke_sessions(s, user.id, "password_reset")
+            ended = end_credentials(s, user.id, "password_reset")
             audit.record(
                 "password_reset",
                 actor=actor,
                 resource_type="user",
                 resource_id=str(user.id),
-                details={"username": user.username},
+                details={"username": user.username, **ended},
             )
             return user_view(user)
 
@@ -207,13 +208,13 @@ class UserService:
             user.totp_enabled_at = None
             user.totp_last_step = None
             s.query(RecoveryCode).filter(RecoveryCode.user_id == user.id).delete()
-            self._revoke_sessions(s, user.id, "2fa_reset")
+            ended = end_credentials(s, user.id, "2fa_reset")
             audit.record(
                 "2fa_reset",
                 actor=actor,
                 resource_type="user",
                 resource_id=str(user.id),
-                details={"username": user.username},
+                details={"username": user.username, **ended},
             )
             return user_view(user)
 
@@ -270,11 +271,3 @@ class UserService:
         )
         if not others:
             raise Conflict("this is the last active admin; add another admin first")
-
-    @staticmethod
-    def _revoke_sessions(s: OrmSession, user_id: uuid.UUID, reason: str) -> None:
-        s.execute(
-            update(Session)
-            .where(Session.user_id == user_id, Session.revoked_at.is_(None))
-            .values(revoked_at=utcnow(), revoked_reason=reason)
-        )

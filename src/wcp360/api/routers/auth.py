@@ -20,6 +20,7 @@ from wcp360.api.schemas import (
     TotpDisableBody,
 )
 from wcp360.audit import current_request
+from wcp360.defense.login_guard import Guard
 from wcp360.errors import TooManyRequests
 from wcp360.identity.providers import offered
 
@@ -36,7 +37,12 @@ async def providers(rt: RuntimeDep) -> dict[str, Any]:
 async def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
     # async so that a throttled attempt waits on the event loop, not in a worker thread.
     address = current_request().ip_address
-    guard = await run_in_threadpool(rt.defense.guard.check, address, body.username)
+
+    def check() -> Guard:
+        # Counted under the account's name, or a keyed hash of a name no account has.
+        return rt.defense.guard.check(address, rt.auth.login_name(body.username))
+
+    guard = await run_in_threadpool(check)
     if guard.refused:
         await run_in_threadpool(rt.auth.record_throttled, body.username)
         raise TooManyRequests(
