@@ -123,3 +123,11 @@ def test_matches_is_exact_on_the_resource() -> None:
     assert matches("modules:*", "modules:read")
     assert not matches("modules:*", "modulesx:read")
     assert not matches("modules:read", "modules:readx")
+
+
+@given(st.text(min_size=1, max_size=80))
+def test_denial_metric_labels_come_from_a_bounded_set(requested: str) -> None:
+    # A caller chooses the requested permission (an API token's scopes): its label must not be free.
+    label = POLICY.metric_label(requested)
+    resource, _, action = label.partition(":")
+    assert label == "other" or (resource in POLICY._label_resources and action in POLICY._label_actions)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import problem_of
-from tests.defense.conftest import from_
+from tests.conftest import NO_PRECOMPILE, TEST_SECURITY_YML, problem_of, write_files
+from tests.defense.conftest import RATE_LIMIT_YML, from_
+from wcp360.api.app import create_app
 from tests.helpers import HOST, STRONG, bearer, make_user, signed_in
 from wcp360 import metrics
 from wcp360.config import load_config
@@ -125,8 +128,55 @@ def test_escalating_bans(defended: Runtime) -> None:
 
 def test_api_token_forgery_does_not_spend_the_victims_budget(defended: Runtime) -> None:
     key = defended.defense.user_key
-    assert key("Bearer wcp_abc_one") != key("Bearer wcp_abc_two")
+    # Unverified API tokens choose no key at all (the address is used): neither a fresh bucket nor
+    # the victim's.
+    assert key("Bearer wcp_abc_one") is None and key("Bearer wcp_abc_two") is None
     assert key("Bearer not.a.jwt") is None
     assert key(f"Bearer {uuid.uuid4()}") is None
     assert key(None) is None and key("Basic x") is None
     assert bearer("x")
+
+
+def test_forged_api_tokens_do_not_buy_fresh_login_buckets(tmp_path: Path) -> None:
+    # The attack: `Authorization: Bearer wcp_<random>` on every guess used to give each attempt its
+    # own per-endpoint bucket. Now every attempt from one address shares that address's bucket.
+    etc = write_files(
+        tmp_path / "etc",
+        {
+            "wcp360.yml": "mode: dev\n",
+            "security.yml": TEST_SECURITY_YML,
+            "rate_limit.yml": RATE_LIMIT_YML.replace(
+                '"/api/v1/auth/login": {requests_per_minute: 6000, burst: 1000}',
+                '"/api/v1/auth/login": {requests_per_minute: 3, burst: 2}',
+            ),
+            "sandbox.yml": NO_PRECOMPILE,
+        },
+    )
+    rt = Runtime.open(load_config(etc, tmp_path / "data", env={}))
+    try:
+        make_user(rt, "victim", ["viewer"])
+        with TestClient(create_app(rt), client=("127.0.0.1", 50000), raise_server_exceptions=False) as web:
+            statuses = [
+                web.post(
+                    "/api/v1/auth/login",
+                    json={"username": "victim", "password": f"guess{i}"},
+                    headers={**from_("198.51.100.40"), **bearer(f"wcp_{secrets.token_hex(8)}_{secrets.token_hex(16)}")},
+                ).status_code
+                for i in range(6)
+            ]
+        assert statuses[:3] == [401, 401, 401] and set(statuses[3:]) == {429}
+    finally:
+        rt.close()
+
+
+def test_a_verified_api_token_is_keyed_by_its_account(web: TestClient, defended: Runtime) -> None:
+    account = signed_in(web, defended, "tok", ["developer"], with_totp=True)
+    created = web.post(
+        "/api/v1/auth/api-tokens", json={"name": "ci", "scopes": ["modules:read"]}, headers=account.headers
+    ).json()
+    token = created["token"]
+    assert defended.defense.user_key(f"Bearer {token}") is None  # not yet seen verified
+    assert web.get("/api/v1/modules", headers=bearer(token)).status_code == 200
+    # Now it shares its account's budget with the account's sessions.
+    assert defended.defense.user_key(f"Bearer {token}") == f"u:{account.user_id}"
+    assert defended.defense.user_key(f"Bearer {account.token}") == f"u:{account.user_id}"

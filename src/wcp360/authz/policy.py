@@ -60,9 +60,25 @@ def covers(patterns: Iterable[str], permission: str) -> bool:
     return any(matches(p, permission) for p in patterns)
 
 
+# Permission parts the code asks for; with the config's own, they bound the metric's label values.
+_KNOWN_RESOURCES = frozenset({"self", "system", "users", "modules", "snapshots", "scheduler", "audit", "bans", "metrics"})
+_KNOWN_ACTIONS = frozenset(
+    {"*", "read", "create", "update", "delete", "execute", "release", "restore", "2fa", "api_tokens", "sessions"}
+)
+
+
 class Policy:
     def __init__(self, rbac: RbacFile) -> None:
         self.rbac = rbac
+        granted = [p.partition(":") for role in rbac.roles.values() for p in role.permissions]
+        self._label_resources = _KNOWN_RESOURCES | set(rbac.resources) | {r for r, _, _ in granted}
+        self._label_actions = _KNOWN_ACTIONS | {a for _, _, a in granted}
+
+    def metric_label(self, permission: str) -> str:
+        """`permission` when it is made of known parts, else "other": a caller chooses the requested
+        permission (an API token's scopes), and free-form label values would grow /metrics without end."""
+        resource, _, action = permission.partition(":")
+        return permission if resource in self._label_resources and action in self._label_actions else "other"
 
     def role_permissions(self, roles: Iterable[str]) -> frozenset[str]:
         granted: set[str] = set()
@@ -103,7 +119,7 @@ class Policy:
         if decision.allowed:
             return
         permission = decision.permission
-        metrics.AUTHORIZATION_DENIALS.labels(permission=permission).inc()
+        metrics.AUTHORIZATION_DENIALS.labels(permission=self.metric_label(permission)).inc()
         audit.record(
             "permission_denied",
             actor=principal,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from wcp360.api.paths import segment_pattern
 from wcp360.config.rate_limit import Limit, RateLimitConfig
 from wcp360.defense.alerts import Alerter
 from wcp360.defense.bans import BanList
+from wcp360.defense.credentials import VerifiedCredentials
 from wcp360.defense.firewall import FirewallStatus, NftFirewall
 from wcp360.defense.gcra import Limiter, Quota, Verdict
 from wcp360.defense.ids import Ids
@@ -33,6 +33,7 @@ class Defense:
     codec: JwtCodec
     firewall: NftFirewall | None = None
     endpoints: list[tuple[re.Pattern[str], str, Limit]] = field(default_factory=list)
+    verified: VerifiedCredentials = field(default_factory=VerifiedCredentials)
 
     def __post_init__(self) -> None:
         self.endpoints = [(segment_pattern(p), p, limit) for p, limit in self.rate.per_endpoint.items()]
@@ -60,14 +61,17 @@ class Defense:
         return ip is not None and any(ip in network for network in self.blacklist)
 
     def user_key(self, authorization: str | None) -> str | None:
-        """Who is asking, without touching the database: a verified JWT subject, or a hash of the API
-        token (never its id alone: a forged token must not spend its victim's budget)."""
+        """Who is asking, without touching the database: the account of a verified credential (a
+        JWT whose signature checks, or an API token authentication has verified), else None and the
+        request is keyed by its address. An unverified credential never chooses a key: a forged
+        token must neither get a fresh bucket nor spend its victim's."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
         if token.startswith("wcp_"):
-            return "t:" + hashlib.sha256(token.encode()).hexdigest()[:24]
+            account = self.verified.account_of(token)
+            return f"u:{account}" if account else None
         try:
             return "u:" + str(self.codec.verify(token).subject)
         except Exception:

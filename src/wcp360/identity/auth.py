@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -91,6 +92,8 @@ class AuthService:
         self.two_factor = two_factor
         self.settings = settings
         self.local = LocalProvider(hasher)
+        # Told of every API token that verified (the defense keys rate limits by its account).
+        self.on_api_token_verified: list[Callable[[str, uuid.UUID], None]] = []
 
     # -- sign-in -------------------------------------------------------------------------
 
@@ -293,6 +296,8 @@ class AuthService:
                 raise Unauthorized("invalid or expired token")
             if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
                 token.last_used_at = now
+            for listener in self.on_api_token_verified:
+                listener(bearer, user.id)
             return Principal(
                 user_id=user.id,
                 username=user.username,
