@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import NO_PRECOMPILE, TEST_SECURITY_YML, problem_of, write_files
 from tests.defense.conftest import RATE_LIMIT_YML, from_
-from wcp360.api.app import create_app
 from tests.helpers import HOST, STRONG, bearer, make_user, signed_in
 from wcp360 import metrics
+from wcp360.api.app import create_app
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
 

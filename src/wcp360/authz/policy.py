@@ -61,7 +61,9 @@ def covers(patterns: Iterable[str], permission: str) -> bool:
 
 
 # Permission parts the code asks for; with the config's own, they bound the metric's label values.
-_KNOWN_RESOURCES = frozenset({"self", "system", "users", "modules", "snapshots", "scheduler", "audit", "bans", "metrics"})
+_KNOWN_RESOURCES = frozenset(
+    {"self", "system", "users", "modules", "snapshots", "scheduler", "audit", "bans", "metrics"}
+)
 _KNOWN_ACTIONS = frozenset(
     {"*", "read", "create", "update", "delete", "execute", "release", "restore", "2fa", "api_tokens", "sessions"}
 )

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from wcp360.authz import Principal
 from wcp360.cli.common import ConfigDirOption, DataDirOption, read_password, runtime_from
+from wcp360.cli.output import json_text, table, terminal_safe
 
 app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 HOST = Principal.host_admin()
@@ -124,18 +122,12 @@ COLUMNS = ("username", "email", "roles", "status", "totp_enabled", "last_login_a
 
 def render_users(users: list[dict[str, Any]], output: str) -> str:
     if output == "json":
-        return json.dumps(users, indent=2) + "\n"
-    rows = [[",".join(u[c]) if c == "roles" else str(u[c] if u[c] is not None else "") for c in COLUMNS] for u in users]
+        return json_text(users) + "\n"
+    rows = [[",".join(u[c]) if c == "roles" else u[c] for c in COLUMNS] for u in users]
     if output == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(COLUMNS)
-        writer.writerows(rows)
+        writer.writerows([terminal_safe(cell) for cell in row] for row in rows)
         return buffer.getvalue()
-    table = Table(*COLUMNS)
-    for row in rows:
-        table.add_row(*row)
-    console = Console(file=io.StringIO(), width=160, force_terminal=False)
-    console.print(table)
-    rendered: str = console.file.getvalue()  # type: ignore[attr-defined]
-    return rendered
+    return table(COLUMNS, rows)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from wcp360.audit.search import EventFilter, parse_moment, select_events
 from wcp360.audit.setup import audit_file, signing_keys
@@ -18,6 +14,7 @@ from wcp360.audit.signing import load_public_keys
 from wcp360.audit.tail import LogTail, iter_events
 from wcp360.audit.verify import verify as verify_log
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+from wcp360.cli.output import json_text, table
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -119,14 +116,14 @@ def tail(
     directory, name, _ = audit_file(config)
     events = list(iter_events(directory, name))
     for record in events[-lines:] if lines else []:
-        typer.echo(json.dumps(record, sort_keys=True))
+        typer.echo(json_text(record, indent=None))
     if not follow:
         return
     follower = LogTail(directory, name, after_seq=int(events[-1]["seq"]) if events else 0)
     try:
         while True:
             for record in follower.read():
-                typer.echo(json.dumps(record, sort_keys=True))
+                typer.echo(json_text(record, indent=None))
             time.sleep(0.5)
     except KeyboardInterrupt:
         return
@@ -137,11 +134,5 @@ COLUMNS = ("seq", "ts", "action", "outcome", "actor_id", "resource_type", "resou
 
 def render(records: list[dict[str, object]], output: str) -> str:
     if output == "json":
-        return json.dumps(records, indent=2, sort_keys=True) + "\n"
-    table = Table(*COLUMNS)
-    for record in records:
-        table.add_row(*(str(record.get(c) if record.get(c) is not None else "") for c in COLUMNS))
-    console = Console(file=io.StringIO(), width=200, force_terminal=False)
-    console.print(table)
-    rendered: str = console.file.getvalue()  # type: ignore[attr-defined]
-    return rendered
+        return json_text(records) + "\n"
+    return table(COLUMNS, ([record.get(c) for c in COLUMNS] for record in records), width=200)

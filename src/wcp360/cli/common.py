@@ -12,6 +12,7 @@ import typer
 
 from wcp360.audit import RequestContext, bind_request
 from wcp360.audit.setup import trail_scope
+from wcp360.cli.output import terminal_safe
 from wcp360.config import Config, ConfigError, load_config
 from wcp360.errors import WcpError
 from wcp360.runtime import Runtime
@@ -26,7 +27,8 @@ DataDirOption = Annotated[
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    # One line, and nothing in it that the terminal would obey (messages quote user input).
+    typer.echo(f"error: {terminal_safe(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from wcp360.authz import Principal
 from wcp360.cli.common import ConfigDirOption, DataDirOption, fail, runtime_from
+from wcp360.cli.output import json_text, table
 from wcp360.config.units import parse_duration
 
 app = typer.Typer(help="Intrusion detection: bans.", no_args_is_help=True)
@@ -27,12 +25,11 @@ def blocks(
     with runtime_from(config_dir, data_dir) as rt:
         bans = rt.defense.bans.list(HOST)
     if output == "json":
-        typer.echo(json.dumps(bans, indent=2))
+        typer.echo(json_text(bans))
         return
-    table = Table("network", "expires_at", "reason", "rule", "created_by")
-    for ban in bans:
-        table.add_row(ban["network"], ban["expires_at"] or "never", ban["reason"], ban["rule"] or "", ban["created_by"])
-    Console(width=160).print(table)
+    columns = ("network", "expires_at", "reason", "rule", "created_by")
+    rows = ([b["network"], b["expires_at"] or "never", b["reason"], b["rule"], b["created_by"]] for b in bans)
+    typer.echo(table(columns, rows), nl=False)
 
 
 @app.command("block")

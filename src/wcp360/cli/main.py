@@ -10,6 +10,7 @@ import typer
 from wcp360 import __version__
 from wcp360.cli import admin, audit_cmd, config_cmd, db, ids_cmd, scheduler_cmd
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+from wcp360.cli.output import terminal_safe
 from wcp360.logs import configure_logging
 
 app = typer.Typer(
@@ -60,7 +61,7 @@ def doctor(
     else:
         width = max(len(c.name) for c in checks)
         for check in checks:
-            typer.echo(f"{check.status:<4}  {check.name:<{width}}  {check.detail}")
+            typer.echo(f"{check.status:<4}  {check.name:<{width}}  {terminal_safe(check.detail)}")
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
 

@@ -41,7 +41,7 @@ def normalize_username(value: str) -> str:
 
 def normalize_email(value: str) -> str:
     email = value.strip().lower()
-    if len(email) > 254 or not EMAIL.match(email):
+    if len(email) > 254 or not EMAIL.match(email) or not email.isprintable():
         raise InvalidInput(f"invalid email address {value!r}")
     return email
 
