@@ -18,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,6 +103,9 @@ class AuditLogFile:
         # Ask for `chattr +a` on every file we write; remember whether the filesystem granted it.
         self.append_only = append_only
         self.append_only_active: bool | None = None
+        # Told of every checkpoint once it is written (the witness outside the log directory).
+        self.on_checkpoint: list[Callable[[dict[str, Any]], None]] = []
+        self._unwitnessed: dict[str, Any] | None = None
 
     # -- writing -------------------------------------------------------------------------
 
@@ -126,7 +129,8 @@ class AuditLogFile:
             self._write(b"".join(lines), fsync)
             if self._size() >= self.max_size:
                 self._rotate(head)
-            return written[len(written) - len(events) :]
+        self._tell_witnesses()
+        return written[len(written) - len(events) :]
 
     def checkpoint(self, fsync: bool = True) -> bool:
         """Sign the head now if anything was written since the last checkpoint."""
@@ -135,7 +139,16 @@ class AuditLogFile:
             if head.seq == head.checkpoint_seq:
                 return False
             self._write(self._checkpoint_line(head), fsync)
-            return True
+        self._tell_witnesses()
+        return True
+
+    def _tell_witnesses(self) -> None:
+        # After the lock: other processes appending to the chain do not wait for a witness.
+        body, self._unwitnessed = self._unwitnessed, None
+        if body is None:
+            return
+        for listener in self.on_checkpoint:
+            listener(body)
 
     def close(self) -> None:
         self.checkpoint()
@@ -156,6 +169,7 @@ class AuditLogFile:
         signature = self.keys.sign(canonical(body))
         body["sig"] = signature
         head.checkpoint_seq, head.checkpoint_sig = head.seq, signature
+        self._unwitnessed = body
         return canonical(body) + b"\n"
 
     def _write(self, data: bytes, fsync: bool) -> None:

@@ -14,6 +14,7 @@ from wcp360.audit.logfile import AuditLogFile
 from wcp360.audit.signing import SigningKeys
 from wcp360.audit.syslog import SyslogTransport
 from wcp360.audit.trail import AuditSink, LogSink, Trail, current_trail, install
+from wcp360.audit.witness import DatabaseWitness
 from wcp360.audit.writer import AuditWriter
 from wcp360.config.audit import DatabaseDestination, FileDestination, SyslogDestination
 from wcp360.keys import ensure_private_dir
@@ -63,6 +64,8 @@ def open_trail(
         # Production only: in dev mode a developer must be able to delete the data dir.
         append_only=destination.append_only and config.production,
     )
+    if db is not None:
+        logfile.on_checkpoint.append(DatabaseWitness(db, name).record)
     writer = AuditWriter(
         logfile, fsync=destination.fsync, checkpoint_seconds=config.audit.checkpoints.every_seconds.total_seconds()
     )

@@ -6,9 +6,10 @@ and hashed correctly (`chain`); each checkpoint signed by a trusted key, matchin
 right before it, and linked to the previous checkpoint (`prev_sig`).
 
 What a log cannot prove by itself: events after the last checkpoint carry no signature yet, and
-a cut made exactly at a checkpoint leaves a shorter log that still verifies. The report names the
-unsigned tail; the writer records `audit_tamper_detected` when it finds its own records gone,
-and the syslog/database copies hold the later checkpoints.
+a cut made exactly at a checkpoint leaves a shorter log that still verifies. So the walk is also
+given `anchors`: (seq, chain) pairs read where a rewrite of the log directory does not reach (the
+witness of the latest signed head and the database copy, audit/witness.py). The log must contain
+each of them; one beyond its end means the log was cut back, and the report names the lost seqs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from wcp360.audit.canonical import GENESIS, canonical, chain_hash
 from wcp360.audit.logfile import CURRENT, all_files, read_lines
 from wcp360.audit.signing import verify_signature
+from wcp360.audit.witness import Anchor
 
 
 @dataclass
@@ -60,7 +62,11 @@ class Report:
 
 
 def verify(
-    directory: Path, keys: dict[str, Ed25519PublicKey], from_seq: int | None = None, name: str = CURRENT
+    directory: Path,
+    keys: dict[str, Ed25519PublicKey],
+    from_seq: int | None = None,
+    name: str = CURRENT,
+    anchors: tuple[Anchor, ...] = (),
 ) -> Report:
     report = Report()
     prev_chain: str | None = None
@@ -73,6 +79,10 @@ def verify(
         return report
     # Before the first event is read, the expected number comes from the oldest file's name.
     first_expected = _first_seq_of_name(files[0].name) if files[0].name != name else 1
+    # From the genesis event on, the first checkpoint links to none: one that names a previous
+    # signature proves a checkpoint before it was removed. (Older files pruned by rotation leave
+    # the first link unprovable; the witness still covers the head.)
+    from_genesis = first_expected == 1
     for path in files:
         for number, raw in read_lines(path):
 
@@ -97,7 +107,9 @@ def verify(
                 edited_checkpoint = record.get("checkpoint") and last_event_seq is not None
                 return fail("line is not in canonical form (edited)", last_event_seq if edited_checkpoint else expected)
             if record.get("checkpoint"):
-                problem = _check_checkpoint(record, keys, prev_chain, last_event_seq, last_sig, checkpoints_seen)
+                problem = _check_checkpoint(
+                    record, keys, prev_chain, last_event_seq, last_sig, checkpoints_seen, from_genesis
+                )
                 if problem:
                     # Named by the event it follows: the checkpoint's own seq field may be the forgery.
                     return fail(problem, last_event_seq if last_event_seq is not None else record.get("seq"))
@@ -121,10 +133,31 @@ def verify(
             if not isinstance(record.get("prev"), str) or chain_hash(record["prev"], body) != record.get("chain"):
                 return fail("event content does not match its hash (modified)", seq)
             prev_chain, last_event_seq = str(record["chain"]), seq
+            for held in anchors:
+                if held.seq == seq and held.chain != prev_chain:
+                    return fail(f"event differs from the {held.source} at this seq (log rewritten)", seq)
             if from_seq is None or seq >= from_seq:
                 report.events += 1
                 report.first_seq = report.first_seq if report.first_seq is not None else seq
             report.last_seq = seq
+    # The log itself verified; now what it must still contain. A witness is believed only when a
+    # trusted key signed it (else anyone with database access could make a good log fail).
+    for anchor in anchors:
+        if anchor.checkpoint is not None and (problem := _check_witness(anchor, keys)):
+            report.problem = Problem(anchor.seq, anchor.source, 0, problem)
+            return report
+    beyond = [a for a in anchors if a.seq > (report.last_seq or 0)]
+    if beyond:
+        furthest = max(beyond, key=lambda a: a.seq)
+        end = report.last_seq or 0
+        report.problem = Problem(
+            end + 1,
+            furthest.source,
+            0,
+            f"the log ends at seq {end} but the {furthest.source} holds seq {furthest.seq}: "
+            f"events {end + 1}..{furthest.seq} are missing (log cut back)",
+        )
+        return report
     if report.unsigned_tail:
         report.notes.append(
             f"{report.unsigned_tail} event(s) after seq {report.last_signed_seq or 0} are not covered by a "
@@ -146,6 +179,7 @@ def _check_checkpoint(
     last_event_seq: int | None,
     last_sig: str | None,
     seen: int,
+    from_genesis: bool,
 ) -> str | None:
     key = keys.get(str(record.get("key_id")))
     if key is None:
@@ -155,6 +189,19 @@ def _check_checkpoint(
         return "checkpoint signature is invalid (forged or altered)"
     if last_event_seq is not None and (record.get("seq") != last_event_seq or record.get("chain") != prev_chain):
         return "checkpoint does not match the events before it (events changed, removed or added)"
-    if seen and record.get("prev_sig") != last_sig:
+    if (seen or from_genesis) and record.get("prev_sig") != last_sig:
         return "checkpoint does not follow the previous checkpoint (checkpoints removed or replaced)"
+    return None
+
+
+def _check_witness(anchor: Anchor, keys: dict[str, Ed25519PublicKey]) -> str | None:
+    """A signed head kept outside the log is believed only if a trusted key signed it."""
+    record = anchor.checkpoint or {}
+    key = keys.get(str(record.get("key_id")))
+    body = {k: v for k, v in record.items() if k != "sig"}
+    signed = key is not None and verify_signature(key, str(record.get("sig")), canonical(body))
+    if key is None:
+        return f"the witness's signed head is signed by an unknown key {record.get('key_id')!r}"
+    if not signed or record.get("seq") != anchor.seq or record.get("chain") != anchor.chain:
+        return "the witness's signed head does not verify (forged or altered witness)"
     return None

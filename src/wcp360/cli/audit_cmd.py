@@ -13,8 +13,10 @@ from wcp360.audit.setup import audit_file, signing_keys
 from wcp360.audit.signing import load_public_keys
 from wcp360.audit.tail import LogTail, iter_events
 from wcp360.audit.verify import verify as verify_log
+from wcp360.audit.witness import Anchor, DatabaseWitness, database_copy_anchor
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
 from wcp360.cli.output import json_text, table
+from wcp360.config import Config
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -35,7 +37,7 @@ def verify(
         fail(f"cannot read public keys: {exc}")
     if not keys:
         fail("no public keys to verify with")
-    report = verify_log(directory, keys, from_seq, name)
+    report = verify_log(directory, keys, from_seq, name, copies_of_the_head(config, name))
     for note in report.notes:
         typer.echo(f"note: {note}", err=True)
     if report.problem is not None:
@@ -45,6 +47,23 @@ def verify(
         f"OK: {report.events} events (seq {report.first_seq}..{report.last_seq}), "
         f"{report.checkpoints} signed checkpoints, last signed seq {report.last_signed_seq}"
     )
+
+
+def copies_of_the_head(config: Config, name: str) -> tuple[Anchor, ...]:
+    """The witness and the database copy's newest event: what a cut-back log must still contain."""
+    from wcp360.store.database import Database
+
+    try:
+        db = Database.open(config.database, config.data_dir)
+    except Exception as exc:
+        fail(f"cannot open the database to compare the log with its witness: {exc}")
+    try:
+        found = [DatabaseWitness(db, name).anchor(), database_copy_anchor(db)]
+    except Exception as exc:  # an old schema, or the database is away: say so, do not pass silently
+        fail(f"cannot read the audit witness from the database: {str(exc).splitlines()[0]}")
+    finally:
+        db.dispose()
+    return tuple(anchor for anchor in found if anchor is not None)
 
 
 @app.command("export-key")

@@ -49,7 +49,7 @@ def runtime_from(config_dir: Path | None, data_dir: Path | None) -> Iterator[Run
         fail(str(exc))
     try:
         with (
-            trail_scope(config),
+            trail_scope(config, rt.db),
             bind_request(RequestContext(channel="cli", user_agent=" ".join(sys.argv[:3])[:512])),
         ):
             yield rt

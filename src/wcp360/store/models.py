@@ -181,6 +181,22 @@ class AuditLog(Base):
     body: Mapped[str | None] = mapped_column(Text)
 
 
+class AuditWitness(Base):
+    """The latest signed checkpoint of an audit log, kept where whoever can rewrite the log
+    directory cannot (the database): a log cut back to an earlier checkpoint is shorter than this."""
+
+    __tablename__ = "audit_witness"
+
+    log: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger())
+    chain: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    sig: Mapped[str] = mapped_column(Text)
+    # The checkpoint line itself (canonical JSON), so verify can check its signature.
+    checkpoint: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Ban(Base):
     """An address or network refused on every route (and dropped by the firewall when privileged)."""
 
@@ -247,10 +263,12 @@ class Share(Base):
     resource_type: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[uuid.UUID] = mapped_column(index=True)
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    # A user id, or `role:<name>`.
+    # A user id, or `role:<name>`, or `nobody:<uuid>` for a name no account had (matches no one).
     grantee: Mapped[str] = mapped_column(String(80), index=True)
     action: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The username the sharer gave (None for role shares and older rows).
+    grantee_label: Mapped[str | None] = mapped_column(String(128))
 
 
 class Snapshot(Base):
