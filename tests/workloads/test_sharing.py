@@ -28,7 +28,7 @@ def test_share_execute_with_a_user_then_take_it_back(
         f"/api/v1/modules/{module_id}/shares", json={"user": "friend", "action": "execute"}, headers=owner.headers
     )
     assert share.status_code == 201, share.text
-    assert share.json()["grantee"] == friend.user_id
+    assert share.json()["grantee"] == "user:friend"  # the name given, never the account id
     assert client.post(run, json={}, headers=friend.headers).json()["stdout"] == "hello\n"
     # execute does not imply read: the listing and download stay closed.
     assert client.get(f"/api/v1/modules/{module_id}/download", headers=friend.headers).status_code == 403
@@ -74,7 +74,6 @@ def test_bad_shares_are_refused_and_change_nothing(client: TestClient, rt: Runti
     path = f"/api/v1/modules/{module_id}/shares"
     cases = [
         ({"user": "owner", "action": "read"}, 422),  # oneself
-        ({"user": "nobody", "action": "read"}, 404),
         ({"role": "no-such-role", "action": "read"}, 422),
         ({"user": "friend", "role": "viewer", "action": "read"}, 422),
         ({"action": "read"}, 422),
@@ -113,3 +112,27 @@ def test_deleting_a_module_removes_its_shares(client: TestClient, rt: Runtime) -
     assert client.get("/api/v1/modules", headers=friend.headers).json()["total"] == 0
     with rt.db.transaction(all_owners=True) as s:
         assert s.scalar(select(func.count()).select_from(Share)) == 0
+
+
+def test_sharing_does_not_tell_who_has_an_account(client: TestClient, rt: Runtime) -> None:
+    # The attack: share with guessed names and compare the answers (it was 404 vs 201).
+    owner = signed_in(client, rt, "owner", ["developer"])
+    friend = signed_in(client, rt, "friend", ["developer"])
+    module_id = upload(client, owner, HELLO)
+    path = f"/api/v1/modules/{module_id}/shares"
+    real = client.post(path, json={"user": "friend", "action": "execute"}, headers=owner.headers)
+    ghost = client.post(path, json={"user": "ghost", "action": "execute"}, headers=owner.headers)
+    assert real.status_code == ghost.status_code == 201
+    shape = {k for k in real.json() if k not in ("id", "created_at")}
+    assert shape == {k for k in ghost.json() if k not in ("id", "created_at")}
+    assert (real.json()["grantee"], ghost.json()["grantee"]) == ("user:friend", "user:ghost")
+    # Repeats, listings and removal answer alike too.
+    for name in ("friend", "ghost"):
+        again = client.post(path, json={"user": name, "action": "execute"}, headers=owner.headers)
+        assert again.status_code == 409
+    listed = client.get(path, headers=owner.headers).json()["items"]
+    assert sorted(item["user"] for item in listed) == ["friend", "ghost"]
+    # The real share works; the ghost's reaches nobody, not even an account created later by that name.
+    assert client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=friend.headers).status_code == 200
+    late = signed_in(client, rt, "ghost", ["developer"])
+    assert client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=late.headers).status_code == 403

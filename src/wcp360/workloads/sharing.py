@@ -55,11 +55,16 @@ def shared_with(s: OrmSession, resource_type: str, resource_id: uuid.UUID) -> fr
 
 
 def share_view(share: Share) -> dict[str, Any]:
+    # A user share shows the name the sharer gave, never the account's id: the answer must look the
+    # same whether or not an account of that name exists.
+    role = share.grantee.removeprefix("role:") if share.grantee.startswith("role:") else None
     return {
         "id": str(share.id),
         "resource_type": share.resource_type,
         "resource_id": str(share.resource_id),
-        "grantee": share.grantee,
+        "grantee": share.grantee if role else f"user:{share.grantee_label or share.grantee}",
+        "user": None if role else share.grantee_label or share.grantee,
+        "role": role,
         "action": share.action,
         "created_at": share.created_at.isoformat(),
     }
@@ -90,20 +95,27 @@ class Sharing:
         self.policy.require(actor, f"{resource.type}:{action}", resource)
         assert resource.id is not None and resource.owner_id is not None
         with self.db.transaction(actor.user_id, all_owners=True) as s:
+            label: str | None = None
             if role is not None:
                 if role not in self.policy.rbac.roles:
                     raise InvalidInput(f"no such role: {role}")
                 grantee = f"role:{role}"
             else:
-                grantee = str(self._find_user(s, user or ""))
-                if grantee == str(resource.owner_id):
+                label = (user or "").strip().lower()[:128]
+                if not label:
+                    raise InvalidInput("name the user to share with")
+                found = self._find_user(s, label)
+                if found == resource.owner_id:
                     raise InvalidInput("the owner already has access")
+                # A name no account has is stored as a share that reaches nobody, answered exactly
+                # like a real one: sharing must not tell who has an account (username enumeration).
+                grantee = str(found) if found is not None else f"nobody:{uuid.uuid4()}"
             exists = s.scalar(
                 select(Share.id).where(
                     Share.resource_type == resource.type,
                     Share.resource_id == uuid.UUID(resource.id),
-                    Share.grantee == grantee,
                     Share.action == action,
+                    or_(Share.grantee == grantee, Share.grantee_label == label) if label else Share.grantee == grantee,
                 )
             )
             if exists is not None:
@@ -114,6 +126,7 @@ class Sharing:
                 owner_id=resource.owner_id,
                 grantee=grantee,
                 action=action,
+                grantee_label=label,
             )
             s.add(share)
             s.flush()
@@ -123,7 +136,8 @@ class Sharing:
             actor=actor,
             resource_type=resource.type,
             resource_id=resource.id,
-            details={"grantee": view["grantee"], "action": action},
+            # The trail (read by administrators) keeps the real grantee.
+            details={"grantee": grantee, "action": action},
         )
         return view
 
@@ -153,11 +167,8 @@ class Sharing:
             return [share_view(row) for row in rows]
 
     @staticmethod
-    def _find_user(s: OrmSession, user: str) -> uuid.UUID:
+    def _find_user(s: OrmSession, user: str) -> uuid.UUID | None:
         try:
-            found = s.get(User, uuid.UUID(user))
+            return s.scalar(select(User.id).where(User.id == uuid.UUID(user)))
         except ValueError:
-            found = s.scalar(select(User).where(User.username == user.strip().lower()))
-        if found is None:
-            raise NotFound(f"no such user: {user}")
-        return found.id
+            return s.scalar(select(User.id).where(User.username == user))
