@@ -75,7 +75,7 @@ def networked(config_dir: Path, tmp_path: Path, web: str) -> Iterator[tuple[Test
     sandbox = f"""sandbox:
   precompile: false
   module_capabilities:
-    fetcher:
+    dev/fetcher:
       network_access: true
       allowed_hosts: ["{web}"]
 """

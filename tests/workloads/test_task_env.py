@@ -36,7 +36,7 @@ PRINT_ENV = """(module
 @pytest.fixture
 def config_dir(config_dir: Path) -> Path:
     (config_dir / "sandbox.yml").write_text(
-        NO_PRECOMPILE + "  module_capabilities:\n    envy:\n      environment_access: true\n"
+        NO_PRECOMPILE + "  module_capabilities:\n    dev/envy:\n      environment_access: true\n"
     )
     return config_dir
 

@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from
+from wcp360.cli.output import terminal_safe
 from wcp360.config.hardening import production_problems
+from wcp360.config.warnings import config_warnings
 from wcp360.identity.providers import unavailable
 
 app = typer.Typer(help="Check and display the configuration.", no_args_is_help=True)
@@ -23,6 +25,8 @@ def validate(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None)
         typer.echo(f"error: {problem}", err=True)
     if problems:
         raise typer.Exit(2)
+    for warning in config_warnings(config):
+        typer.echo(f"warning: {terminal_safe(warning)}", err=True)
     for kind in unavailable(config.auth):
         typer.echo(f"warning: security.yml: provider {kind!r} is enabled but not available in this version", err=True)
     loaded = ", ".join(config.loaded_files) or "none (all defaults)"

@@ -64,8 +64,9 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
         key = f" {self.key_path}:" if self.key_path else ""
-        return f"{self.file}:{key} {self.message}"
+        return f"{where}:{key} {self.message}"
 
 
 def is_placeholder(value: str) -> bool:

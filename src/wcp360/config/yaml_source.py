@@ -76,7 +76,9 @@ def load_yaml(path: Path, env: Mapping[str, str] | None = None) -> YamlDocument:
 
 
 def _convert(node: yaml.Node, path: KeyPath, doc: YamlDocument, env: Mapping[str, str]) -> Any:
-    doc.lines[path] = node.start_mark.line + 1
+    # A mapping value's line is that of its key (set by the caller), not of its first child: an
+    # unknown key on line 1 is reported on line 1.
+    doc.lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:

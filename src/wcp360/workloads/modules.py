@@ -16,14 +16,15 @@ from sqlalchemy import and_, bindparam, delete, func, select
 
 from wcp360 import audit, metrics
 from wcp360.authz import Policy, Principal, Resource
-from wcp360.config.sandbox import Capabilities, SandboxConfig
+from wcp360.config.sandbox import SandboxConfig
 from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.errors import InvalidInput, NotFound, WcpError
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
-from wcp360.store.models import Module, Share
+from wcp360.store.models import Module, Share, User
 from wcp360.store.paging import page
 from wcp360.workloads.analysis import analyse
+from wcp360.workloads.grants import Grant, Owner, capabilities_with, could_apply, grant_for
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
@@ -58,19 +59,6 @@ def module_view(module: Module) -> dict[str, Any]:
     }
 
 
-def effective_capabilities(sandbox: SandboxConfig, name: str) -> Capabilities:
-    """The sandbox defaults, overridden by `module_capabilities[name]` where it says so."""
-    override = sandbox.module_capabilities.get(name)
-    base = sandbox.default_capabilities
-    if override is None:
-        return base
-    values = {
-        field: getattr(override, field) if getattr(override, field) is not None else getattr(base, field)
-        for field in type(base).model_fields
-    }
-    return Capabilities(**values)
-
-
 class ModuleService:
     def __init__(
         self, db: Database, policy: Policy, store: Path, sandbox: SandboxConfig, analysis: StaticAnalysisConfig
@@ -100,7 +88,9 @@ class ModuleService:
             wasmtime.Module.validate(self.engine, raw)
         except wasmtime.WasmtimeError as exc:
             raise InvalidInput(f"not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
-        report = analyse(raw, self.analysis, self.sandbox, effective_capabilities(self.sandbox, name))
+        digest = hashlib.sha256(raw).hexdigest()
+        grant = grant_for(self.sandbox, name, digest, Owner(actor.username, actor.roles))
+        report = analyse(raw, self.analysis, self.sandbox, capabilities_with(self.sandbox, grant))
         max_globals = self.sandbox.resource_limits.max_globals
         if report.info.globals > max_globals:
             # wasmtime has no run-time limit on globals: refusing here is the fence (whatever the
@@ -108,7 +98,6 @@ class ModuleService:
             raise InvalidInput(
                 f"module declares {report.info.globals} globals; the limit (max_globals) is {max_globals}"
             )
-        digest = hashlib.sha256(raw).hexdigest()
         self._store(digest, raw)
         for callback in self.on_stored:
             callback(digest)
@@ -270,6 +259,16 @@ class ModuleService:
         resource = Resource("modules", id=str(module.id), owner_id=module.owner_id, shared_with=shares)
         self.policy.require(actor, permission, resource)
         return module
+
+    def grant(self, module: Module) -> Grant | None:
+        """The `module_capabilities` entry that applies to this module (its owner is read only when
+        an entry names the module at all)."""
+        if not could_apply(self.sandbox, module.name):
+            return None
+        with self.db.transaction(readonly=True, all_owners=True) as s:
+            user = s.get(User, module.owner_id)
+            owner = Owner(user.username, tuple(user.role_names)) if user is not None else None
+        return grant_for(self.sandbox, module.name, module.digest, owner)
 
     # -- sharing --------------------------------------------------------------------------
 
