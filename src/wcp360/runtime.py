@@ -103,6 +103,7 @@ class Runtime:
         self.auth.on_api_token_verified.append(self.defense.verified.remember)
 
     def close(self) -> None:
+        self.defense.bans.stop()
         self.scheduler.stop()
         self.executor.close()
         self.defense.alerter.close()

@@ -12,6 +12,7 @@ from wcp360 import audit
 from wcp360.api.app import create_app
 from wcp360.audit.setup import trail_scope
 from wcp360.config import Config
+from wcp360.defense.firewall import TABLE, NftFirewall, allowed_ports
 from wcp360.net import is_loopback, parse_listen
 from wcp360.runtime import Runtime
 
@@ -45,6 +46,8 @@ def serve(config: Config, listen: str | None = None) -> None:
                 resource_id="api",
                 details={"listen": f"{listener.host}:{listener.port}", "tls": listener.tls},
             )
+            _firewall(rt)
+            rt.defense.bans.start_refresher()
             rt.executor.warm()
             if config.server.scheduler.enabled:
                 rt.scheduler.start()
@@ -54,6 +57,23 @@ def serve(config: Config, listen: str | None = None) -> None:
                 audit.record("service_stop", actor_id="system", resource_type="service", resource_id="api")
     finally:
         rt.close()
+
+
+def _firewall(rt: Runtime) -> None:
+    """wcp360.yml `firewall: enabled: true`: install the nftables table and mirror every ban into it
+    (bans made by the CLI, the IDS or another server reach it through the ban list's refresher)."""
+    settings = rt.config.server.firewall
+    if not settings.enabled:
+        return
+    status = rt.defense.attach_firewall(NftFirewall(settings))
+    audit.record(
+        "firewall_apply",
+        actor_id="system",
+        outcome="success" if status.active else "failure",
+        resource_type="firewall",
+        resource_id=f"inet {TABLE}",
+        details={"active": status.active, "reason": status.reason, "ports": allowed_ports(settings)},
+    )
 
 
 def _bootstrap(rt: Runtime) -> None:

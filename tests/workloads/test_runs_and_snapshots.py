@@ -176,6 +176,9 @@ def test_quotas_on_snapshots_and_queued_runs(config_dir: Path, tmp_path: Path) -
 
     (config_dir / "sandbox.yml").write_text(
         "sandbox:\n  precompile: false\n  workers: 1\n  max_snapshots_per_user: 2\n  max_queued_runs_per_user: 2\n"
+        # The synchronous run below waits behind both sleepers for the one worker (and is the
+        # account's third run in flight).
+        '  max_worker_wait: "300s"\n  max_concurrent_runs_per_user: 4\n'
     )
     rt = Runtime.open(load_config(config_dir, tmp_path / "quota-data"))
     try:

@@ -34,8 +34,9 @@ class DefenseMiddleware:
         if defense.bans.whitelisted(address):
             await self.app(scope, receive, send)
             return
-        if time.monotonic() - defense.bans.loaded_at > defense.bans.refresh_seconds:
+        if defense.bans.loaded_at == 0.0:  # the first request: nothing to go on yet
             await run_in_threadpool(defense.bans.reload)
+        defense.bans.refresh_if_stale()  # later ones never wait: a reload runs on its own thread
         if defense.blacklisted(address) or defense.bans.banned(address) is not None:
             await problem(403, "address-blocked", "Forbidden", "requests from this address are blocked")(
                 scope, receive, send

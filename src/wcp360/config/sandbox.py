@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Literal
 
@@ -27,6 +28,9 @@ class ResourceLimits(Section):
 
 
 class ModuleCapabilities(Section):
+    # Keyed "owner/name" (or a name alone for administrators' modules): see workloads/grants.py.
+    # Optional: the module's SHA-256 ("sha256:<hex>"), so only those exact bytes get the grant.
+    digest: str | None = Field(default=None, pattern=r"^(sha256:)?[0-9a-f]{64}$")
     file_access: bool | None = None
     network_access: bool | None = None
     system_calls: bool | None = None
@@ -45,6 +49,10 @@ class ModuleCapabilities(Section):
         for entry in entries:
             Allowed.parse(entry)
         return entries
+
+
+# "owner/name" or a bare module name (the seed's shape): see workloads/grants.py.
+GRANT_KEY = re.compile(r"^([a-z][a-z0-9._-]{1,63}/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 
 
 class SandboxPolicy(Section):
@@ -68,11 +76,29 @@ class SandboxConfig(Section):
     default_capabilities: Capabilities = Capabilities()
     resource_limits: ResourceLimits = ResourceLimits()
     module_capabilities: dict[str, ModuleCapabilities] = {}
+    # Runs in flight per user (synchronous and queued, every credential of the account together),
+    # and how long a synchronous run may wait for a free worker before the answer is 503.
+    @field_validator("module_capabilities")
+    @classmethod
+    def _grant_keys(cls, grants: dict[str, ModuleCapabilities]) -> dict[str, ModuleCapabilities]:
+        for key in grants:
+            if not GRANT_KEY.match(key):
+                raise ValueError(f"grant key {key!r} must be 'USERNAME/MODULE' or a module name")
+        return grants
+
+    # 0: half the workers (at least one), so no account can hold every worker with slow runs.
+    max_concurrent_runs_per_user: int = Field(default=0, ge=0)
+    max_worker_wait: Duration = timedelta(seconds=10)
     policies: list[SandboxPolicy] = [
         SandboxPolicy(name="no_infinite_loops", max_iterations=1_000_000),
         SandboxPolicy(name="memory_bounds_check"),
         SandboxPolicy(name="stack_overflow_protection"),
     ]
+
+
+    @property
+    def runs_per_user(self) -> int:
+        return self.max_concurrent_runs_per_user or max(1, self.workers // 2)
 
 
 class SandboxFile(Section):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import func, or_, select
 
 from wcp360 import audit
@@ -55,6 +56,9 @@ def ban_view(ban: Ban) -> dict[str, Any]:
     }
 
 
+_log = structlog.get_logger("wcp360.bans")
+
+
 class BanList:
     def __init__(
         self,
@@ -75,6 +79,49 @@ class BanList:
         # Called with (network, expires_at) / (network) so a firewall can mirror the list.
         self.on_ban: list[Callable[[Network, datetime | None], object]] = []
         self.on_unban: list[Callable[[Network], object]] = []
+        self._reloading = threading.Lock()
+        self._stop = threading.Event()
+        self._refresher: threading.Thread | None = None
+
+    def mirror(
+        self, on_ban: Callable[[Network, datetime | None], object], on_unban: Callable[[Network], object]
+    ) -> None:
+        """Tell `on_ban`/`on_unban` of every ban from now on, starting with all active ones."""
+        with self._lock:
+            self.on_ban.append(on_ban)
+            self.on_unban.append(on_unban)
+            self._active = []  # so the next reload reports every active ban as new
+        self.reload()
+
+    def refresh_if_stale(self) -> None:
+        """Never blocks a request: a stale view is reloaded on a thread of its own (at most one at a
+        time) while requests go on against the current view."""
+        if time.monotonic() - self.loaded_at <= self.refresh_seconds or not self._reloading.acquire(blocking=False):
+            return
+
+        def reload_once() -> None:
+            try:
+                self.reload()
+            except Exception as exc:  # the database is away: the next request tries again
+                _log.warning("ban list reload failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            finally:
+                self._reloading.release()
+
+        threading.Thread(target=reload_once, name="ban-reload", daemon=True).start()
+
+    def start_refresher(self) -> None:
+        """Reload every `refresh_seconds` whether or not requests come (the firewall must mirror a
+        ban made by the CLI or another server on an idle server too)."""
+
+        def refresh() -> None:
+            while not self._stop.wait(self.refresh_seconds):
+                self.refresh_if_stale()
+
+        self._refresher = threading.Thread(target=refresh, name="ban-refresher", daemon=True)
+        self._refresher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     # -- enforcement ---------------------------------------------------------------------
 

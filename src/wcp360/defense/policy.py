@@ -44,11 +44,7 @@ class Defense:
         self.firewall = firewall
         status = firewall.apply()
         if status.active:
-            self.bans.on_ban.append(firewall.ban)
-            self.bans.on_unban.append(firewall.unban)
-            self.bans.loaded_at = 0.0
-            self.bans._active = []
-            self.bans.reload()
+            self.bans.mirror(firewall.ban, firewall.unban)
         return status
 
     def blacklisted(self, address: str | None) -> bool:

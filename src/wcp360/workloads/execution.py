@@ -4,6 +4,7 @@ run records themselves are runs.py."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from anyio.to_thread import run_sync
 
 from wcp360 import audit, metrics
 from wcp360.authz import Principal
@@ -18,11 +20,13 @@ from wcp360.config.sandbox import SandboxConfig
 from wcp360.errors import Conflict, InvalidInput
 from wcp360.store.database import Database
 from wcp360.store.models import Module
-from wcp360.workloads.modules import ModuleService, effective_capabilities
+from wcp360.workloads.dispatch import Admission, NoWorkerFree
+from wcp360.workloads.grants import capabilities_with
+from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
 from wcp360.workloads.sandbox import VIOLATIONS, RunResult
 from wcp360.workloads.snapshots import SnapshotService
-from wcp360.workloads.workers import Job, WorkerPool
+from wcp360.workloads.workers import Job, Worker, WorkerPool
 
 _log = structlog.get_logger("wcp360.execution")
 
@@ -44,14 +48,19 @@ class Executor:
         self.artifact_key = artifact_key
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
-        self._compiling: dict[str, threading.Event] = {}
+        self._changed = threading.Condition(self._lock)
+        self._compiling: dict[str, Future[None]] = {}
         self._closed = False
-        self._background: ThreadPoolExecutor | None = None
         self._accepting = True  # new background runs; _closed: the worker pool itself
         self._stopped = threading.Event()
         self.runs = RunStore(db, modules.policy, sandbox.resource_limits.max_output)
+        self.admission = Admission(sandbox.runs_per_user)
+        # Threads that talk to a worker during a run: a run gets one only once it holds a worker,
+        # so there are never more busy than workers (waiting holds no thread at all).
+        self._talkers: ThreadPoolExecutor | None = None
         self._heartbeat: threading.Thread | None = None
-        self._queued: dict[Future[dict[str, Any]], uuid.UUID] = {}
+        # Background runs of this process not finished yet: "waiting" (for a slot or a worker) or "running".
+        self._background: dict[uuid.UUID, str] = {}
         self.snapshots = snapshots
 
     @property
@@ -79,8 +88,7 @@ class Executor:
         """Compile a stored module in a worker now, in the background (uploads do not wait)."""
         if not self.sandbox.precompile:
             return
-
-        done = threading.Event()
+        done: Future[None] = Future()
         with self._lock:
             if digest in self._compiling:
                 return
@@ -96,48 +104,159 @@ class Executor:
             finally:
                 with self._lock:
                     self._compiling.pop(digest, None)
-                done.set()
+                done.set_result(None)
 
         threading.Thread(target=compile_in_worker, name="precompile", daemon=True).start()
+
+    def _compile_of(self, digest: str) -> Future[None] | None:
+        """The ahead-of-time compile of this module in progress, if any: a run waits for its
+        artifact rather than compiling the same bytes a second time on the same cores."""
+        with self._lock:
+            return self._compiling.get(digest)
+
+    # -- synchronous runs ---------------------------------------------------------------------
 
     def execute(
         self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest, background: bool = False
     ) -> dict[str, Any]:
-        """Run a module now (the finished run) or in the background (the queued run, to poll).
+        """Run a module now, blocking this thread (the finished run), or queue it (the queued run,
+        to poll). The API awaits `execute_async` instead, which holds no thread while it waits.
 
         With `request.restore_from` the module may be left out: the snapshot names it."""
         module, job = self.prepare(actor, module_id, request)
-        if not background:
-            result = self.pool.execute(job)
-            return self._complete(actor, module, request, result, None)
+        if background:
+            return self.queue(actor, module, request, job)
+        user = _account(actor)
+        self.admission.enter(user)
+        try:
+            compiling = self._compile_of(module.digest)
+            if compiling is not None:
+                compiling.result()
+            pool = self.pool
+            result = pool.run_on(pool.acquire(user, self._wait_seconds), job, user)
+        finally:
+            self.admission.leave(user)
+        return self._complete(actor, module, request, result, None, job)
+
+    async def execute_async(
+        self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest
+    ) -> dict[str, Any]:
+        """A synchronous run for the API: every wait (for a slot, a compile, a worker) happens on
+        the event loop; a thread is taken only for database work and while a worker runs the job."""
+        module, job = await run_sync(self.prepare, actor, module_id, request)
+        user = _account(actor)
+        self.admission.enter(user)
+        try:
+            compiling = self._compile_of(module.digest)
+            if compiling is not None:
+                await asyncio.wrap_future(compiling)
+            pool = self._pool if self._pool is not None else await run_sync(lambda: self.pool)
+            worker = await self._worker_for(pool, user)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self._talker_threads(), pool.run_on, worker, job, user)
+        finally:
+            self.admission.leave(user)
+        return await run_sync(self._complete, actor, module, request, result, None, job)
+
+    async def _worker_for(self, pool: WorkerPool, user: str) -> Worker:
+        pending = pool.request(user)
+        try:
+            # shield: a timeout or a client going away must not cancel the request under the lock
+            # of the queue; it is withdrawn below instead.
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending)), self._wait_seconds)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            if not pool._queue.withdraw(pending):
+                # Handed over just now: give it back (once the hand-over has completed).
+
+                def give_back(handed: Future[Worker]) -> None:
+                    if handed.exception() is None:
+                        pool.give_back(handed.result(), user)
+
+                pending.add_done_callback(give_back)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            if isinstance(exc, TimeoutError):
+                raise NoWorkerFree(self._wait_seconds) from None
+            raise
+
+    @property
+    def _wait_seconds(self) -> float:
+        return self.sandbox.max_worker_wait.total_seconds()
+
+    def _talker_threads(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._talkers is None:
+                self._talkers = ThreadPoolExecutor(self.sandbox.workers * 2 + 2, thread_name_prefix="wasm-run")
+            return self._talkers
+
+    # -- queued runs ----------------------------------------------------------------------------
+
+    def queue(self, actor: Principal, module: Module, request: ExecuteRequest, job: Job) -> dict[str, Any]:
         view = self.runs.queue(actor, module.id, request, self.sandbox.max_queued_runs_per_user)
         self.start_queued(actor, module, request, job, uuid.UUID(view["run_id"]))
         return view
 
     def start_queued(
         self, actor: Principal, module: Module, request: ExecuteRequest, job: Job, run_id: uuid.UUID
-    ) -> Future[dict[str, Any]]:
-        """Run a stored `queued` run on the background threads (which wait on the worker pool)."""
-
-        def in_background() -> dict[str, Any]:
-            self.runs.start(actor, run_id)
-            try:
-                result = self.pool.execute(job)
-            except Exception as exc:  # the pool is closing: the run ends, visibly, instead of hanging queued
-                result = RunResult("trap", message=f"not run: {str(exc)[:200]}")
-            return self._complete(actor, module, request, result, run_id)
-
+    ) -> None:
+        """Run a stored `queued` run in the background: when its account has a slot
+        (`max_concurrent_runs_per_user`), once its module is compiled, on the next fair worker."""
+        user = _account(actor)
         with self._lock:
             if not self._accepting:
                 raise RuntimeError("the executor is closed")
-            if self._background is None:
-                self._background = ThreadPoolExecutor(self.sandbox.workers * 2, thread_name_prefix="wasm-run")
+            self._background[run_id] = "waiting"
+            if self._heartbeat is None:
                 self._heartbeat = threading.Thread(target=self._beat, name="run-heartbeat", daemon=True)
                 self._heartbeat.start()
-            future = self._background.submit(in_background)
-            self._queued[future] = run_id
-        future.add_done_callback(self._forget)
-        return future
+
+        def on_worker(pending: Future[Worker]) -> None:
+            error = pending.exception()
+            with self._lock:
+                wanted = self._background.get(run_id) == "waiting"
+                if wanted and error is None:
+                    self._background[run_id] = "running"
+            if not wanted:  # cancelled by close() meanwhile
+                if error is None:
+                    self.pool.give_back(pending.result(), user)
+                self.admission.leave(user)
+                return
+            if error is not None:
+                self._end(run_id, user, f"not run: {str(error)[:200]}")
+                return
+            self._talker_threads().submit(run, pending.result())
+
+        def run(worker: Worker) -> None:
+            try:
+                self.runs.start(actor, run_id)
+                result = self.pool.run_on(worker, job, user)
+                self._complete(actor, module, request, result, run_id, job)
+            except Exception as exc:
+                _log.exception("background run failed", run_id=str(run_id))
+                self.runs.mark(run_id, "finished", f"failed: {type(exc).__name__}")
+            finally:
+                self.admission.leave(user)
+                self._forget(run_id)
+
+        def request_worker() -> None:
+            try:
+                self.pool.request(user).add_done_callback(on_worker)
+            except RuntimeError as exc:
+                self._end(run_id, user, f"not run: {exc}")
+
+        def when_admitted() -> None:
+            compiling = self._compile_of(module.digest)
+            if compiling is not None:
+                compiling.add_done_callback(lambda _: request_worker())
+            else:
+                request_worker()
+
+        self.admission.enter_or_wait(user, when_admitted)
+
+    def _end(self, run_id: uuid.UUID, user: str, message: str) -> None:
+        self.admission.leave(user)
+        self.runs.mark(run_id, "refused", message)
+        self._forget(run_id)
 
     def _beat(self) -> None:
         # Woken by close(): a closed executor must not beat against a database that is gone.
@@ -147,9 +266,10 @@ class Executor:
             except Exception as exc:  # the database is away: the next beat tries again
                 _log.warning("run heartbeat failed", error=str(exc)[:200])
 
-    def _forget(self, future: Future[dict[str, Any]]) -> None:
-        with self._lock:
-            self._queued.pop(future, None)
+    def _forget(self, run_id: uuid.UUID) -> None:
+        with self._changed:
+            self._background.pop(run_id, None)
+            self._changed.notify_all()
 
     def prepare(self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest) -> tuple[Module, Job]:
         """Authorise the run and build its job (the scheduler stores its run before starting it)."""
@@ -167,23 +287,18 @@ class Executor:
             raise Conflict(f"module is {module.status}; it cannot run until an administrator releases it")
         if actor.user_id is None:
             raise InvalidInput("runs belong to user accounts")
-        capabilities = effective_capabilities(self.sandbox, module.name)
-        grants = self.sandbox.module_capabilities.get(module.name)
-        with self._lock:
-            compiling = self._compiling.get(module.digest)
-        if compiling is not None:
-            # A worker is compiling this module ahead of time right now: wait for its artifact
-            # rather than compiling the same bytes a second time on the same cores.
-            compiling.wait(self.sandbox.resource_limits.max_execution_time.total_seconds() + 600)
+        grant = self.modules.grant(module)
+        capabilities = capabilities_with(self.sandbox, grant)
         job = Job(
             module.digest,
             request.args,
             request.stdin,
             request.env,
             capabilities.model_dump(),
-            grants.model_dump(mode="json") if grants else None,
+            grant.capabilities.model_dump(mode="json", exclude={"digest"}) if grant else None,
             snapshot=request.snapshot,
             restore=restore,
+            grant=grant.key if grant else None,
         )
         return module, job
 
@@ -194,6 +309,7 @@ class Executor:
         request: ExecuteRequest,
         result: RunResult,
         run_id: uuid.UUID | None,
+        job: Job,
     ) -> dict[str, Any]:
         metrics.EXECUTIONS.labels(outcome=result.outcome).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
@@ -206,11 +322,11 @@ class Executor:
             snapshot_id = uuid.UUID(self.snapshots.create(actor, module, run_id, result.state)["id"])
         if queued:
             view = self.runs.finish(actor, module.id, request, result, run_id, snapshot_id, queued)
-            self._audit(actor, module, request, result, run_id, snapshot_id, view["task_id"]).wait()
+            self._audit(actor, module, request, result, run_id, snapshot_id, view["task_id"], job.grant).wait()
             return view
         # A synchronous run's event is complete before its row is stored: the row is written while
         # the trail's fsync runs, and the answer waits for both (benchmarks/README.md).
-        pending = self._audit(actor, module, request, result, run_id, snapshot_id, None)
+        pending = self._audit(actor, module, request, result, run_id, snapshot_id, None, job.grant)
         view = self.runs.finish(actor, module.id, request, result, run_id, snapshot_id, queued)
         pending.wait()
         return view
@@ -224,6 +340,7 @@ class Executor:
         run_id: uuid.UUID,
         snapshot_id: uuid.UUID | None,
         task_id: str | None,
+        grant: str | None,
     ) -> audit.PendingEvent:
         return audit.submit(
             "module_execute",
@@ -241,24 +358,36 @@ class Executor:
                 "task_id": task_id,
                 "snapshot_id": str(snapshot_id) if snapshot_id else None,
                 "restored_from": str(request.restore_from) if request.restore_from else None,
+                # The sandbox.yml module_capabilities entry whose grants the run had, if any.
+                "grant": grant,
             },
         )
 
     def close(self, drain: bool = False) -> None:
-        """Stop. Runs already on a worker finish; queued background runs finish as well with
-        `drain`, else they are cancelled and recorded as such. Then the workers stop."""
-        with self._lock:
+        """Stop. Runs already on a worker finish; background runs still waiting finish as well with
+        `drain`, else they are recorded as cancelled. Then the workers stop."""
+        with self._changed:
             self._accepting = False
-            background, self._background = self._background, None
-            queued = dict(self._queued)
-        if background is not None:
-            background.shutdown(wait=True, cancel_futures=not drain)
-            for future, run_id in queued.items():
-                if future.cancelled():
-                    self.runs.mark(run_id, "refused", "cancelled: the server stopped before the run started")
+            if drain:
+                self._changed.wait_for(lambda: not self._background)
+            cancelled = [run_id for run_id, state in self._background.items() if state == "waiting"]
+            for run_id in cancelled:
+                del self._background[run_id]
+        for run_id in cancelled:
+            self.runs.mark(run_id, "refused", "cancelled: the server stopped before the run started")
+        with self._changed:
+            self._changed.wait_for(lambda: not self._background)
+            talkers, self._talkers = self._talkers, None
+        if talkers is not None:
+            talkers.shutdown(wait=True)
         self._stopped.set()  # after the drain: runs still finishing kept beating
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+def _account(actor: Principal) -> str:
+    """The key runs are counted and queued under: the account, whatever credential it used."""
+    return str(actor.user_id) if actor.user_id is not None else f"host:{actor.username}"

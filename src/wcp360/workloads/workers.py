@@ -14,11 +14,11 @@ import hashlib
 import hmac
 import http.client
 import multiprocessing
-import queue
 import sys
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,6 +29,7 @@ import structlog
 from wcp360 import metrics
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.keys import ensure_private_dir, write_private
+from wcp360.workloads.dispatch import FairQueue, NoWorkerFree
 from wcp360.workloads.outbound import OutboundDenied, fetch
 from wcp360.workloads.sandbox import RunResult
 
@@ -53,6 +54,8 @@ class Job:
     compile_only: bool = False
     snapshot: bool = False
     restore: bytes | None = None
+    # The module_capabilities key the grants came from (for the audit event; workers ignore it).
+    grant: str | None = None
 
 
 def artifact_tag(key: bytes, digest: str, artifact: bytes) -> str:
@@ -85,7 +88,13 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
         Path("/lib64"),
         Path("/dev/urandom"),
     ]
-    confinement = confine(read_only, [Path(compiled), Path(scratch)])
+    # Directories granted in sandbox.yml: Landlock is the backstop for the whole worker, so it lets
+    # the worker reach the union of them; which run sees which is decided per run by its WASI
+    # preopens (only the grant that applies to the module is preopened).
+    granted = [grant for grant in config.module_capabilities.values() if grant.file_access]
+    writable_grants = [Path(p) for grant in granted for p in grant.writable_paths if Path(p).is_dir()]
+    read_only += [Path(p) for grant in granted for p in grant.allowed_paths if Path(p).is_dir()]
+    confinement = confine(read_only, [Path(compiled), Path(scratch), *writable_grants])
     engine = make_engine(config)
     EpochTicker(engine)
     cache: OrderedDict[str, wasmtime.Module] = OrderedDict()
@@ -238,7 +247,7 @@ class WorkerPool:
         self.key = key
         self.grace = grace
         self.compile_grace = compile_grace
-        self._idle: queue.Queue[Worker] = queue.Queue()
+        self._queue: FairQueue[Worker] = FairQueue()
         self._lock = threading.Lock()
         self._closed = False
         self.workers: list[Worker] = []
@@ -249,19 +258,39 @@ class WorkerPool:
         worker = Worker(self)
         with self._lock:
             self.workers.append(worker)
-        self._idle.put(worker)
+        self._queue.put(worker)
         return worker
 
-    def execute(self, job: Job) -> RunResult:
-        metrics.EXECUTION_QUEUE.inc()
+    def request(self, user: str) -> Future[Worker]:
+        """A worker held for `user` once one is free (fairly between users: dispatch.FairQueue)."""
+        if self._closed:
+            raise RuntimeError("the worker pool is closed")
+        return self._queue.request(user)
+
+    def acquire(self, user: str, timeout: float | None = None) -> Worker:
+        """Wait (blocking this thread) for a worker; NoWorkerFree after `timeout` seconds."""
+        pending = self.request(user)
         try:
-            worker = self._idle.get()
-            while not worker.process.is_alive():
-                # Died while idle (killed from outside, out of memory): nobody's run is lost.
-                self._replace(worker, "died idle")
-                worker = self._idle.get()
-        finally:
-            metrics.EXECUTION_QUEUE.dec()
+            return pending.result(timeout)
+        except TimeoutError:
+            if self._queue.withdraw(pending):
+                raise NoWorkerFree(timeout or 0.0) from None
+            return pending.result()  # handed over just as the wait ended
+
+    def give_back(self, worker: Worker, user: str) -> None:
+        """A worker acquired but not used (the request went away meanwhile)."""
+        self._queue.put(worker, user)
+
+    def execute(self, job: Job, user: str = "system") -> RunResult:
+        return self.run_on(self.acquire(user), job, user)
+
+    def run_on(self, worker: Worker, job: Job, user: str) -> RunResult:
+        """Run `job` on `worker` (held for `user`); the worker goes back to the queue, or is replaced."""
+        while not worker.process.is_alive():
+            # Died while idle (killed from outside, out of memory): nobody's run is lost.
+            self._queue.drop(user)
+            self._replace(worker, "died idle")
+            worker = self.acquire(user)
         allowed = self.sandbox.resource_limits.max_execution_time.total_seconds()
         started = time.perf_counter()
         try:
@@ -271,7 +300,9 @@ class WorkerPool:
             while worker.conn.poll(max(0.0, deadline - time.monotonic())):
                 message = worker.conn.recv()
                 if "http" in message:  # the module asked for an outbound request: check, fetch, answer
-                    worker.conn.send(self._outbound(job, str(message["http"])))
+                    # Wall-clock time in a host call is the run's time: the fetch gets what is left.
+                    left = deadline - self.grace - time.monotonic()
+                    worker.conn.send(self._outbound(job, str(message["http"]), left))
                     continue
                 if "compiling" in message:
                     if may_compile:
@@ -281,15 +312,18 @@ class WorkerPool:
                 if "compiled" in message:
                     deadline = min(deadline, time.monotonic() + allowed + self.grace)
                     continue
-                self._idle.put(worker)
+                self._queue.put(worker, user)
                 return _within(RunResult(**message), allowed)
+            self._queue.drop(user)
             self._replace(worker, "hung")
             return RunResult(
                 "timeout",
-                message="the worker did not answer in time and was killed",
+                message=f"the run passed max_execution_time ({allowed:g} s, sandbox.yml resource_limits); "
+                "its worker was killed",
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
         except (EOFError, OSError, BrokenPipeError):
+            self._queue.drop(user)
             self._replace(worker, "crashed")
             return RunResult(
                 "trap",
@@ -297,7 +331,7 @@ class WorkerPool:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    def _outbound(self, job: Job, url: str) -> dict[str, Any]:
+    def _outbound(self, job: Job, url: str, left: float) -> dict[str, Any]:
         # The job was built by this process from the configuration: its grants are trustworthy,
         # whatever the worker (running tenant code) sends.
         granted = job.capabilities.get("network_access", False)
@@ -305,7 +339,7 @@ class WorkerPool:
         limits = self.sandbox.resource_limits
         try:
             status, body = fetch(
-                url, allowed, timeout=min(10.0, limits.max_execution_time.total_seconds()), limit=limits.max_output
+                url, allowed, timeout=max(0.05, min(10.0, left)), limit=limits.max_output
             )
         except OutboundDenied as exc:
             metrics.OUTBOUND_REQUESTS.labels(result="denied").inc()
@@ -332,5 +366,6 @@ class WorkerPool:
             self._closed = True
             workers = list(self.workers)
             self.workers.clear()
+        self._queue.close(RuntimeError("the worker pool is closed"))
         for worker in workers:
             worker.kill()

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
@@ -32,8 +33,6 @@ async def upload(
     rt: RuntimeDep,
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
-    from starlette.concurrency import run_in_threadpool
-
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=2)
@@ -117,12 +116,15 @@ class ExecuteBody(StrictBody):
 
 
 @router.post("/{module_id}/execute")
-def execute(
+async def execute(
     module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
 ) -> dict[str, Any]:
+    # async: a run waits for its slot and its worker on the event loop, never in a thread of the
+    # shared pool (sixty waiting runs used to take every thread and freeze the whole API).
     if body.async_:
         response.status_code = 202
-    return rt.executor.execute(actor, module_id, body.request(), background=body.async_)
+        return await run_in_threadpool(rt.executor.execute, actor, module_id, body.request(), True)
+    return await rt.executor.execute_async(actor, module_id, body.request())
 
 
 runs_router = APIRouter(prefix=f"{API_PREFIX}/runs", tags=["modules"])
