@@ -100,6 +100,7 @@ class Runtime:
             lambda subject, event: self.modules.quarantine(subject, f"ids rule on {event.get('action')}")
         )
         self.modules.on_stored.append(self.executor.precompile)
+        self.modules.on_discarded.append(self.executor.forget)
         self.auth.on_api_token_verified.append(self.defense.verified.remember)
 
     def close(self) -> None:

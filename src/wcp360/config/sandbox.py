@@ -51,6 +51,21 @@ class ModuleCapabilities(Section):
         return entries
 
 
+class Quotas(Section):
+    """What one account may keep (issue: one user filled the disk). Quarantined modules count too.
+    Each refusal names its key: sandbox.yml quotas.<key>."""
+
+    max_modules_per_user: int = Field(default=200, ge=1)
+    max_module_bytes_per_user: ByteSize = 2 * 1000**3
+    max_snapshot_bytes_per_user: ByteSize = 2 * 1000**3
+    # Stored run output (stdout + stderr) per account: past it, the oldest runs' output is removed.
+    max_run_output_bytes_per_user: ByteSize = 200 * 1000**2
+    # Run output older than this is removed (the run's record stays); 0 keeps it.
+    run_output_retention: Duration = timedelta(days=30)
+    # Uploads in progress per account (each streams to disk, up to max_module_size).
+    max_concurrent_uploads_per_user: int = Field(default=2, ge=1)
+
+
 # "owner/name" or a bare module name (the seed's shape): see workloads/grants.py.
 GRANT_KEY = re.compile(r"^([a-z][a-z0-9._-]{1,63}/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 
@@ -73,6 +88,7 @@ class SandboxConfig(Section):
     # (each up to max_memory), and asynchronous runs queued or running per user.
     max_snapshots_per_user: int = Field(default=50, ge=0)
     max_queued_runs_per_user: int = Field(default=16, ge=1)
+    quotas: Quotas = Quotas()
     default_capabilities: Capabilities = Capabilities()
     resource_limits: ResourceLimits = ResourceLimits()
     module_capabilities: dict[str, ModuleCapabilities] = {}

@@ -231,6 +231,8 @@ class Run(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     stdout: Mapped[str] = mapped_column(Text, default="")
     stderr: Mapped[str] = mapped_column(Text, default="")
+    # UTF-8 bytes of stdout + stderr as stored (sandbox.yml quotas.max_run_output_bytes_per_user).
+    output_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     message: Mapped[str | None] = mapped_column(String(512))
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     fuel_used: Mapped[int] = mapped_column(BigInteger, default=0)

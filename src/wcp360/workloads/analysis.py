@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from wcp360.config.sandbox import Capabilities, SandboxConfig
 from wcp360.config.static_analysis import AnalysisRule, StaticAnalysisConfig
-from wcp360.workloads.wasm_reader import ModuleInfo, WasmFormatError, loops_of, read_module
+from wcp360.workloads.wasm_reader import Buffer, ModuleInfo, WasmFormatError, loops_of, read_module
 
 WEIGHT = {"low": 1, "medium": 3, "high": 5, "critical": 8}
 PAGE = 64 * 1024
@@ -56,7 +56,7 @@ class Analysis:
         return self.risk_level != "low"
 
 
-def analyse(raw: bytes, rules: StaticAnalysisConfig, sandbox: SandboxConfig, capabilities: Capabilities) -> Analysis:
+def analyse(raw: Buffer, rules: StaticAnalysisConfig, sandbox: SandboxConfig, capabilities: Capabilities) -> Analysis:
     info = read_module(raw)
     findings: list[Finding] = []
     enabled: dict[str, AnalysisRule] = {r.name: r for r in rules.rules if r.enabled} if rules.enabled else {}
@@ -136,7 +136,7 @@ def _unsafe(info: ModuleInfo, rule: AnalysisRule, sandbox: SandboxConfig) -> lis
     return found
 
 
-def _loops(raw: bytes, info: ModuleInfo, enabled: dict[str, AnalysisRule]) -> list[Finding]:
+def _loops(raw: Buffer, info: ModuleInfo, enabled: dict[str, AnalysisRule]) -> list[Finding]:
     found = []
     bounded_memory = all(m.maximum is not None for m in info.memories) and bool(info.memories)
     try:

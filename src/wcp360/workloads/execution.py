@@ -53,7 +53,7 @@ class Executor:
         self._closed = False
         self._accepting = True  # new background runs; _closed: the worker pool itself
         self._stopped = threading.Event()
-        self.runs = RunStore(db, modules.policy, sandbox.resource_limits.max_output)
+        self.runs = RunStore(db, modules.policy, sandbox.resource_limits.max_output, sandbox.quotas)
         self.admission = Admission(sandbox.runs_per_user)
         # Threads that talk to a worker during a run: a run gets one only once it holds a worker,
         # so there are never more busy than workers (waiting holds no thread at all).
@@ -107,6 +107,11 @@ class Executor:
                 done.set_result(None)
 
         threading.Thread(target=compile_in_worker, name="precompile", daemon=True).start()
+
+    def forget(self, digest: str) -> None:
+        """The module's bytes are gone from the store: its compiled artifact goes too."""
+        for suffix in (".cwasm", ".tag"):
+            (self.work_dir / "compiled" / f"{digest}{suffix}").unlink(missing_ok=True)
 
     def _compile_of(self, digest: str) -> Future[None] | None:
         """The ahead-of-time compile of this module in progress, if any: a run waits for its
@@ -282,7 +287,9 @@ class Executor:
             raise InvalidInput("name the module to run")
         if request.snapshot:
             self.modules.policy.require(actor, "snapshots:create")
-            self.snapshots.check_quota(actor, self.sandbox.max_snapshots_per_user)
+            self.snapshots.check_quota(
+                actor, self.sandbox.max_snapshots_per_user, self.sandbox.quotas.max_snapshot_bytes_per_user
+            )
         if module.status != "active":
             raise Conflict(f"module is {module.status}; it cannot run until an administrator releases it")
         if actor.user_id is None:

@@ -13,19 +13,22 @@ from typing import Any
 
 import wasmtime
 from sqlalchemy import and_, bindparam, delete, func, select
+from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit, metrics
 from wcp360.authz import Policy, Principal, Resource
 from wcp360.config.sandbox import SandboxConfig
 from wcp360.config.static_analysis import StaticAnalysisConfig
-from wcp360.errors import InvalidInput, NotFound, WcpError
+from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
 from wcp360.store.models import Module, Share, User
 from wcp360.store.paging import page
 from wcp360.workloads.analysis import analyse
 from wcp360.workloads.grants import Grant, Owner, capabilities_with, could_apply, grant_for
+from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
+from wcp360.workloads.wasm_reader import Buffer
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 # A module's row and its shares in one statement: this lookup is on every execution's path, so it
@@ -38,10 +41,9 @@ _MODULE_WITH_SHARES = (
 _MODULE_COLUMNS = frozenset(c.key for c in Module.__table__.columns)
 
 
-class TooLarge(WcpError):
-    status = 413
-    code = "payload-too-large"
-    title = "Module too large"
+class QuotaExceeded(Conflict):
+    code = "quota-exceeded"
+    title = "Quota exceeded"
 
 
 def module_view(module: Module) -> dict[str, Any]:
@@ -72,20 +74,40 @@ class ModuleService:
         self.sharing = Sharing(db, policy)
         # Called with the digest of every newly stored module (the executor compiles it ahead of time).
         self.on_stored: list[Callable[[str], None]] = []
+        # ... and of every digest whose bytes were removed (no module names them any more).
+        self.on_discarded: list[Callable[[str], None]] = []
+        self.incoming = Incoming(
+            store.parent / "incoming", sandbox.max_module_size, sandbox.quotas.max_concurrent_uploads_per_user
+        )
 
     # -- upload ---------------------------------------------------------------------------
 
-    def upload(self, actor: Principal, name: str, body: bytes, text_format: bool = False) -> dict[str, Any]:
+    def upload(self, actor: Principal, name: str, body: bytes | Path, text_format: bool = False) -> dict[str, Any]:
+        """Store a module from `body`: its bytes, or a file the upload was streamed into (mapped,
+        never read whole; moved into the store, not copied)."""
         self.policy.require(actor, "modules:create")
         if actor.user_id is None:
             raise InvalidInput("modules belong to user accounts")
         if not NAME.match(name):
             raise InvalidInput("name must be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        if isinstance(body, Path):
+            with mapped(body) as raw:
+                return self._upload(actor, name, raw, text_format, body)
+        return self._upload(actor, name, body, text_format, None)
+
+    def _upload(
+        self, actor: Principal, name: str, body: Buffer, text_format: bool, received: Path | None
+    ) -> dict[str, Any]:
         if len(body) > self.sandbox.max_module_size:
-            raise TooLarge(f"module is {len(body)} bytes; the limit is {self.sandbox.max_module_size}")
+            raise TooLarge(
+                f"module is {len(body)} bytes; the limit is {self.sandbox.max_module_size} "
+                "(sandbox.yml max_module_size)"
+            )
         raw = self._binary(body, text_format)
+        with self.db.transaction(actor.user_id, readonly=True) as s:
+            self._within_quota(s, actor, len(raw))  # before any work; checked again under a lock below
         try:
-            wasmtime.Module.validate(self.engine, raw)
+            validate(self.engine, raw)
         except wasmtime.WasmtimeError as exc:
             raise InvalidInput(f"not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
         digest = hashlib.sha256(raw).hexdigest()
@@ -98,27 +120,40 @@ class ModuleService:
             raise InvalidInput(
                 f"module declares {report.info.globals} globals; the limit (max_globals) is {max_globals}"
             )
-        self._store(digest, raw)
+        if received is not None and raw is body:
+            move_into(received, self.store / digest[:2] / digest)
+        else:
+            self._store(digest, bytes(raw))
+        try:
+            with self.db.transaction(actor.user_id) as s:
+                # The account's row lock (PostgreSQL; SQLite writes are serial) makes check-then-insert
+                # atomic: two uploads cannot both take the last place.
+                s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
+                self._within_quota(s, actor, len(raw))
+                version = (
+                    s.scalar(
+                        select(func.max(Module.version)).where(Module.owner_id == actor.user_id, Module.name == name)
+                    )
+                    or 0
+                ) + 1
+                module = Module(
+                    owner_id=actor.user_id,
+                    name=name,
+                    version=version,
+                    size=len(raw),
+                    digest=digest,
+                    status=report.status,
+                    risk_score=report.risk_score,
+                    findings=[f.as_dict() for f in report.findings],
+                )
+                s.add(module)
+                s.flush()
+                view = module_view(module)
+        except QuotaExceeded:
+            self._discard_if_unused(digest)
+            raise
         for callback in self.on_stored:
             callback(digest)
-        with self.db.transaction(actor.user_id) as s:
-            version = (
-                s.scalar(select(func.max(Module.version)).where(Module.owner_id == actor.user_id, Module.name == name))
-                or 0
-            ) + 1
-            module = Module(
-                owner_id=actor.user_id,
-                name=name,
-                version=version,
-                size=len(raw),
-                digest=digest,
-                status=report.status,
-                risk_score=report.risk_score,
-                findings=[f.as_dict() for f in report.findings],
-            )
-            s.add(module)
-            s.flush()
-            view = module_view(module)
         if report.suspicious:
             metrics.SUSPICIOUS_MODULES.inc()
         # After the row exists: the IDS may act on this event (its quarantine hook needs the row).
@@ -141,15 +176,41 @@ class ModuleService:
             current = s.get(Module, uuid.UUID(view["id"]))
             return module_view(current) if current is not None else view
 
-    def _binary(self, body: bytes, text_format: bool) -> bytes:
+    def _binary(self, body: Buffer, text_format: bool) -> Buffer:
         if body[:4] == b"\0asm":
             return body
         if not text_format:
             raise InvalidInput("not a WebAssembly module (bad magic); send text format as text/plain")
         try:
-            return bytes(wasmtime.wat2wasm(body.decode("utf-8")))
+            return bytes(wasmtime.wat2wasm(bytes(body).decode("utf-8")))
         except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:
             raise InvalidInput(f"not valid WebAssembly text: {str(exc).splitlines()[0]}") from None
+
+    def _within_quota(self, s: OrmSession, actor: Principal, size: int) -> None:
+        """Modules count with every status (quarantined ones fill the disk too)."""
+        quotas = self.sandbox.quotas
+        kept, total = s.execute(
+            select(func.count(), func.coalesce(func.sum(Module.size), 0)).where(Module.owner_id == actor.user_id)
+        ).one()
+        if kept >= quotas.max_modules_per_user:
+            raise QuotaExceeded(
+                f"this account keeps {kept} modules; the limit is {quotas.max_modules_per_user} "
+                "(sandbox.yml quotas.max_modules_per_user): delete some first"
+            )
+        if total + size > quotas.max_module_bytes_per_user:
+            raise QuotaExceeded(
+                f"this account's modules hold {total} bytes and this one is {size}; the limit is "
+                f"{quotas.max_module_bytes_per_user} (sandbox.yml quotas.max_module_bytes_per_user)"
+            )
+
+    def _discard_if_unused(self, digest: str) -> None:
+        """Remove stored bytes no module row names any more (content-addressed: rows share files)."""
+        with self.db.transaction(all_owners=True, readonly=True) as s:
+            if s.scalar(select(Module.id).where(Module.digest == digest).limit(1)) is not None:
+                return
+        (self.store / digest[:2] / digest).unlink(missing_ok=True)
+        for callback in self.on_discarded:
+            callback(digest)
 
     def _store(self, digest: str, raw: bytes) -> None:
         directory = ensure_private_dir(self.store / digest[:2])
@@ -196,6 +257,7 @@ class ModuleService:
             if row is not None:
                 s.delete(row)
             s.execute(delete(Share).where(Share.resource_type == "modules", Share.resource_id == module.id))
+        self._discard_if_unused(module.digest)
         audit.record(
             "module_delete",
             actor=actor,

@@ -20,6 +20,7 @@ from sqlalchemy import func, insert, select, update
 
 from wcp360 import audit, metrics
 from wcp360.authz import Policy, Principal, Resource
+from wcp360.config.sandbox import Quotas
 from wcp360.errors import NotFound, TooManyRequests
 from wcp360.store.database import Database
 from wcp360.store.models import Run, User
@@ -28,6 +29,8 @@ from wcp360.store.types import utcnow
 from wcp360.workloads.sandbox import RunResult
 
 _log = structlog.get_logger("wcp360.runs")
+_CLEARED = {"stdout": "", "stderr": "", "output_bytes": 0}
+_QUOTA_NOTE = "output removed: the account passed sandbox.yml quotas.max_run_output_bytes_per_user"
 HEARTBEAT = timedelta(seconds=10)
 ACTIVE = ("queued", "running")
 
@@ -50,10 +53,13 @@ class ExecuteRequest:
         }
 
 
-def _text(output: bytes) -> str:
+def _text(output: bytes, cap: int) -> str:
     """A module's output as storable text: invalid UTF-8 and NUL bytes (which PostgreSQL's text
-    type refuses) become U+FFFD, alike on every backend and in the answer."""
-    return output.decode("utf-8", "replace").replace("\x00", "\ufffd")
+    type refuses) become U+FFFD, alike on every backend and in the answer. Capped after that
+    conversion, in UTF-8 bytes: each invalid byte grows to three (1 MiB of 0xFF was stored as 3 MiB)."""
+    text = output[:cap].decode("utf-8", "replace").replace("\x00", "\ufffd")
+    encoded = text.encode()
+    return text if len(encoded) <= cap else encoded[:cap].decode("utf-8", "ignore")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -84,10 +90,11 @@ def run_view(run: Run) -> dict[str, Any]:
 
 
 class RunStore:
-    def __init__(self, db: Database, policy: Policy, max_output: int) -> None:
+    def __init__(self, db: Database, policy: Policy, max_output: int, quotas: Quotas) -> None:
         self.db = db
         self.policy = policy
         self.max_output = max_output
+        self.quotas = quotas
         # Names this process on the queued runs it will run.
         self.runner_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -137,12 +144,14 @@ class RunStore:
     ) -> dict[str, Any]:
         """Store the outcome: update the queued run, or store a synchronous run once, finished."""
         cap = self.max_output
+        stdout, stderr = _text(result.stdout, cap), _text(result.stderr, cap)
         outputs = {
             "status": "finished",
             "outcome": result.outcome,
             "exit_code": result.exit_code,
-            "stdout": _text(result.stdout[:cap]),
-            "stderr": _text(result.stderr[:cap]),
+            "stdout": stdout,
+            "stderr": stderr,
+            "output_bytes": len(stdout.encode()) + len(stderr.encode()),
             "message": (result.message or "")[:512] or None,
             "duration_ms": round(result.duration_ms),
             "fuel_used": result.fuel_used,
@@ -157,7 +166,9 @@ class RunStore:
                 for key, value in outputs.items():
                     setattr(run, key, value)
                 s.flush()
-                return run_view(run)
+                view = run_view(run)
+            self.keep_within_quota(actor.user_id)
+            return view
         # A synchronous run is stored once, finished, with one Core INSERT (the ORM's unit of work
         # cost twice the statement on this path).
         values = {
@@ -171,7 +182,47 @@ class RunStore:
         }
         with self.db.connection(actor.user_id) as connection:
             connection.execute(insert(Run), values)
+        if outputs["output_bytes"]:
+            self.keep_within_quota(actor.user_id)
         return run_view(Run(**values))
+
+    # -- what is kept ---------------------------------------------------------------------
+
+    def keep_within_quota(self, user_id: uuid.UUID | None) -> int:
+        """Remove the oldest runs' output until the account is within
+        `quotas.max_run_output_bytes_per_user` (the runs' records stay). Returns runs cleared."""
+        limit = self.quotas.max_run_output_bytes_per_user
+        with self.db.transaction(user_id, all_owners=True) as s:
+            kept = s.scalar(select(func.coalesce(func.sum(Run.output_bytes), 0)).where(Run.user_id == user_id)) or 0
+            if kept <= limit:
+                return 0
+            excess, cleared = kept - limit, []
+            oldest = s.execute(
+                select(Run.id, Run.output_bytes)
+                .where(Run.user_id == user_id, Run.output_bytes > 0)
+                .order_by(Run.finished_at, Run.id)
+            )
+            for run_id, size in oldest:
+                cleared.append(run_id)
+                excess -= size
+                if excess <= 0:
+                    break
+            s.execute(update(Run).where(Run.id.in_(cleared)).values(**_CLEARED, message=_QUOTA_NOTE))
+        return len(cleared)
+
+    def remove_expired_output(self, now: datetime | None = None) -> int:
+        """`quotas.run_output_retention`: clear the output of runs finished longer ago than that."""
+        retention = self.quotas.run_output_retention
+        if not retention:
+            return 0
+        cutoff = (now or utcnow()) - retention
+        with self.db.transaction(all_owners=True) as s:
+            result = s.execute(
+                update(Run)
+                .where(Run.finished_at < cutoff, Run.output_bytes > 0)
+                .values(**_CLEARED, message="output removed: older than sandbox.yml quotas.run_output_retention")
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     def get(self, actor: Principal, run_id: uuid.UUID) -> dict[str, Any]:
         with self.db.transaction(actor.user_id, all_owners=True) as s:

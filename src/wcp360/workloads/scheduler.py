@@ -80,6 +80,7 @@ class Scheduler:
                 if time.monotonic() - last_sweep > SWEEP_EVERY:
                     last_sweep = time.monotonic()
                     self.executor.runs.sweep_lost()
+                    self.executor.runs.remove_expired_output()
             except Exception:  # a database outage must not end the loop; the next tick retries
                 _log.exception("scheduler tick failed")
             self._stop.wait(self.config.tick.total_seconds())

@@ -83,12 +83,24 @@ class SnapshotService:
         )
         return view
 
-    def check_quota(self, actor: Principal, limit: int) -> None:
-        """Refuse a new snapshot once the actor keeps `limit` of them (before the run, not after)."""
+    def check_quota(self, actor: Principal, limit: int, byte_limit: int) -> None:
+        """Refuse a new snapshot once the actor keeps `limit` of them or `byte_limit` bytes in them
+        (before the run, not after: one snapshot, at most max_memory, may pass the byte limit)."""
         with self.db.transaction(actor.user_id, readonly=True) as s:
-            kept = s.scalar(select(func.count()).select_from(Snapshot).where(Snapshot.owner_id == actor.user_id))
+            kept, size = s.execute(
+                select(func.count(), func.coalesce(func.sum(Snapshot.size), 0)).where(
+                    Snapshot.owner_id == actor.user_id
+                )
+            ).one()
         if (kept or 0) >= limit:
-            raise Conflict(f"{kept} snapshots kept; the limit is {limit}: delete some first")
+            raise Conflict(
+                f"{kept} snapshots kept; the limit is {limit} (sandbox.yml max_snapshots_per_user): delete some first"
+            )
+        if (size or 0) >= byte_limit:
+            raise Conflict(
+                f"snapshots hold {size} bytes; the limit is {byte_limit} "
+                "(sandbox.yml quotas.max_snapshot_bytes_per_user): delete some first"
+            )
 
     def list_snapshots(
         self, actor: Principal, limit: int = 50, offset: int = 0, module_id: uuid.UUID | None = None

@@ -8,8 +8,12 @@ instructions; the format (https://webassembly.github.io/spec/core/binary/) is sm
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+# Module bytes as they reach the reader: bytes, or a mapping of an uploaded file (never copied).
+Buffer = bytes | bytearray | mmap.mmap
 
 
 class WasmFormatError(ValueError):
@@ -107,7 +111,7 @@ _IMPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 _EXPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
-def read_module(raw: bytes) -> ModuleInfo:
+def read_module(raw: Buffer) -> ModuleInfo:
     data = memoryview(raw)
     if bytes(data[:4]) != b"\0asm":
         raise WasmFormatError(0, "not a WebAssembly module (bad magic)")
@@ -244,7 +248,7 @@ _KIND[0xFE] = ATOMIC
 _BLOCKTYPE_BYTES = frozenset({0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F})
 
 
-def loops_of(raw: bytes, info: ModuleInfo) -> Iterator[LoopReport]:
+def loops_of(raw: Buffer, info: ModuleInfo) -> Iterator[LoopReport]:
     """Every `loop` of every function body, with whether it branches back unconditionally, has any
     way out (a conditional branch, if, return, call, trap, or a branch past the loop), and grows memory."""
     data = bytes(raw)

@@ -33,19 +33,26 @@ async def upload(
     rt: RuntimeDep,
     name: Annotated[str | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
+    """The body is streamed to a private file as it arrives (never held whole in memory), at most
+    `quotas.max_concurrent_uploads_per_user` at once per account."""
+    incoming = rt.modules.incoming
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=2)
-        upload_file = form.get("module")
-        if upload_file is None or isinstance(upload_file, str):
-            raise InvalidInput("the form needs a file field named 'module'")
-        body = await upload_file.read()
-        name = name or str(form.get("name") or upload_file.filename or "").removesuffix(".wasm")
-    else:
-        body = await request.body()
-    if not name:
-        raise InvalidInput("give the module a name: ?name=...")
-    return await run_in_threadpool(rt.modules.upload, actor, name, body, media_type == "text/plain")
+    with incoming.slot(str(actor.user_id)):
+        if media_type == "multipart/form-data":
+            form = await request.form(max_files=1, max_fields=2)
+            upload_file = form.get("module")
+            if upload_file is None or isinstance(upload_file, str):
+                raise InvalidInput("the form needs a file field named 'module'")
+            received = await run_in_threadpool(incoming.copy, upload_file.file)
+            name = name or str(form.get("name") or upload_file.filename or "").removesuffix(".wasm")
+        else:
+            received = await incoming.receive(request.stream())
+        try:
+            if not name:
+                raise InvalidInput("give the module a name: ?name=...")
+            return await run_in_threadpool(rt.modules.upload, actor, name, received, media_type == "text/plain")
+        finally:
+            received.unlink(missing_ok=True)
 
 
 @router.get("")

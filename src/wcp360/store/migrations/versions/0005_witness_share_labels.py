@@ -1,4 +1,4 @@
-"""audit witness (the latest signed head, outside the log directory) and share labels
+"""audit witness (the latest signed head, outside the log directory), share labels, run output size
 
 Revision ID: 0005
 Revises: 0004
@@ -34,9 +34,16 @@ def upgrade() -> None:
         # How the sharer named the grantee (a username): listings show it, and a share with a name no
         # account has looks the same as any other (no username enumeration).
         batch.add_column(sa.Column("grantee_label", sa.String(length=128), nullable=True))
+    with op.batch_alter_table("runs") as batch:
+        # Bytes of stdout + stderr as stored: the per-account output quota sums this column.
+        batch.add_column(sa.Column("output_bytes", sa.BigInteger(), nullable=False, server_default="0"))
+        batch.create_index("ix_runs_user_finished", ["user_id", "finished_at"])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_index("ix_runs_user_finished")
+        batch.drop_column("output_bytes")
     with op.batch_alter_table("shares") as batch:
         batch.drop_column("grantee_label")
     op.drop_table("audit_witness")
