@@ -33,3 +33,8 @@ SCHEDULED_RUNS = Counter("scheduled_runs_total", "Task occurrences claimed and s
 SCHEDULER_CONFLICTS = Counter(
     "scheduler_claim_conflicts_total", "Ticks whose claim lost a race to another scheduler (nothing was stored)"
 )
+CONNECTIONS_REFUSED = Counter(
+    "http_connections_closed_total",
+    "Connections closed before a request: slow headers or too many per address",
+    ["reason"],
+)

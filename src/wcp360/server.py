@@ -10,6 +10,7 @@ import uvicorn
 
 from wcp360 import audit
 from wcp360.api.app import create_app
+from wcp360.api.connections import guarded_protocol
 from wcp360.audit.setup import trail_scope
 from wcp360.config import Config
 from wcp360.defense.firewall import TABLE, NftFirewall, allowed_ports
@@ -93,8 +94,10 @@ def _run(rt: Runtime, listener: Listener) -> None:
     # uvicorn shuts down gracefully on SIGTERM and then re-raises the signal to the handler that
     # was installed before it; make that handler a normal exit so `service_stop` is recorded.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    http = rt.config.server.http
     uvicorn.run(
         create_app(rt),
+        http=guarded_protocol(http.header_timeout.total_seconds(), http.max_connections_per_address),
         host=listener.host,
         port=listener.port,
         server_header=False,

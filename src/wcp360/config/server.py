@@ -21,6 +21,11 @@ class HttpConfig(Section):
     max_body_size: ByteSize = 1024**2
     # Per-route overrides, e.g. uploads: {"/api/v1/modules": "64MiB"}. `*` matches one segment.
     body_limits: dict[str, ByteSize] = {"/api/v1/modules": 100 * 1000**2}
+    # A connection whose request headers are not complete this long after it opened (or after its
+    # previous response) is closed: slow-header clients (slowloris) cannot hold connections.
+    header_timeout: Duration = timedelta(seconds=10)
+    # Open connections per client address; more are closed at once.
+    max_connections_per_address: int = Field(default=64, ge=1)
 
 
 class MetricsConfig(Section):
