@@ -51,8 +51,9 @@ CASES: dict[str, tuple[str, str, dict[str, object]]] = {
         " (loop $l (local.set 0 (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))"
         " (br_if $l (i32.eqz (local.get 0))))))",
         "output_limit",
-        # 1024 NUL bytes: stored (PostgreSQL's text refuses NUL) as as many U+FFFD.
-        {"stdout": "\ufffd" * 1024},
+        # 1024 NUL bytes become U+FFFD (PostgreSQL's text refuses NUL), three bytes each, and the
+        # cap (max_output: 1024) applies after that conversion: 341 of them, 1023 bytes stored.
+        {"stdout": "\ufffd" * 341},
     ),
     "file access without the capability": (
         _calls(

@@ -17,7 +17,7 @@ import secrets
 import shutil
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -62,42 +62,40 @@ class Incoming:
                 if self._in_progress[account] <= 0:
                     del self._in_progress[account]
 
-    def new_file(self) -> tuple[Path, BinaryIO]:
+    @contextlib.contextmanager
+    def new_file(self) -> Iterator[tuple[Path, Callable[[bytes], None]]]:
+        """A new private file and a `write` that refuses past the limit; removed on any error."""
         ensure_private_dir(self.directory)
         path = self.directory / f"upload-{secrets.token_hex(12)}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        return path, os.fdopen(fd, "wb")
+        written = 0
 
-    async def receive(self, chunks: AsyncIterator[bytes]) -> Path:
-        """Write a request body to a new private file as it arrives; TooLarge past the limit."""
-        path, handle = self.new_file()
-        received = 0
+        def write(chunk: bytes) -> None:
+            nonlocal written
+            written += len(chunk)
+            if written > self.limit:
+                raise TooLarge(f"module is over {self.limit} bytes (sandbox.yml max_module_size)")
+            handle.write(chunk)
+
         try:
-            with handle:
-                async for chunk in chunks:
-                    received += len(chunk)
-                    if received > self.limit:
-                        raise TooLarge(f"module is over {self.limit} bytes (sandbox.yml max_module_size)")
-                    handle.write(chunk)
+            with os.fdopen(fd, "wb") as handle:
+                yield path, write
         except BaseException:
             path.unlink(missing_ok=True)
             raise
+
+    async def receive(self, chunks: AsyncIterator[bytes]) -> Path:
+        """Write a request body to a new private file as it arrives; TooLarge past the limit."""
+        with self.new_file() as (path, write):
+            async for chunk in chunks:
+                write(chunk)
         return path
 
     def copy(self, source: BinaryIO) -> Path:
         """A multipart form's file (spooled by the form parser) into a new private file."""
-        path, handle = self.new_file()
-        try:
-            with handle:
-                copied = 0
-                while chunk := source.read(_CHUNK):
-                    copied += len(chunk)
-                    if copied > self.limit:
-                        raise TooLarge(f"module is over {self.limit} bytes (sandbox.yml max_module_size)")
-                    handle.write(chunk)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
+        with self.new_file() as (path, write):
+            while chunk := source.read(_CHUNK):
+                write(chunk)
         return path
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
+from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
@@ -45,12 +46,15 @@ class RestoreBody(ExecuteBody):
 
 
 @router.post("/{snapshot_id}/restore")
-def restore(
+async def restore(
     snapshot_id: uuid.UUID, body: RestoreBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
 ) -> dict[str, Any]:
+    # async, like execute: waiting for a worker happens on the event loop, not in a pool thread.
+    request = body.request(restore_from=snapshot_id)
     if body.async_:
         response.status_code = 202
-    return rt.executor.execute(actor, body.module_id, body.request(restore_from=snapshot_id), background=body.async_)
+        return await run_in_threadpool(rt.executor.execute, actor, body.module_id, request, True)
+    return await rt.executor.execute_async(actor, body.module_id, request)
 
 
 @router.post("/{snapshot_id}/shares", status_code=201)
