@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -26,8 +29,7 @@ from wcp360.store.models import Run
 from wcp360.store.types import utcnow
 
 TASKS = 6
-RUN_FOR = 9.0  # seconds each process schedules
-START_IN = 4.0  # seconds until the first occurrence: both processes are up by then
+OCCURRENCES = 6  # finished runs per task the first test waits for
 
 
 @pytest.fixture(autouse=True)
@@ -37,18 +39,48 @@ def _empty_database_after(request: pytest.FixtureRequest) -> Iterator[None]:
     truncate_all(request.getfixturevalue("pg_database"))
 
 
-def run_two_schedulers(config_dir: Path, data: Path, tmp_path: Path, seconds: float) -> list[dict[str, int]]:
-    """Two `wcp360 scheduler run` processes on the same config and data; their printed stats."""
+@contextmanager
+def two_schedulers(config_dir: Path, data: Path, tmp_path: Path) -> Iterator[list[dict[str, int]]]:
+    """Two `wcp360 scheduler run` processes on the same config and data, up and claiming when this
+    yields (each printed its readiness line); on exit both are stopped (SIGTERM: they finish what
+    they claimed) and the list holds their printed stats."""
     env = {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(data)}
-    command = [sys.executable, "-m", "wcp360.cli", "scheduler", "run", "--seconds", str(seconds)]
+    command = [sys.executable, "-m", "wcp360.cli", "scheduler", "run"]
     processes = [
         subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=(tmp_path / f"s{i}.log").open("w"))
         for i in range(2)
     ]
-    outputs = [p.communicate(timeout=120)[0].decode() for p in processes]
+    stats: list[dict[str, int]] = []
+    try:
+        for i, process in enumerate(processes):
+            assert process.stdout is not None
+            ready = process.stdout.readline().decode()
+            assert ready.strip() == "scheduler started", (tmp_path / f"s{i}.log").read_text()[-3000:]
+        yield stats
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=300)[0].decode() for p in processes]
     for i, process in enumerate(processes):
         assert process.returncode == 0, (tmp_path / f"s{i}.log").read_text()[-3000:]
-    return [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out)} for out in outputs]
+    stats.extend({k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", out)} for out in outputs)
+
+
+def wait_until(done: Callable[[], bool], what: str) -> None:
+    """Readiness, not timing: poll the database; the bound only turns a hang into a failure."""
+    give_up = time.monotonic() + 600
+    while not done():
+        assert time.monotonic() < give_up, f"never happened: {what}"
+        time.sleep(0.2)
+
+
+def finished_runs(rt: Runtime, **where: object) -> list[Run]:
+    with rt.db.transaction(all_owners=True) as s:
+        query = select(Run).where(Run.status == "finished")
+        for name, value in where.items():
+            column = getattr(Run, name)
+            query = query.where(column.in_(value) if isinstance(value, set) else column == value)
+        return list(s.scalars(query).all())
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
@@ -63,14 +95,23 @@ def test_two_schedulers_run_each_occurrence_exactly_once(config_dir: Path, tmp_p
         user = make_user(rt, "dev", ["developer"])
         owner = Principal(uuid.UUID(user["id"]), "dev", ("developer",), via="session")
         module_id = uuid.UUID(rt.modules.upload(owner, "hello", HELLO.encode(), text_format=True)["id"])
-        start = utcnow().replace(microsecond=0) + timedelta(seconds=START_IN)
-        task_ids = {
-            uuid.UUID(rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start)["id"])
-            for i in range(TASKS)
-        }
+        with two_schedulers(config_dir, data, tmp_path) as stats:
+            # Both processes are claiming: the first occurrence is the next whole second.
+            start = utcnow().replace(microsecond=0) + timedelta(seconds=1)
+            task_ids = {
+                uuid.UUID(rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start)["id"])
+                for i in range(TASKS)
+            }
 
-        stats = run_two_schedulers(config_dir, data, tmp_path, START_IN + RUN_FOR)
+            def enough() -> bool:
+                per_task = defaultdict(int)
+                for run in finished_runs(rt, task_id=task_ids):
+                    per_task[run.task_id] += 1
+                return len(per_task) == TASKS and min(per_task.values()) >= OCCURRENCES
 
+            wait_until(enough, f"{OCCURRENCES} finished occurrences of every task")
+            for task_id in task_ids:
+                rt.tasks.pause(owner, task_id)
         with rt.db.transaction(all_owners=True) as s:
             runs = s.scalars(select(Run).where(Run.task_id.in_(task_ids))).all()
             rows = [(r.task_id, r.scheduled_for, r.status, r.outcome) for r in runs]
@@ -89,7 +130,7 @@ def test_two_schedulers_run_each_occurrence_exactly_once(config_dir: Path, tmp_p
     for occurrences in by_task.values():
         # Every second from the first occurrence on, once each: no duplicate, no gap.
         assert sorted(occurrences) == [float(i) for i in range(len(occurrences))], occurrences
-        assert len(occurrences) >= RUN_FOR - 3
+        assert len(occurrences) >= OCCURRENCES
     print("claims per process:", [s["claimed"] for s in stats])
 
 
@@ -106,22 +147,24 @@ def test_the_per_user_limit_holds_across_processes(config_dir: Path, tmp_path: P
     """One user, four tasks every second of a 0.25 s module, limit 1: never two of them at once,
     whichever process claimed them (the owners' rows are locked while a claim counts). Every
     finish is a race between the two schedulers for the next claim; without the lock some of
-    those races end with both claiming."""
+    those races end with both claiming. Waits for 15 finished runs, however long a loaded
+    machine takes to start the processes and run them."""
     (config_dir / "wcp360.yml").write_text("mode: dev\nscheduler:\n  tick: 20ms\n  max_concurrent_per_user: 1\n")
     (config_dir / "sandbox.yml").write_text("sandbox:\n  precompile: false\n  workers: 2\n")
     data = tmp_path / "data"
     rt = Runtime.open(load_config(config_dir, data))
     try:
         user = make_user(rt, "dev", ["developer"])
-        owner = Principal(uuid.UUID(user["id"]), "dev", ("developer",), via="session")
+        user_id = uuid.UUID(user["id"])
+        owner = Principal(user_id, "dev", ("developer",), via="session")
         module_id = uuid.UUID(rt.modules.upload(owner, "sleep", QUARTER_SECOND.encode(), text_format=True)["id"])
-        start = utcnow() + timedelta(seconds=START_IN)
-        for i in range(4):
-            rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start)
-        stats = run_two_schedulers(config_dir, data, tmp_path, START_IN + 7)
-        with rt.db.transaction(all_owners=True) as s:
-            runs = s.scalars(select(Run).where(Run.user_id == uuid.UUID(user["id"]))).all()
-            spans = sorted((r.created_at, r.finished_at) for r in runs if r.status == "finished")
+        with two_schedulers(config_dir, data, tmp_path) as stats:
+            start = utcnow() + timedelta(seconds=1)
+            tasks = [rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start) for i in range(4)]
+            wait_until(lambda: len(finished_runs(rt, user_id=user_id)) >= 15, "15 finished runs")
+            for task in tasks:
+                rt.tasks.pause(owner, uuid.UUID(task["id"]))
+        spans = sorted((r.created_at, r.finished_at) for r in finished_runs(rt, user_id=user_id))
     finally:
         rt.close()
     assert len(spans) >= 15, (spans, stats)

@@ -27,6 +27,7 @@ def run(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with runtime_from(config_dir, data_dir) as rt:
         rt.scheduler.start()
+        typer.echo("scheduler started")  # a readiness line for whoever supervises this process
         stop.wait(seconds)
         rt.scheduler.stop()
         rt.executor.close(drain=True)  # the runs this process claimed finish before it exits
