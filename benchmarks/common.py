@@ -163,6 +163,7 @@ def wcp360_server(
         "WCP360_DATA_DIR": str(root / "data"),
         "WCP360_LOG_LEVEL": "error",
     }
+    (root / "data").mkdir(mode=0o700)  # the CLI refuses to invent an installation
     subprocess.run(
         [
             sys.executable,

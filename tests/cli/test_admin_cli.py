@@ -20,6 +20,7 @@ from wcp360.cli.main import app
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     config_dir = write_files(tmp_path / "etc", {"wcp360.yml": "mode: dev\n", "security.yml": TEST_SECURITY_YML})
+    (tmp_path / "data").mkdir(mode=0o700)  # an installation exists: the CLI never invents one
     return {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(tmp_path / "data")}
 
 
@@ -174,3 +175,19 @@ def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
     for _ in range(2):
         result = wcp360(env, "db", "upgrade")
         assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_data_directory_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
+    # The first hour: without WCP360_DATA_DIR the CLI used to make a new production install under
+    # /var/lib/wcp360, list an empty table and exit 0.
+    config_dir = write_files(tmp_path / "etc", {"wcp360.yml": "mode: dev\n", "security.yml": TEST_SECURITY_YML})
+    missing = tmp_path / "nowhere" / "data"
+    env = {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(missing)}
+    for args in (("admin", "list-users"), ("audit", "search"), ("ids", "blocks"), ("doctor",)):
+        result = run_process(env, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and str(missing) in result.stderr and "dev.py cli" in result.stderr
+    assert not (tmp_path / "nowhere").exists()
+    # Setting WCP360 up is explicit.
+    assert run_process(env, "db", "upgrade").returncode == 0 and missing.is_dir()
+    assert run_process(env, "admin", "list-users").returncode == 0

@@ -15,6 +15,7 @@ from wcp360.workloads.confine import landlock_abi
 
 def _env(tmp_path: Path, files: dict[str, str]) -> dict[str, str]:
     etc = write_files(tmp_path / "etc", {"wcp360.yml": "mode: dev\n", "security.yml": TEST_SECURITY_YML, **files})
+    (tmp_path / "data").mkdir(mode=0o700, exist_ok=True)
     return {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(tmp_path / "data")}
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DatabaseError
 
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
-from wcp360.store.migrate import alembic_config, current_revision
+from wcp360.store.migrate import HEAD_REVISION, alembic_config, current_revision
 
 
 @pytest.fixture
@@ -26,6 +26,8 @@ def test_sqlite_runs_in_wal_with_foreign_keys(sqlite_rt: Runtime) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None and current_revision(sqlite_rt.db.engine) == head
+    # The fast path (no Alembic when the database is at the newest revision) knows the newest one.
+    assert head == HEAD_REVISION
 
 
 def test_data_files_are_private(sqlite_rt: Runtime, tmp_path: Path) -> None:

@@ -8,12 +8,10 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from wcp360.authz import Principal
-from wcp360.cli.common import ConfigDirOption, DataDirOption, read_password, runtime_from
+from wcp360.cli.common import ConfigDirOption, DataDirOption, host, read_password, runtime_from
 from wcp360.cli.output import json_text, table, terminal_safe
 
 app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
-HOST = Principal.host_admin()
 
 Username = Annotated[str, typer.Option("--username", "-u", help="Account name")]
 PasswordOpt = Annotated[str | None, typer.Option("--password", help="'-' reads it from stdin; omitted: prompt")]
@@ -35,7 +33,7 @@ def create_user(
     """Create an account."""
     secret = read_password(password)
     with runtime_from(config_dir, data_dir) as rt:
-        user = rt.users.create(HOST, username, email, secret, _split(roles))
+        user = rt.users.create(host(), username, email, secret, _split(roles))
     typer.echo(f"created user {user['username']} ({user['id']}) with roles {', '.join(user['roles'])}")
 
 
@@ -52,8 +50,8 @@ def update_user(
     with runtime_from(config_dir, data_dir) as rt:
         user_id = rt.users.find_id(username)
         if email is not None:
-            rt.users.update(HOST, user_id, email=email)
-        user = rt.users.change_roles(HOST, user_id, _split(add_roles), _split(remove_roles))
+            rt.users.update(host(), user_id, email=email)
+        user = rt.users.change_roles(host(), user_id, _split(add_roles), _split(remove_roles))
     typer.echo(f"updated user {user['username']}: roles {', '.join(user['roles']) or '(none)'}")
 
 
@@ -61,7 +59,7 @@ def update_user(
 def disable_user(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Disable an account: its sessions and tokens stop working at once."""
     with runtime_from(config_dir, data_dir) as rt:
-        rt.users.set_status(HOST, rt.users.find_id(username), "disabled")
+        rt.users.set_status(host(), rt.users.find_id(username), "disabled")
     typer.echo(f"disabled user {username}")
 
 
@@ -69,7 +67,7 @@ def disable_user(username: Username, config_dir: ConfigDirOption = None, data_di
 def enable_user(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Enable a disabled account."""
     with runtime_from(config_dir, data_dir) as rt:
-        rt.users.set_status(HOST, rt.users.find_id(username), "active")
+        rt.users.set_status(host(), rt.users.find_id(username), "active")
     typer.echo(f"enabled user {username}")
 
 
@@ -77,7 +75,7 @@ def enable_user(username: Username, config_dir: ConfigDirOption = None, data_dir
 def delete_user(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Delete an account and everything it owns."""
     with runtime_from(config_dir, data_dir) as rt:
-        rt.users.delete(HOST, rt.users.find_id(username))
+        rt.users.delete(host(), rt.users.find_id(username))
     typer.echo(f"deleted user {username}")
 
 
@@ -91,7 +89,7 @@ def reset_password(
     """Set a new password and end the account's sessions."""
     secret = read_password(password, "New password")
     with runtime_from(config_dir, data_dir) as rt:
-        rt.users.reset_password(HOST, rt.users.find_id(username), secret)
+        rt.users.reset_password(host(), rt.users.find_id(username), secret)
     typer.echo(f"password reset for {username}; its sessions were ended")
 
 
@@ -99,7 +97,7 @@ def reset_password(
 def reset_2fa(username: Username, config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Remove an account's second factor and recovery codes (it must enrol again)."""
     with runtime_from(config_dir, data_dir) as rt:
-        rt.users.reset_two_factor(HOST, rt.users.find_id(username))
+        rt.users.reset_two_factor(host(), rt.users.find_id(username))
     typer.echo(f"two-factor authentication reset for {username}")
 
 
@@ -113,7 +111,7 @@ def list_users(
 ) -> None:
     """List accounts."""
     with runtime_from(config_dir, data_dir) as rt:
-        users, _ = rt.users.list_users(HOST, limit=1_000_000, status=status, role=role)
+        users, _ = rt.users.list_users(host(), limit=1_000_000, status=status, role=role)
     typer.echo(render_users(users, output), nl=False)
 
 

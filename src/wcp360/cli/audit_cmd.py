@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from wcp360.audit.search import EventFilter, parse_moment, select_events
-from wcp360.audit.setup import audit_file, signing_keys
-from wcp360.audit.signing import load_public_keys
-from wcp360.audit.tail import LogTail, iter_events
-from wcp360.audit.verify import verify as verify_log
-from wcp360.audit.witness import Anchor, DatabaseWitness, database_copy_anchor
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
 from wcp360.cli.output import json_text, table
-from wcp360.config import Config
+
+if TYPE_CHECKING:
+    from wcp360.audit.witness import Anchor
+    from wcp360.config import Config
 
 app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
@@ -29,6 +26,10 @@ def verify(
     data_dir: DataDirOption = None,
 ) -> None:
     """Check the chain and every checkpoint signature; exit 1 at the first problem."""
+    from wcp360.audit.setup import audit_file, signing_keys
+    from wcp360.audit.signing import load_public_keys
+    from wcp360.audit.verify import verify as verify_log
+
     config = config_from(config_dir, data_dir)
     directory, name, _ = audit_file(config)
     try:
@@ -51,6 +52,7 @@ def verify(
 
 def copies_of_the_head(config: Config, name: str) -> tuple[Anchor, ...]:
     """The witness and the database copy's newest event: what a cut-back log must still contain."""
+    from wcp360.audit.witness import DatabaseWitness, database_copy_anchor
     from wcp360.store.database import Database
 
     try:
@@ -69,6 +71,8 @@ def copies_of_the_head(config: Config, name: str) -> tuple[Anchor, ...]:
 @app.command("export-key")
 def export_key(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Print the public key(s) that verify the checkpoints (current last). Keep a copy off the host."""
+    from wcp360.audit.setup import signing_keys
+
     typer.echo(signing_keys(config_from(config_dir, data_dir)).export(), nl=False)
 
 
@@ -76,7 +80,7 @@ def export_key(config_dir: ConfigDirOption = None, data_dir: DataDirOption = Non
 def rotate_key(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Start signing with a new key; older checkpoints stay verifiable with the old public key."""
     from wcp360 import audit
-    from wcp360.audit.setup import trail_scope
+    from wcp360.audit.setup import signing_keys, trail_scope
 
     config = config_from(config_dir, data_dir)
     keys = signing_keys(config)
@@ -111,6 +115,10 @@ def search(
     data_dir: DataDirOption = None,
 ) -> None:
     """Events matching every filter given, oldest first (the last LIMIT)."""
+    from wcp360.audit.search import EventFilter, parse_moment, select_events
+    from wcp360.audit.setup import audit_file
+    from wcp360.audit.tail import iter_events
+
     config = config_from(config_dir, data_dir)
     try:
         where = EventFilter(
@@ -131,6 +139,9 @@ def tail(
     data_dir: DataDirOption = None,
 ) -> None:
     """The last events as JSON lines; with -f, follow new ones (Ctrl-C to stop)."""
+    from wcp360.audit.setup import audit_file
+    from wcp360.audit.tail import LogTail, iter_events
+
     config = config_from(config_dir, data_dir)
     directory, name, _ = audit_file(config)
     events = list(iter_events(directory, name))

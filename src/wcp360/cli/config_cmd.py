@@ -9,9 +9,6 @@ import typer
 
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from
 from wcp360.cli.output import terminal_safe
-from wcp360.config.hardening import production_problems
-from wcp360.config.warnings import config_warnings
-from wcp360.identity.providers import unavailable
 
 app = typer.Typer(help="Check and display the configuration.", no_args_is_help=True)
 
@@ -19,7 +16,11 @@ app = typer.Typer(help="Check and display the configuration.", no_args_is_help=T
 @app.command("validate")
 def validate(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Load every file; list each production hardening problem. Exit 0 only when all is well."""
-    config = config_from(config_dir, data_dir, enforce_production=False)
+    from wcp360.config.hardening import production_problems
+    from wcp360.config.warnings import config_warnings
+    from wcp360.identity.providers import unavailable
+
+    config = config_from(config_dir, data_dir, enforce_production=False, data_must_exist=False)
     problems = production_problems(config) if config.production else []
     for problem in problems:
         typer.echo(f"error: {problem}", err=True)
@@ -40,7 +41,7 @@ def show(
     data_dir: DataDirOption = None,
 ) -> None:
     """Print the effective configuration as JSON, secrets redacted."""
-    config = config_from(config_dir, data_dir, enforce_production=False)
+    config = config_from(config_dir, data_dir, enforce_production=False, data_must_exist=False)
     # SecretStr serialises as "**********" in JSON mode, so nothing secret can be printed here.
     data = config.model_dump(mode="json", by_alias=True)
     if section is not None:

@@ -7,8 +7,6 @@ from typing import Annotated
 import typer
 
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
-from wcp360.store import migrate
-from wcp360.store.provision import provision_postgres
 
 app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
 
@@ -16,7 +14,11 @@ app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
 @app.command("upgrade")
 def upgrade(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
     """Apply pending migrations (as the owner role) and refresh the app role's grants."""
-    config = config_from(config_dir, data_dir)
+    from wcp360.keys import ensure_private_dir
+    from wcp360.store import migrate
+
+    config = config_from(config_dir, data_dir, data_must_exist=False)
+    ensure_private_dir(config.data_dir)
     try:
         migrate.upgrade(config.database, config.data_dir)
     except Exception as exc:
@@ -33,7 +35,9 @@ def provision(
     data_dir: DataDirOption = None,
 ) -> None:
     """Create the owner and app roles and the database of database.yml (PostgreSQL only)."""
-    config = config_from(config_dir, data_dir)
+    from wcp360.store.provision import provision_postgres
+
+    config = config_from(config_dir, data_dir, data_must_exist=False)  # roles only, no local state
     if config.database.type != "postgresql":
         fail("database.yml does not select PostgreSQL")
     try:

@@ -6,13 +6,10 @@ from typing import Annotated, Literal
 
 import typer
 
-from wcp360.authz import Principal
-from wcp360.cli.common import ConfigDirOption, DataDirOption, fail, runtime_from
+from wcp360.cli.common import ConfigDirOption, DataDirOption, fail, host, runtime_from
 from wcp360.cli.output import json_text, table
-from wcp360.config.units import parse_duration
 
 app = typer.Typer(help="Intrusion detection: bans.", no_args_is_help=True)
-HOST = Principal.host_admin()
 
 
 @app.command("blocks")
@@ -23,7 +20,7 @@ def blocks(
 ) -> None:
     """Active bans with their expiry and reason."""
     with runtime_from(config_dir, data_dir) as rt:
-        bans = rt.defense.bans.list(HOST)
+        bans = rt.defense.bans.list(host())
     if output == "json":
         typer.echo(json_text(bans))
         return
@@ -41,12 +38,14 @@ def block(
     data_dir: DataDirOption = None,
 ) -> None:
     """Ban an address or network on every route (and in the firewall where it runs)."""
+    from wcp360.config.units import parse_duration
+
     try:
         length = parse_duration(duration) if duration else None
     except ValueError as exc:
         fail(str(exc))
     with runtime_from(config_dir, data_dir) as rt:
-        ban = rt.defense.bans.block(HOST, address, length, reason)
+        ban = rt.defense.bans.block(host(), address, length, reason)
     typer.echo(f"blocked {ban['network']} until {ban['expires_at'] or 'lifted'}")
 
 
@@ -58,5 +57,5 @@ def unblock(
 ) -> None:
     """Lift every ban on exactly this address or network."""
     with runtime_from(config_dir, data_dir) as rt:
-        count = rt.defense.bans.unblock(HOST, address)
+        count = rt.defense.bans.unblock(host(), address)
     typer.echo(f"unblocked {address} ({count} ban{'s' if count != 1 else ''} lifted)")

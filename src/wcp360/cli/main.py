@@ -11,7 +11,6 @@ from wcp360 import __version__
 from wcp360.cli import admin, audit_cmd, config_cmd, db, ids_cmd, scheduler_cmd
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
 from wcp360.cli.output import terminal_safe
-from wcp360.logs import configure_logging
 
 app = typer.Typer(
     help="WCP360: security-first multi-tenant hosting control plane.",
@@ -36,7 +35,7 @@ def serve(
     """Run the API server."""
     from wcp360.server import serve as run
 
-    config = config_from(config_dir, data_dir)
+    config = config_from(config_dir, data_dir, data_must_exist=False)  # the first start creates it
     try:
         run(config, listen)
     except ValueError as exc:
@@ -75,5 +74,4 @@ def version() -> None:
 def main() -> None:
     # Everything WCP360 creates (database, secrets, logs) is private to its user.
     os.umask(0o077)
-    configure_logging(os.environ.get("WCP360_LOG_LEVEL", "info"))
-    app()
+    app()  # logging is configured when a command loads the config (cli/common.config_from)

@@ -16,10 +16,6 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 
 def _escape(char: str) -> str:
     code = ord(char)
@@ -38,6 +34,10 @@ def terminal_safe(value: object) -> str:
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[object]], width: int = 160) -> str:
     """A Rich table rendered to text; every cell is plain text (no markup), escaped."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table(*columns)
     for row in rows:
         grid.add_row(*(Text(terminal_safe(cell)) for cell in row))

@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
-import redis.asyncio
+if TYPE_CHECKING:
+    import redis.asyncio
+
 
 
 @dataclass(frozen=True)
@@ -122,5 +123,7 @@ def limiter_for(storage: str) -> Limiter:
     if storage.startswith("memory://"):
         return MemoryLimiter()
     if storage.startswith(("redis://", "rediss://", "unix://")):
+        import redis.asyncio  # only when configured: importing it costs every CLI command ~0.4 s
+
         return RedisLimiter(redis.asyncio.Redis.from_url(storage, socket_timeout=2))
     raise ValueError(f"unknown rate-limit storage {storage!r}: use memory:// or redis://")

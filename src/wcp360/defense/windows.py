@@ -6,9 +6,11 @@ import threading
 import time
 import uuid
 from collections import deque
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
+if TYPE_CHECKING:
+    import redis
+
 
 # Nothing the IDS asks about looks further back than this.
 MAX_WINDOW = 24 * 3600.0
@@ -66,5 +68,7 @@ def windows_for(storage: str) -> Windows:
     if storage.startswith("memory://"):
         return MemoryWindows()
     if storage.startswith(("redis://", "rediss://", "unix://")):
+        import redis  # only when configured (see gcra.limiter_for)
+
         return RedisWindows(redis.Redis.from_url(storage, socket_timeout=2))
     raise ValueError(f"unknown IDS storage {storage!r}: use memory:// or redis://")

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, Engine, text
 
 from wcp360.config.database import DatabaseConfig
 from wcp360.store.database import create_db_engine
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The newest migration (tests/store/test_sqlite.py checks it against Alembic's head). A database
+# already there needs no Alembic at all: importing it costs most of a second, on every CLI command.
+HEAD_REVISION = "0005"
 
 
 def alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
@@ -40,14 +47,27 @@ def upgrade(db: DatabaseConfig, data_dir: Path, revision: str = "head") -> None:
             postgres = engine.dialect.name == "postgresql"
             if postgres:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": UPGRADE_LOCK})
-            upgrade_connection(connection, revision)
+            if revision != "head" or _revision_of(connection) != HEAD_REVISION:
+                upgrade_connection(connection, revision)
             if postgres and db.owner_user and db.owner_user != db.user:
                 grant_app_role(connection, db.user)
     finally:
         engine.dispose()
 
 
+def _revision_of(connection: Connection) -> str | None:
+    # A savepoint: on PostgreSQL a failed statement (no table yet) would abort the transaction.
+    try:
+        with connection.begin_nested():
+            row = connection.execute(text("SELECT version_num FROM alembic_version")).first()
+    except Exception:
+        return None
+    return str(row[0]) if row else None
+
+
 def upgrade_connection(connection: Connection, revision: str = "head") -> None:
+    from alembic import command
+
     cfg = alembic_config()
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, revision)

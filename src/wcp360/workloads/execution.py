@@ -23,8 +23,8 @@ from wcp360.store.models import Module
 from wcp360.workloads.dispatch import Admission, NoWorkerFree
 from wcp360.workloads.grants import capabilities_with
 from wcp360.workloads.modules import ModuleService
+from wcp360.workloads.outcomes import VIOLATIONS, RunResult
 from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
-from wcp360.workloads.sandbox import VIOLATIONS, RunResult
 from wcp360.workloads.snapshots import SnapshotService
 from wcp360.workloads.workers import Job, Worker, WorkerPool
 

@@ -19,12 +19,13 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
-
-import wasmtime
+from typing import TYPE_CHECKING, BinaryIO
 
 from wcp360.errors import TooManyRequests, WcpError
 from wcp360.keys import ensure_private_dir
+
+if TYPE_CHECKING:
+    import wasmtime
 
 _CHUNK = 1024 * 1024
 
@@ -120,6 +121,8 @@ def validate(engine: wasmtime.Engine, raw: bytes | bytearray | mmap.mmap) -> Non
     TODO says the copy is there for want of a better way): over a writable buffer (a copy-on-write
     mapping or a bytearray) the same C call reads the bytes where they are. Falls back to the
     public call for read-only bytes."""
+    import wasmtime
+
     if isinstance(raw, bytes):
         wasmtime.Module.validate(engine, raw)
         return

@@ -9,9 +9,8 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import wasmtime
 from sqlalchemy import and_, bindparam, delete, func, select
 from sqlalchemy.orm import Session as OrmSession
 
@@ -29,6 +28,9 @@ from wcp360.workloads.grants import Grant, Owner, capabilities_with, could_apply
 from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
 from wcp360.workloads.wasm_reader import Buffer
+
+if TYPE_CHECKING:
+    import wasmtime
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 # A module's row and its shares in one statement: this lookup is on every execution's path, so it
@@ -70,7 +72,7 @@ class ModuleService:
         self.store = store
         self.sandbox = sandbox
         self.analysis = analysis
-        self.engine = wasmtime.Engine()
+        self._engine: wasmtime.Engine | None = None
         self.sharing = Sharing(db, policy)
         # Called with the digest of every newly stored module (the executor compiles it ahead of time).
         self.on_stored: list[Callable[[str], None]] = []
@@ -79,6 +81,15 @@ class ModuleService:
         self.incoming = Incoming(
             store.parent / "incoming", sandbox.max_module_size, sandbox.quotas.max_concurrent_uploads_per_user
         )
+
+    @property
+    def engine(self) -> wasmtime.Engine:
+        # Made on the first upload: wasmtime is not imported by commands that never see a module.
+        if self._engine is None:
+            import wasmtime
+
+            self._engine = wasmtime.Engine()
+        return self._engine
 
     # -- upload ---------------------------------------------------------------------------
 
@@ -106,6 +117,8 @@ class ModuleService:
         raw = self._binary(body, text_format)
         with self.db.transaction(actor.user_id, readonly=True) as s:
             self._within_quota(s, actor, len(raw))  # before any work; checked again under a lock below
+        import wasmtime
+
         try:
             validate(self.engine, raw)
         except wasmtime.WasmtimeError as exc:
@@ -181,6 +194,8 @@ class ModuleService:
             return body
         if not text_format:
             raise InvalidInput("not a WebAssembly module (bad magic); send text format as text/plain")
+        import wasmtime
+
         try:
             return bytes(wasmtime.wat2wasm(bytes(body).decode("utf-8")))
         except (UnicodeDecodeError, wasmtime.WasmtimeError) as exc:

@@ -18,30 +18,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import wasmtime
 
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.workloads.analysis import NEEDS_CAPABILITY, WASI
 from wcp360.workloads.instance_state import GLOBAL_TYPES, InstanceState, StateError
+from wcp360.workloads.outcomes import VIOLATIONS, Outcome, RunResult
 
-Outcome = Literal[
-    "ok",
-    "exit",
-    "out_of_fuel",
-    "timeout",
-    "memory_limit",
-    "stack_overflow",
-    "table_limit",
-    "capability_denied",
-    "trap",
-    "output_limit",
-]
-# Outcomes that mean a sandbox limit or capability stopped the module (sandbox_violations_total).
-VIOLATIONS = frozenset(
-    {"out_of_fuel", "timeout", "memory_limit", "stack_overflow", "table_limit", "capability_denied", "output_limit"}
-)
+__all__ = ["VIOLATIONS", "Outcome", "RunResult", "run"]
+
 EPOCH_TICK = 0.01  # seconds per epoch
 PAGE = 64 * 1024
 # Roughly ten instructions per loop iteration of the seed's `no_infinite_loops.max_iterations`.
@@ -51,20 +37,6 @@ DENIED = "capability denied: "
 HOST_MODULE = "wcp360"
 # url -> (HTTP status or -1, body); raises for a URL the module may not reach.
 HttpGet = Callable[[str], tuple[int, bytes]]
-
-
-@dataclass
-class RunResult:
-    outcome: Outcome
-    exit_code: int | None = None
-    stdout: bytes = b""
-    stderr: bytes = b""
-    duration_ms: float = 0.0
-    fuel_used: int = 0
-    memory_peak_bytes: int = 0
-    message: str | None = None
-    # The instance's state after the run (InstanceState bytes), when a snapshot was asked for.
-    state: bytes | None = None
 
 
 @dataclass

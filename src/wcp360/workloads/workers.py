@@ -31,7 +31,7 @@ from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfi
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.workloads.dispatch import FairQueue, NoWorkerFree
 from wcp360.workloads.outbound import OutboundDenied, fetch
-from wcp360.workloads.sandbox import RunResult
+from wcp360.workloads.outcomes import RunResult
 
 _log = structlog.get_logger("wcp360.workers")
 # The last fence, for a module the epoch interruption cannot stop (blocked in a host call): the
