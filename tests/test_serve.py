@@ -102,6 +102,7 @@ def test_files_and_directories_are_private(server: Server) -> None:
         assert mode & 0o077 == 0, f"{path} is {mode:04o}"
     audit_log = (server.data / "log" / "audit.log").read_text()
     assert '"action":"service_start"' in audit_log and '"action":"service_stop"' in audit_log
+    assert '"action":"config_change"' in audit_log  # every start compares the config with the last
 
 
 def test_admin_password_from_environment(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from wcp360.api.app import create_app
 from wcp360.api.connections import guarded_protocol
 from wcp360.audit.setup import trail_scope
 from wcp360.config import Config
+from wcp360.config.changes import record_config_changes
 from wcp360.defense.firewall import TABLE, NftFirewall, allowed_ports
 from wcp360.net import is_loopback, parse_listen
 from wcp360.runtime import Runtime
@@ -40,6 +41,7 @@ def serve(config: Config, listen: str | None = None) -> None:
         # The IDS reads the audit stream: it is a sink of the server's trail.
         with trail_scope(config, rt.db, forward=True, extra_sinks=[rt.defense.ids]):
             _bootstrap(rt)
+            record_config_changes(config)
             audit.record(
                 "service_start",
                 actor_id="system",

@@ -51,6 +51,9 @@ def test_a_code_cannot_be_replayed(client: TestClient, rt: Runtime) -> None:
     login(client, "olga", totp=code)
     again = client.post("/api/v1/auth/login", json={"username": "olga", "password": STRONG, "totp": code})
     assert again.status_code == 401
+    assert "already used" in problem_of(again)["detail"]  # said as it is, and still refused
+    wrong = client.post("/api/v1/auth/login", json={"username": "olga", "password": STRONG, "totp": "000000"})
+    assert wrong.status_code == 401 and "invalid two-factor code" in problem_of(wrong)["detail"]
 
 
 def test_recovery_codes_work_once(client: TestClient, rt: Runtime, audit_events: CapturingSink) -> None:

@@ -168,7 +168,8 @@ def test_broken_config_is_one_line_with_file_key_and_line(tmp_path: Path) -> Non
     env = {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(tmp_path / "data")}
     result = run_process(env, "admin", "list-users")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: rbac.yml:3: roles.admin.permisions: unknown key"
+    expected = "error: rbac.yml:3: roles.admin.permisions: unknown key (did you mean 'permissions'?)"
+    assert result.stderr.strip() == expected
 
 
 def test_db_upgrade_is_idempotent(env: dict[str, str]) -> None:
@@ -191,3 +192,24 @@ def test_a_missing_data_directory_is_refused_and_nothing_is_created(tmp_path: Pa
     # Setting WCP360 up is explicit.
     assert run_process(env, "db", "upgrade").returncode == 0 and missing.is_dir()
     assert run_process(env, "admin", "list-users").returncode == 0
+
+
+def test_config_validate_lists_every_problem_with_lines_and_suggestions(tmp_path: Path) -> None:
+    etc = write_files(
+        tmp_path / "etc",
+        {
+            "wcp360.yml": "listn: x\nmode: dev\nhttp:\n  max_body_sise: 5\nscheduler:\n  tick: soon\n",
+            "sandbox.yml": "sandbox:\n  workrs: 2\n  resource_limits:\n    max_memroy: 5\n",
+        },
+    )
+    result = wcp360({**os.environ, "WCP360_CONFIG_DIR": str(etc)}, "config", "validate")
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines == [
+        "error: wcp360.yml:1: listn: unknown key (did you mean 'listen'?)",
+        "error: wcp360.yml:4: http.max_body_sise: unknown key (did you mean 'max_body_size'?)",
+        "error: wcp360.yml:6: scheduler.tick: invalid duration 'soon': expected a number and a unit "
+        "(ms, s, m, h, d, w, y) (got 'soon')",
+        "error: sandbox.yml:2: sandbox.workrs: unknown key (did you mean 'workers'?)",
+        "error: sandbox.yml:4: sandbox.resource_limits.max_memroy: unknown key (did you mean 'max_memory'?)",
+    ]

@@ -19,13 +19,17 @@ from wcp360.cli.output import terminal_safe
 
 if TYPE_CHECKING:
     from wcp360.authz import Principal
-    from wcp360.config import Config
+    from wcp360.config import Config, ConfigError
     from wcp360.runtime import Runtime
 
 ConfigDirOption = Annotated[
     Path | None,
     typer.Option("--config-dir", envvar="WCP360_CONFIG_DIR", help="Config directory [default: /etc/wcp360]"),
 ]
+# Set by `main()` (the real command): the first command that loads the config then configures
+# logging (importing structlog costs `wcp360 version` nothing); in-process test runners do not.
+LOGGING = {"configure": False}
+
 DataDirOption = Annotated[
     Path | None, typer.Option("--data-dir", envvar="WCP360_DATA_DIR", help="Data directory (created 0700)")
 ]
@@ -49,18 +53,22 @@ def config_from(
     data_dir: Path | None,
     enforce_production: bool = True,
     data_must_exist: bool = True,
+    problems: list[ConfigError] | None = None,
 ) -> Config:
     """The config, or one line and exit 2. Unless the command sets WCP360 up (`serve`, `db
     upgrade`), the data directory must exist: a CLI pointed at the wrong place must not invent a
     new installation (database, keys, audit log) there and report it as empty."""
-    import os
-
     from wcp360.config import ConfigError, load_config
-    from wcp360.logs import configure_logging
 
-    configure_logging(os.environ.get("WCP360_LOG_LEVEL", "info"))
+    if LOGGING["configure"]:
+        import os
+
+        from wcp360.logs import configure_logging
+
+        configure_logging(os.environ.get("WCP360_LOG_LEVEL", "info"))
+        LOGGING["configure"] = False
     try:
-        config = load_config(config_dir, data_dir, enforce_production=enforce_production)
+        config = load_config(config_dir, data_dir, enforce_production=enforce_production, problems=problems)
     except ConfigError as exc:
         fail(str(exc), 2)
     if data_must_exist and not config.data_dir.is_dir():

@@ -15,16 +15,19 @@ app = typer.Typer(help="Check and display the configuration.", no_args_is_help=T
 
 @app.command("validate")
 def validate(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
-    """Load every file; list each production hardening problem. Exit 0 only when all is well."""
+    """Load every file and list every problem in every file (one per line, file:line: key: message),
+    then each production hardening problem. Exit 0 only when all is well."""
+    from wcp360.config import ConfigError
     from wcp360.config.hardening import production_problems
     from wcp360.config.warnings import config_warnings
     from wcp360.identity.providers import unavailable
 
-    config = config_from(config_dir, data_dir, enforce_production=False, data_must_exist=False)
-    problems = production_problems(config) if config.production else []
-    for problem in problems:
-        typer.echo(f"error: {problem}", err=True)
-    if problems:
+    problems: list[ConfigError] = []
+    config = config_from(config_dir, data_dir, enforce_production=False, data_must_exist=False, problems=problems)
+    hardening = production_problems(config) if config.production else []
+    for problem in [*problems, *hardening]:
+        typer.echo(f"error: {terminal_safe(problem)}", err=True)
+    if problems or hardening:
         raise typer.Exit(2)
     for warning in config_warnings(config):
         typer.echo(f"warning: {terminal_safe(warning)}", err=True)

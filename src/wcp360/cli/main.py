@@ -9,7 +9,7 @@ import typer
 
 from wcp360 import __version__
 from wcp360.cli import admin, audit_cmd, config_cmd, db, ids_cmd, scheduler_cmd
-from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+from wcp360.cli.common import LOGGING, ConfigDirOption, DataDirOption, config_from, fail
 from wcp360.cli.output import terminal_safe
 
 app = typer.Typer(
@@ -74,4 +74,5 @@ def version() -> None:
 def main() -> None:
     # Everything WCP360 creates (database, secrets, logs) is private to its user.
     os.umask(0o077)
-    app()  # logging is configured when a command loads the config (cli/common.config_from)
+    LOGGING["configure"] = True  # done when a command loads the config (cli/common.config_from)
+    app()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ _FILES: dict[str, tuple[type[BaseModel], BaseModel, Callable[[Any], Any], str]] 
 }
 
 CONFIG_FILES = tuple(_FILES)
+# Config attribute -> the file it comes from (for config_change events).
+FILE_OF_SECTION = {attribute: name for name, (_, _, _, attribute) in _FILES.items()}
 
 
 def resolve_config_dir(flag: Path | None, env: Mapping[str, str] | None = None) -> Path:
@@ -66,11 +70,13 @@ def load_config(
     data_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
     enforce_production: bool = True,
+    problems: list[ConfigError] | None = None,
 ) -> Config:
     """Load and validate every file; raise ConfigError naming file, key path and line.
 
-    `enforce_production=False` lets `wcp360 config validate` list every hardening problem
-    instead of stopping at the first.
+    With `problems`, nothing is raised for a file that does not validate: every error of every
+    file is appended there (a file in error counts as absent), so `wcp360 config validate` lists
+    them all in one run. `enforce_production=False` likewise leaves the hardening problems to it.
     """
     env = os.environ if env is None else env
     directory = resolve_config_dir(config_dir, env)
@@ -80,11 +86,19 @@ def load_config(
     loaded: list[str] = []
     for name, (model, default, section_of, attribute) in _FILES.items():
         path = directory / name
+        sections[attribute] = section_of(default)
         if path.is_file():
-            loaded.append(name)
-            sections[attribute] = section_of(_validate(path, model, env))
-        else:
-            sections[attribute] = section_of(default)
+            try:
+                sections[attribute] = section_of(_validate(path, model, env))
+                loaded.append(name)
+            except ConfigErrors as errors:
+                if problems is None:
+                    raise errors.first() from None
+                problems.extend(errors.errors)
+            except ConfigError as error:
+                if problems is None:
+                    raise
+                problems.append(error)
 
     server: ServerFile = sections["server"]
     resolved_data = data_dir or (Path(env["WCP360_DATA_DIR"]) if env.get("WCP360_DATA_DIR") else None)
@@ -98,10 +112,22 @@ def load_config(
         **sections,
     )
     if enforce_production and config.production:
-        problems = production_problems(config)
-        if problems:
-            raise ConfigError(problems[0].file, problems[0].key_path, problems[0].line, problems[0].message)
+        hardening = production_problems(config)
+        if hardening:
+            first = hardening[0]
+            raise ConfigError(first.file, first.key_path, first.line, first.message)
     return config
+
+
+class ConfigErrors(Exception):
+    """Every validation error of one file (the loader raises the first, or collects them all)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__(str(errors[0]))
+        self.errors = errors
+
+    def first(self) -> ConfigError:
+        return self.errors[0]
 
 
 def _validate(path: Path, model: type[BaseModel], env: Mapping[str, str]) -> BaseModel:
@@ -109,15 +135,57 @@ def _validate(path: Path, model: type[BaseModel], env: Mapping[str, str]) -> Bas
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        key_path, line = doc.line_of(tuple(first["loc"]))
-        message = first["msg"].removeprefix("Value error, ")
-        scalar_input = "input" in first and isinstance(first["input"], str | int | float | bool)
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif scalar_input and first["type"] != "missing" and not _looks_secret(key_path):
-            message = f"{message} (got {first['input']!r})"
-        raise ConfigError(doc.file, key_path, line, message) from None
+        errors = []
+        for error in exc.errors():
+            key_path, line = doc.line_of(tuple(error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            scalar_input = "input" in error and isinstance(error["input"], str | int | float | bool)
+            if error["type"] == "extra_forbidden":
+                message = "unknown key" + _suggestion(model, tuple(error["loc"]))
+            elif scalar_input and error["type"] != "missing" and not _looks_secret(key_path):
+                message = f"{message} (got {error['input']!r})"
+            errors.append(ConfigError(doc.file, key_path, line, message))
+        raise ConfigErrors(sorted(errors, key=lambda e: e.line or 0)) from None
+
+
+def _suggestion(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """" (did you mean 'x'?)" for a misspelt key, from the keys its model accepts at that place."""
+    known = _keys_at(model, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys a model accepts after walking `loc` (through nested models, lists, dicts, unions)."""
+    current: Any = model
+    parts = list(loc)
+    while True:
+        current = _model_in(current)
+        if current is None:
+            return []
+        if not parts:
+            return [info.alias or name for name, info in current.model_fields.items()]
+        part = parts.pop(0)
+        field = next(
+            (info for name, info in current.model_fields.items() if part in (name, info.alias)), None
+        )
+        if field is None:
+            return []
+        current = field.annotation
+        # A list index or a dict key comes next for containers: skip it.
+        while typing.get_origin(current) in (list, dict) and parts:
+            parts.pop(0)
+            current = typing.get_args(current)[-1]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _looks_secret(key_path: str) -> bool:

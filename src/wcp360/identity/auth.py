@@ -119,7 +119,11 @@ class AuthService:
                     # throttle like a failure: otherwise it is a free password oracle.
                     self._fail("totp_required", name, user)
                     raise TotpRequired("a two-factor code is required")
-                if not self.two_factor.check(s, user, totp):
+                second = self.two_factor.verify(s, user, totp)
+                if second == "reused":
+                    self._fail("reused_totp", name, user)
+                    raise Unauthorized("this two-factor code was already used; wait for the next one")
+                if second != "ok":
                     self._fail("bad_totp", name, user)
                     raise Unauthorized("invalid two-factor code")
                 mfa = True

@@ -6,7 +6,7 @@ import hmac
 import secrets
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import pyotp
 from sqlalchemy import select, update
@@ -116,15 +116,21 @@ class TwoFactor:
 
     def check(self, s: OrmSession, user: User, code: str) -> bool:
         """Accept a current TOTP code (never the same time step twice) or an unused recovery code."""
+        return self.verify(s, user, code) == "ok"
+
+    def verify(self, s: OrmSession, user: User, code: str) -> Literal["ok", "reused", "invalid"]:
+        """`check`, telling a code already used apart from a wrong one (so a person who typed the
+        code twice in one window hears that, not "invalid")."""
         code = code.strip().replace(" ", "")
         if user.totp_secret is None:
-            return False
+            return "invalid"
         if code.isdigit() and len(code) == 6:
-            step = self._matching_step(self.keys.decrypt(user.totp_secret), code, user.totp_last_step)
+            secret = self.keys.decrypt(user.totp_secret)
+            step = self._matching_step(secret, code, user.totp_last_step)
             if step is None:
-                return False
+                return "reused" if self._matching_step(secret, code, None) is not None else "invalid"
             user.totp_last_step = step
-            return True
+            return "ok"
         stored = digest(code.lower())
         row = s.scalar(
             select(RecoveryCode).where(
@@ -132,10 +138,10 @@ class TwoFactor:
             )
         )
         if row is None:
-            return False
+            return "invalid"
         row.used_at = utcnow()
         audit.record("2fa_recovery_code_used", actor_id=str(user.id), resource_type="user", resource_id=str(user.id))
-        return True
+        return "ok"
 
     def _matching_step(self, secret: str, code: str, last_step: int | None) -> int | None:
         totp = pyotp.TOTP(secret)
