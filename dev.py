@@ -42,7 +42,13 @@ def uv() -> str:
 
 
 def sync(uv_bin: str) -> None:
-    subprocess.run([uv_bin, "sync", "--frozen", "--quiet"], cwd=ROOT, check=True)
+    # Bytecode ahead of time: where PYTHONDONTWRITEBYTECODE is set (it is on the project's machines)
+    # Python never writes .pyc, and every command compiled ~500 modules from source (1.4 s of the
+    # CLI's 2.4 s). Installed packages are compiled when installed; our sources when they change.
+    subprocess.run([uv_bin, "sync", "--frozen", "--quiet", "--compile-bytecode"], cwd=ROOT, check=True)
+    subprocess.run(
+        [str(VENV_BIN / "python"), "-m", "compileall", "-q", str(ROOT / "src")], cwd=ROOT, check=True
+    )
 
 
 def run(uv_bin: str, *args: str, env: dict[str, str] | None = None) -> int:
@@ -122,7 +128,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "serve":
         return serve(argv[1:])
     if argv[0] == "cli":
-        if not DATA_DIR.is_dir():
+        if not DATA_DIR.is_dir() and argv[1:2] not in (["--help"], ["version"], ["config"], []):
             print("dev.py: no dev state yet: run `python3 dev.py serve` once first", file=sys.stderr)
             return 2
         return subprocess.call([str(VENV_BIN / "wcp360"), *argv[1:]], cwd=ROOT, env=dev_env())

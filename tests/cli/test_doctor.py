@@ -33,6 +33,7 @@ def test_a_healthy_host(tmp_path: Path) -> None:
     assert checks["seccomp"]["status"] == "ok" and checks["no_new_privs"]["status"] == "ok"
     assert checks["landlock"]["status"] == ("ok" if landlock_abi() else "warn")
     assert checks["firewall"]["status"] == "warn"  # opt-in, and said so
+    assert "not used: memory://" in checks["redis (rate limits)"]["detail"]  # a line, not silence
     table = wcp360(env, "doctor")
     assert table.returncode == 0 and "landlock" in table.stdout
 
