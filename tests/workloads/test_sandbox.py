@@ -168,3 +168,17 @@ def test_preopen_is_the_only_reachable_directory(engine: wasmtime.Engine, tmp_pa
 def test_missing_entry_point(engine: wasmtime.Engine) -> None:
     result = go(engine, '(module (func (export "main")))')
     assert result.outcome == "trap" and "_start" in (result.message or "")
+
+
+def test_every_limit_names_the_key_that_set_it(engine: wasmtime.Engine) -> None:
+    spin = '(module (func (export "_start") (loop $l (br $l))))'
+    seed = go(engine, spin)
+    assert seed.outcome == "out_of_fuel"
+    assert "sandbox.yml policies[no_infinite_loops].max_iterations" in (seed.message or "")
+    # One named budget beside the seed's policy: resource_limits.max_fuel wins when set.
+    named = CONFIG.model_copy(update={"resource_limits": CONFIG.resource_limits.model_copy(update={"max_fuel": 5000})})
+    result = go(engine, spin, named)
+    assert result.outcome == "out_of_fuel" and result.fuel_used == 5000
+    assert "5000 fuel units" in (result.message or "") and "resource_limits.max_fuel" in (result.message or "")
+    recursion = '(module (func $f (call $f)) (func (export "_start") (call $f)))'
+    assert "resource_limits.max_stack_depth" in (go(engine, recursion).message or "")

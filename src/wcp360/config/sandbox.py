@@ -25,6 +25,9 @@ class ResourceLimits(Section):
     max_table_size: int = Field(default=1000, gt=0)
     max_globals: int = Field(default=100, gt=0)
     max_output: ByteSize = 1024**2
+    # The instruction budget of one run (wasmtime fuel units, about one per instruction). Unset:
+    # the seed's `policies[no_infinite_loops].max_iterations` x 10.
+    max_fuel: int | None = Field(default=None, gt=0)
 
 
 class ModuleCapabilities(Section):
@@ -81,6 +84,9 @@ class SandboxConfig(Section):
     max_module_size: ByteSize = 100 * 1000**2
     # Worker processes that run modules, apart from the API process.
     workers: int = Field(default=2, ge=1, le=64)
+    # Compiling a module is not running it: a worker loading a module gets this long for it (once
+    # per run, on top of max_execution_time). A 69 MB C++ program compiles in ~42 s on 2 cores.
+    max_compile_time: Duration = timedelta(minutes=10)
     # Compile each uploaded module ahead of time (in a worker, in the background), so its first
     # run deserializes a cached artifact instead of compiling.
     precompile: bool = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -95,6 +96,10 @@ class RunStore:
         self.policy = policy
         self.max_output = max_output
         self.quotas = quotas
+        # Output stored per account since its quota was last summed: the sum reads all its runs, so
+        # it is taken once a tenth of the quota (at most 1 MiB) has been written, not on every run.
+        self._unsummed: dict[uuid.UUID | None, int] = {}
+        self._unsummed_lock = threading.Lock()
         # Names this process on the queued runs it will run.
         self.runner_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -145,13 +150,14 @@ class RunStore:
         """Store the outcome: update the queued run, or store a synchronous run once, finished."""
         cap = self.max_output
         stdout, stderr = _text(result.stdout, cap), _text(result.stderr, cap)
+        stored = len(stdout.encode()) + len(stderr.encode())
         outputs = {
             "status": "finished",
             "outcome": result.outcome,
             "exit_code": result.exit_code,
             "stdout": stdout,
             "stderr": stderr,
-            "output_bytes": len(stdout.encode()) + len(stderr.encode()),
+            "output_bytes": stored,
             "message": (result.message or "")[:512] or None,
             "duration_ms": round(result.duration_ms),
             "fuel_used": result.fuel_used,
@@ -167,7 +173,7 @@ class RunStore:
                     setattr(run, key, value)
                 s.flush()
                 view = run_view(run)
-            self.keep_within_quota(actor.user_id)
+            self._note_output(actor.user_id, stored)
             return view
         # A synchronous run is stored once, finished, with one Core INSERT (the ORM's unit of work
         # cost twice the statement on this path).
@@ -182,9 +188,19 @@ class RunStore:
         }
         with self.db.connection(actor.user_id) as connection:
             connection.execute(insert(Run), values)
-        if outputs["output_bytes"]:
-            self.keep_within_quota(actor.user_id)
+        self._note_output(actor.user_id, stored)
         return run_view(Run(**values))
+
+    def _note_output(self, user_id: uuid.UUID | None, size: int) -> None:
+        if not size:
+            return
+        step = max(1, min(self.quotas.max_run_output_bytes_per_user // 10, 1024 * 1024))
+        with self._unsummed_lock:
+            pending = self._unsummed.get(user_id, 0) + size
+            due = pending >= step
+            self._unsummed[user_id] = 0 if due else pending
+        if due:
+            self.keep_within_quota(user_id)
 
     # -- what is kept ---------------------------------------------------------------------
 

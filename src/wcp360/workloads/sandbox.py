@@ -81,11 +81,31 @@ class EpochTicker:
         self._stop.set()
 
 
-def fuel_budget(config: SandboxConfig) -> int:
+def fuel_budget(config: SandboxConfig) -> tuple[int, str]:
+    """The instruction budget of a run, and the sandbox.yml key that set it (named in errors)."""
+    if config.resource_limits.max_fuel is not None:
+        return config.resource_limits.max_fuel, "resource_limits.max_fuel"
     for policy in config.policies:
         if policy.name == "no_infinite_loops" and policy.enabled and policy.max_iterations:
-            return policy.max_iterations * FUEL_PER_ITERATION
-    return 10**12  # no policy: effectively unlimited, the time limit still applies
+            return policy.max_iterations * FUEL_PER_ITERATION, "policies[no_infinite_loops].max_iterations (x 10)"
+    return 10**12, "no budget set"  # effectively unlimited; the time limit still applies
+
+
+# The sandbox.yml key behind each limit outcome: every limit error names the key that set it.
+LIMIT_KEYS = {
+    "timeout": "resource_limits.max_execution_time",
+    "stack_overflow": "resource_limits.max_stack_depth",
+    "memory_limit": "resource_limits.max_memory",
+    "table_limit": "resource_limits.max_table_size",
+    "output_limit": "resource_limits.max_output",
+}
+
+
+def _name_the_limit(result: RunResult, fuel: int, fuel_key: str) -> None:
+    if result.outcome == "out_of_fuel":
+        result.message = f"instruction budget of {fuel} fuel units exhausted (sandbox.yml {fuel_key})"
+    elif result.outcome in LIMIT_KEYS and "sandbox.yml" not in (result.message or ""):
+        result.message = f"{result.message or result.outcome} (sandbox.yml {LIMIT_KEYS[result.outcome]})"
 
 
 def run(
@@ -109,7 +129,7 @@ def run(
     store.set_limits(
         memory_size=limits.max_memory, table_elements=limits.max_table_size, instances=4, tables=4, memories=1
     )
-    fuel = fuel_budget(config)
+    fuel, fuel_key = fuel_budget(config)
     store.set_fuel(fuel)
     store.set_epoch_deadline(max(1, math.ceil(limits.max_execution_time.total_seconds() / EPOCH_TICK)))
     stdout, stderr = _Capped(limits.max_output), _Capped(limits.max_output)
@@ -141,6 +161,8 @@ def run(
     result.stdout, result.stderr = bytes(stdout.data), bytes(stderr.data)
     if result.outcome in ("ok", "exit") and (stdout.overflowed or stderr.overflowed):
         result.outcome = "output_limit"
+        result.message = f"output passed {limits.max_output} bytes"
+    _name_the_limit(result, fuel, fuel_key)
     return result
 
 

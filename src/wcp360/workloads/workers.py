@@ -36,10 +36,9 @@ from wcp360.workloads.outcomes import RunResult
 _log = structlog.get_logger("wcp360.workers")
 # The last fence, for a module the epoch interruption cannot stop (blocked in a host call): the
 # pool kills its worker RUN_GRACE seconds after max_execution_time. A worker that has to load the
-# module first (compile it, or read its artifact) says so and gets COMPILE_GRACE more, once per
+# module first (compile it, or read its artifact) says so and gets `sandbox.yml max_compile_time` more, once per
 # job: a worker that ran tenant code before is not trusted to ask for more than that.
 RUN_GRACE = 1.0
-COMPILE_GRACE = 60.0
 
 
 @dataclass
@@ -105,7 +104,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
             cache.move_to_end(digest)
             return cache[digest]
         # Reading an artifact (0.7 s for 69 MB) or compiling (most of a minute) is not the run's
-        # time: the pool allows for it (COMPILE_GRACE) until told it is over.
+        # time: the pool allows for it (max_compile_time) until told it is over.
         conn.send({"compiling": True})
         try:
             module = load_from_disk(digest)
@@ -234,7 +233,7 @@ class WorkerPool:
         work_dir: Path,
         key: bytes,
         grace: float = RUN_GRACE,
-        compile_grace: float = COMPILE_GRACE,
+        compile_grace: float | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.store = store
@@ -246,7 +245,9 @@ class WorkerPool:
             ensure_private_dir(directory)
         self.key = key
         self.grace = grace
-        self.compile_grace = compile_grace
+        self.compile_grace = (
+            sandbox.max_compile_time.total_seconds() if compile_grace is None else compile_grace
+        )
         self._queue: FairQueue[Worker] = FairQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -296,7 +297,7 @@ class WorkerPool:
         try:
             worker.conn.send(job)
             deadline = time.monotonic() + allowed + self.grace
-            may_compile = True
+            may_compile, loading = True, False
             while worker.conn.poll(max(0.0, deadline - time.monotonic())):
                 message = worker.conn.recv()
                 if "http" in message:  # the module asked for an outbound request: check, fetch, answer
@@ -306,21 +307,26 @@ class WorkerPool:
                     continue
                 if "compiling" in message:
                     if may_compile:
-                        may_compile = False
+                        may_compile, loading = False, True
                         deadline = time.monotonic() + self.compile_grace + allowed + self.grace
                     continue
                 if "compiled" in message:
+                    loading = False
                     deadline = min(deadline, time.monotonic() + allowed + self.grace)
                     continue
                 self._queue.put(worker, user)
                 return _within(RunResult(**message), allowed)
             self._queue.drop(user)
-            self._replace(worker, "hung")
+            self._replace(worker, "compile too long" if loading else "hung")
+            message = (
+                f"compiling the module took longer than {self.compile_grace:g} s (sandbox.yml max_compile_time); "
+                "its worker was killed: raise the key for modules this large"
+                if loading
+                else f"the run passed {allowed:g} s (sandbox.yml resource_limits.max_execution_time) in a host call; "
+                "its worker was killed"
+            )
             return RunResult(
-                "timeout",
-                message=f"the run passed max_execution_time ({allowed:g} s, sandbox.yml resource_limits); "
-                "its worker was killed",
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                "timeout", message=message, duration_ms=round((time.perf_counter() - started) * 1000, 3)
             )
         except (EOFError, OSError, BrokenPipeError):
             self._queue.drop(user)
