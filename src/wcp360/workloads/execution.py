@@ -149,13 +149,13 @@ class Executor:
     ) -> dict[str, Any]:
         """A synchronous run for the API: every wait (for a slot, a compile, a worker) happens on
         the event loop; a thread is taken only for database work and while a worker runs the job."""
-        if self._prepares_inline(request):
-            module, job = self.prepare(actor, module_id, request)
-        else:
-            module, job = await run_sync(self.prepare, actor, module_id, request)
         user = _account(actor)
-        self.admission.enter(user)
+        self.admission.enter(user)  # first: a flood over its limit is refused before any database work
         try:
+            if self._prepares_inline(request):
+                module, job = self.prepare(actor, module_id, request)
+            else:
+                module, job = await run_sync(self.prepare, actor, module_id, request)
             compiling = self._compile_of(module.digest)
             if compiling is not None:
                 await asyncio.wrap_future(compiling)
