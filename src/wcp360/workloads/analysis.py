@@ -16,7 +16,9 @@ from wcp360.config.sandbox import Capabilities, SandboxConfig
 from wcp360.config.static_analysis import AnalysisRule, StaticAnalysisConfig
 from wcp360.workloads.wasm_reader import Buffer, ModuleInfo, WasmFormatError, loops_of, read_module
 
-WEIGHT = {"low": 1, "medium": 3, "high": 5, "critical": 8}
+# "info" findings are reported and weigh nothing: what the sandbox refuses anyway at run time is not
+# a risk (eleven ordinary WASI imports of a real C++ program added up to a quarantine).
+WEIGHT = {"info": 0, "low": 1, "medium": 3, "high": 5, "critical": 8}
 PAGE = 64 * 1024
 WASI = ("wasi_snapshot_preview1", "wasi_unstable")
 # WASI functions that only do something with a capability the module may not have been granted.
@@ -87,8 +89,8 @@ def _imports(info: ModuleInfo, rule: AnalysisRule, capabilities: Capabilities) -
         elif item.module in WASI or name in HOST_FUNCTIONS:
             needed = HOST_FUNCTIONS.get(name) or _capability_for(item.name)
             if needed and not getattr(capabilities, needed):
-                # Low: the sandbox denies it at run time anyway; worth knowing, not worth quarantine.
-                found.append(Finding(rule.name, "low", f"import {name} needs {needed}, which is not granted"))
+                # Information: the sandbox denies it at run time anyway; worth knowing, never a risk.
+                found.append(Finding(rule.name, "info", f"import {name} needs {needed}, which is not granted"))
         elif name not in allowed:
             found.append(Finding(rule.name, rule.severity, f"import {name} is not in allowed_imports"))
     return found
