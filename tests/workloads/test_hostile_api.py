@@ -66,9 +66,10 @@ CASES: dict[str, tuple[str, str, dict[str, object]]] = {
         {},
     ),
     "environment without the capability": (
+        # Answered as an empty environment (real programs read it at start-up), denial recorded.
         _calls("environ_get", "(param i32 i32) (result i32)", "(call $f (i32.const 0) (i32.const 0))"),
-        "capability_denied",
-        {},
+        "ok",
+        {"message_contains": "environ_get"},
     ),
     "socket without the capability": (
         _calls(
@@ -138,7 +139,7 @@ def test_every_hostile_module_is_contained_and_the_api_keeps_serving(
         assert (after["outcome"], after["stdout"]) == ("ok", "hello\n"), (name, after)
     assert seen == expected
 
-    contained = [name for name, outcome in expected.items() if outcome not in ("exit", "trap")]
+    contained = [name for name, outcome in expected.items() if outcome not in ("exit", "trap")]  # ok: a denial
     assert metrics.SANDBOX_VIOLATIONS._value.get() - violations == len(contained)
     # Every hostile run is stored with its outcome and audited as module_execute with it.
     for name, run_id in run_ids.items():

@@ -119,7 +119,6 @@ def test_output_flood_is_capped(engine: wasmtime.Engine) -> None:
             "(call $f (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0)"
             " (i64.const 0) (i32.const 0) (i32.const 0))",
         ),
-        ("environ_get", "(param i32 i32) (result i32)", "(call $f (i32.const 0) (i32.const 0))"),
         ("sock_accept", "(param i32 i32 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0))"),
     ],
 )
@@ -130,6 +129,21 @@ def test_capabilities_not_granted_are_denied(engine: wasmtime.Engine, function: 
     )
     result = go(engine, source)
     assert result.outcome == "capability_denied" and function in (result.message or "")
+
+
+def test_without_the_capability_a_program_sees_an_empty_environment(engine: wasmtime.Engine) -> None:
+    # Every wasi-libc program reads its environment at start-up: a trap there ended real programs
+    # before main. Without environment_access the answer is an empty environment, and the denial
+    # is still recorded (audited and counted by the executor).
+    source = (
+        f'(module (import "{WASI}" "environ_sizes_get" (func $f (param i32 i32) (result i32))) {EXIT}'
+        ' (memory (export "memory") 1) (data (i32.const 0) "\\07\\00\\00\\00")'
+        " (func (export \"_start\") (drop (call $f (i32.const 0) (i32.const 4)))"
+        " (call $exit (i32.add (i32.const 10) (i32.load (i32.const 0))))))"
+    )
+    result = go(engine, source, env={"SECRET": "never seen"})
+    assert (result.outcome, result.exit_code) == ("exit", 10)  # zero variables, not the 7 planted
+    assert result.denied == [f"{WASI}.environ_sizes_get"] and "environ_sizes_get" in (result.message or "")
 
 
 def test_environment_only_with_the_capability(engine: wasmtime.Engine) -> None:

@@ -336,7 +336,7 @@ class Executor:
     ) -> dict[str, Any]:
         metrics.EXECUTIONS.labels(outcome=result.outcome).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
-        if result.outcome in VIOLATIONS:
+        if result.outcome in VIOLATIONS or result.denied:
             metrics.SANDBOX_VIOLATIONS.inc()
         queued = run_id is not None
         run_id = run_id or uuid.uuid4()
@@ -383,6 +383,8 @@ class Executor:
                 "restored_from": str(request.restore_from) if request.restore_from else None,
                 # The sandbox.yml module_capabilities entry whose grants the run had, if any.
                 "grant": grant,
+                # Calls refused with an answer the module could handle (an empty environment).
+                "denied_calls": result.denied or None,
             },
         )
 

@@ -3,7 +3,7 @@ needs wasmtime), so the API process and the CLI can handle results without impor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Outcome = Literal[
@@ -35,3 +35,5 @@ class RunResult:
     message: str | None = None
     # The instance's state after the run (InstanceState bytes), when a snapshot was asked for.
     state: bytes | None = None
+    # Calls refused gracefully (the guest got an answer it can handle, e.g. an empty environment).
+    denied: list[str] = field(default_factory=list)

@@ -152,12 +152,17 @@ def run(
         store.set_wasi(wasi)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
-        _deny_missing_capabilities(linker, store, module, capabilities)
+        denied: list[str] = []
+        _deny_missing_capabilities(linker, store, module, capabilities, denied)
         _define_host_functions(linker, module, capabilities, http_get, limits.max_output)
         started = time.perf_counter()
         result = _execute(linker, store, module, entry, limits.max_memory, snapshot, restore)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     result.fuel_used = fuel - store.get_fuel()
+    if denied:
+        result.denied = sorted(set(denied))
+        if result.outcome in ("ok", "exit") and not result.message:
+            result.message = f"not granted, answered as empty: {', '.join(result.denied)}"
     result.stdout, result.stderr = bytes(stdout.data), bytes(stderr.data)
     if result.outcome in ("ok", "exit") and (stdout.overflowed or stderr.overflowed):
         result.outcome = "output_limit"
@@ -166,8 +171,18 @@ def run(
     return result
 
 
+# Denied calls with an answer a program can handle: without environment_access a program sees an
+# empty environment (every wasi-libc/libc++ program reads it at start-up; a trap there ended real
+# programs before main). Other denied calls still trap: see issue #10 for the rest.
+_EMPTY_ANSWERS = frozenset({"environ_sizes_get", "environ_get"})
+
+
 def _deny_missing_capabilities(
-    linker: wasmtime.Linker, store: wasmtime.Store, module: wasmtime.Module, capabilities: Capabilities
+    linker: wasmtime.Linker,
+    store: wasmtime.Store,
+    module: wasmtime.Module,
+    capabilities: Capabilities,
+    denied: list[str],
 ) -> None:
     linker.allow_shadowing = True
     for item in module.imports:
@@ -175,13 +190,34 @@ def _deny_missing_capabilities(
         if item.module not in WASI or not isinstance(item.type, wasmtime.FuncType):
             continue
         needed = next((cap for cap, prefixes in NEEDS_CAPABILITY.items() if name.startswith(prefixes)), None)
-        if needed is not None and not getattr(capabilities, needed):
-            message = f"{DENIED}{item.module}.{name} needs {needed}"
+        if needed is None or getattr(capabilities, needed):
+            continue
+        qualified = f"{item.module}.{name}"
+        if name in _EMPTY_ANSWERS and _is_i32_pair_to_i32(item.type):
 
-            def deny(*_: object, _message: str = message) -> None:
-                raise wasmtime.Trap(_message)
+            def empty(caller: wasmtime.Caller, first: int, second: int, _name: str = qualified) -> int:
+                denied.append(_name)
+                if _name.endswith("environ_sizes_get"):  # (count_ptr, size_ptr): both zero
+                    memory = caller.get("memory")
+                    if not isinstance(memory, wasmtime.Memory):
+                        raise wasmtime.Trap(f"{DENIED}{_name} needs an exported memory")
+                    memory.write(caller, b"\0\0\0\0", first)
+                    memory.write(caller, b"\0\0\0\0", second)
+                return 0  # WASI errno: success
 
-            linker.define_func(item.module, name, item.type, deny)
+            linker.define_func(item.module, name, item.type, empty, access_caller=True)
+            continue
+        message = f"{DENIED}{qualified} needs {needed}"
+
+        def deny(*_: object, _message: str = message) -> None:
+            raise wasmtime.Trap(_message)
+
+        linker.define_func(item.module, name, item.type, deny)
+
+
+def _is_i32_pair_to_i32(kind: wasmtime.FuncType) -> bool:
+    i32 = str(wasmtime.ValType.i32())
+    return [str(p) for p in kind.params] == [i32, i32] and [str(r) for r in kind.results] == [i32]
 
 
 def _define_host_functions(
