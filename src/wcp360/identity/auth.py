@@ -277,7 +277,10 @@ class AuthService:
 
     def _authenticate_api_token(self, bearer: str, client_ip: str | None) -> Principal:
         token_id, _, secret = bearer[len(API_TOKEN_PREFIX) :].partition("_")
-        with self.db.transaction() as s:
+        # A read: it takes no write lock (on SQLite every API-token request used to, so a flood of
+        # refused requests queued other users' run inserts behind it). last_used_at is written
+        # apart, at most once a minute per token.
+        with self.db.transaction(readonly=True) as s:
             token = s.get(ApiToken, token_id) if token_id and secret else None
             now = utcnow()
             if token is None or token.revoked_at is not None or token.expires_at <= now:
@@ -298,11 +301,9 @@ class AuthService:
             user = s.get(User, token.user_id)
             if user is None or user.status != "active":
                 raise Unauthorized("invalid or expired token")
-            if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
-                token.last_used_at = now
-            for listener in self.on_api_token_verified:
-                listener(bearer, user.id)
-            return Principal(
+            stale = token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION
+            user_id = user.id
+            principal = Principal(
                 user_id=user.id,
                 username=user.username,
                 roles=tuple(user.role_names),
@@ -310,6 +311,12 @@ class AuthService:
                 scopes=tuple(token.scopes),
                 token_id=token.id,
             )
+        if stale:
+            with self.db.transaction() as s:
+                s.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
+        for listener in self.on_api_token_verified:
+            listener(bearer, user_id)
+        return principal
 
     # -- helpers -------------------------------------------------------------------------
 
