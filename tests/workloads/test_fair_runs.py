@@ -73,6 +73,16 @@ def make_runtime(config_dir: Path, tmp_path: Path, gate: str, workers: int, per_
     return Runtime.open(load_config(config_dir, tmp_path / "fair-data"))
 
 
+def two_accounts(
+    client: TestClient, rt: Runtime, gate: str, with_totp: bool = False
+) -> tuple[Account, Account, str, str]:
+    """The flood (with a module held open at the gate) and its victim (with a trivial module)."""
+    flood = signed_in(client, rt, "flood", ["developer"], with_totp=with_totp)
+    victim = signed_in(client, rt, "victim", ["developer"])
+    blocker = upload(client, flood, fetcher(f"{gate}/hold"), "blocker")
+    return flood, victim, blocker, upload(client, victim, HELLO, "hello")
+
+
 def token(client: TestClient, account: Account) -> str:
     scopes = ["modules:read", "modules:execute"]
     response = client.post("/api/v1/auth/api-tokens", json={"name": "t", "scopes": scopes}, headers=account.headers)
@@ -111,10 +121,7 @@ def test_the_per_account_limit_counts_every_credential_and_others_run_on(
     limited: tuple[TestClient, Runtime], gate: str
 ) -> None:
     client, rt = limited
-    flood = signed_in(client, rt, "flood", ["developer"], with_totp=True)
-    victim = signed_in(client, rt, "victim", ["developer"])
-    blocker = upload(client, flood, fetcher(f"{gate}/hold"), "blocker")
-    hello = upload(client, victim, HELLO, "hello")
+    flood, victim, blocker, hello = two_accounts(client, rt, gate, with_totp=True)
     first, second = token(client, flood), token(client, flood)
     with ThreadPoolExecutor(4) as pool:
         held = [
@@ -149,10 +156,7 @@ def one_worker(
 
 def test_waiting_for_a_worker_is_bounded_and_names_the_key(one_worker: tuple[TestClient, Runtime], gate: str) -> None:
     client, rt = one_worker
-    flood = signed_in(client, rt, "flood", ["developer"])
-    victim = signed_in(client, rt, "victim", ["developer"])
-    blocker = upload(client, flood, fetcher(f"{gate}/hold"), "blocker")
-    hello = upload(client, victim, HELLO, "hello")
+    flood, victim, blocker, hello = two_accounts(client, rt, gate)
     with ThreadPoolExecutor(2) as pool:
         held = pool.submit(execute, client, blocker, flood.headers)
         arrivals(1)
@@ -177,17 +181,14 @@ def test_a_free_worker_goes_to_the_account_served_longest_ago(
     patient: tuple[TestClient, Runtime], gate: str
 ) -> None:
     client, rt = patient
-    flood = signed_in(client, rt, "flood", ["developer"])
-    victim = signed_in(client, rt, "victim", ["developer"])
-    blocker = upload(client, flood, fetcher(f"{gate}/hold"), "blocker")
-    hello = upload(client, victim, HELLO, "hello")
+    flood, victim, blocker, hello = two_accounts(client, rt, gate)
     with ThreadPoolExecutor(2) as pool:
         held = pool.submit(execute, client, blocker, flood.headers)
         arrivals(1)
         queued = [execute(client, blocker, flood.headers, **{"async": True}).json()["run_id"] for _ in range(3)]
         waiting_victim: Future[Any] = pool.submit(execute, client, hello, victim.headers)
         give_up = time.monotonic() + 120  # a safety bound against a hang, not a timing assumption
-        while len(rt.executor.pool._queue._waiters) < 4:  # readiness: all four wait for the worker
+        while rt.executor.pool.waiting < 4:  # readiness: all four wait for the worker
             assert time.monotonic() < give_up, "the runs never queued for the worker"
             time.sleep(0.01)
         Gate.opened.set()

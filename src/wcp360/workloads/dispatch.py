@@ -87,6 +87,11 @@ class FairQueue(Generic[T]):
         waiter.future.set_result(item)
         return waiter.future
 
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return len(self._waiters)
+
     def withdraw(self, future: Future[T]) -> bool:
         """Stop waiting. False when the item was handed over meanwhile: the caller holds it then."""
         with self._lock:

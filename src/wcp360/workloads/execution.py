@@ -186,7 +186,7 @@ class Executor:
             # of the queue; it is withdrawn below instead.
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(pending)), self._wait_seconds)
         except (TimeoutError, asyncio.CancelledError) as exc:
-            if not pool._queue.withdraw(pending):
+            if not pool.withdraw(pending):
                 # Handed over just now: give it back (once the hand-over has completed).
 
                 def give_back(handed: Future[Worker]) -> None:

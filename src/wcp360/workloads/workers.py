@@ -268,13 +268,22 @@ class WorkerPool:
             raise RuntimeError("the worker pool is closed")
         return self._queue.request(user)
 
+    def withdraw(self, pending: Future[Worker]) -> bool:
+        """Stop waiting for a worker; False when one was handed over meanwhile (give it back)."""
+        return self._queue.withdraw(pending)
+
+    @property
+    def waiting(self) -> int:
+        """Runs waiting for a worker now."""
+        return self._queue.waiting
+
     def acquire(self, user: str, timeout: float | None = None) -> Worker:
         """Wait (blocking this thread) for a worker; NoWorkerFree after `timeout` seconds."""
         pending = self.request(user)
         try:
             return pending.result(timeout)
         except TimeoutError:
-            if self._queue.withdraw(pending):
+            if self.withdraw(pending):
                 raise NoWorkerFree(timeout or 0.0) from None
             return pending.result()  # handed over just as the wait ended
 
