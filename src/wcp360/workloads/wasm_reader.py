@@ -100,11 +100,19 @@ class Reader:
 
     def limits(self) -> Limits:
         flags = self.byte()
-        if flags > 0x07:
+        if flags > 0x0F:
             raise WasmFormatError(self.pos - 1, f"bad limits flags {flags:#x}")
         minimum = self.u32()
         maximum = self.u32() if flags & 0x01 else None
+        if flags & 0x08:  # custom-page-sizes: the page size's log2 follows
+            self.u32()
         return Limits(minimum, maximum, memory64=bool(flags & 0x04), shared=bool(flags & 0x02))
+
+    def value_type(self) -> None:
+        """Skip a value or reference type: one byte, or `ref`/`ref null` and a heap type (GC,
+        function references)."""
+        if self.byte() in (0x63, 0x64):
+            self.u32()  # the heap type: an s33, one byte when abstract, a type index otherwise
 
 
 _IMPORT_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
@@ -145,13 +153,13 @@ def _imports(reader: Reader, info: ModuleInfo) -> None:
             reader.u32()
             info.imported_functions += 1
         elif kind == 1:
-            reader.byte()
+            reader.value_type()
             item.limits = reader.limits()
         elif kind == 2:
             item.limits = reader.limits()
         elif kind == 3:
-            reader.byte()
-            reader.byte()
+            reader.value_type()
+            reader.byte()  # mutability
         elif kind == 4:
             reader.byte()
             reader.u32()
@@ -166,8 +174,44 @@ def _functions(reader: Reader, info: ModuleInfo) -> None:
 
 def _tables(reader: Reader, info: ModuleInfo) -> None:
     for _ in range(reader.u32()):
-        reader.byte()  # reference type
+        # A table with an initialiser (function references) is 0x40 0x00, its type, then an
+        # expression this reader need not decode: the limits come before it and are all it keeps.
+        if reader.data[reader.pos] == 0x40:
+            reader.pos += 2
+            reader.value_type()
+            info.tables.append(reader.limits())
+            _skip_constant_expression(reader)
+            continue
+        reader.value_type()
         info.tables.append(reader.limits())
+
+
+def _skip_constant_expression(reader: Reader) -> None:
+    """Up to and including its `end`: only the instructions a constant expression may hold."""
+    while (op := reader.byte()) != 0x0B:
+        if op in (0x41, 0x42, 0x23, 0xD2):  # i32/i64.const, global.get, ref.func
+            reader.u32()
+        elif op == 0x43:
+            reader.pos += 4
+        elif op == 0x44:
+            reader.pos += 8
+        elif op == 0xD0:  # ref.null heap type
+            reader.u32()
+        elif op in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # extended-const add/sub/mul
+            continue
+        elif op == 0xFD and reader.u32() == 12:  # v128.const
+            reader.pos += 16
+        elif op == 0xFB:
+            sub = reader.u32()
+            if sub in (0, 1, 6, 7):  # struct.new(_default), array.new(_default): a type index
+                reader.u32()
+            elif sub == 8:  # array.new_fixed: type index and length
+                reader.u32()
+                reader.u32()
+            elif sub not in (26, 27, 28):  # any.convert_extern, extern.convert_any, ref.i31
+                raise WasmFormatError(reader.pos, f"unknown constant instruction 0xfb {sub}")
+        else:
+            raise WasmFormatError(reader.pos - 1, f"unknown constant instruction {op:#04x}")
 
 
 def _memories(reader: Reader, info: ModuleInfo) -> None:
@@ -214,22 +258,27 @@ class LoopReport:
     grows_memory: bool = False
 
 
-# Instruction kinds, looked up in one 256-entry table per opcode (the walker's hot path).
+# Instruction kinds, looked up in one 256-entry table per opcode (the walker's hot path). Every
+# proposal wasmtime validates is here (a property test generates modules to hold it to that):
+# exception handling (try_table, throw_ref, and the legacy try/catch/delegate), tail calls,
+# function references, GC (0xfb), bulk memory and reference types (0xfc), SIMD and relaxed SIMD
+# (0xfd), threads (0xfe), multi-memory and memory64 (in memargs).
 PLAIN, END, BLOCK, LOOP, IF, BR, SKIP1, EXIT1, BR_TABLE, EXIT2, MEMARG, MEMSIZE, GROW, CONST, F32, F64 = range(16)
-SELECT_T, REF_NULL, FC, SIMD, ATOMIC, EXIT0, UNKNOWN = range(16, 23)
+SELECT_T, REF_NULL, FC, SIMD, ATOMIC, EXIT0, UNKNOWN, DELEGATE, TRY_TABLE, GC = range(16, 26)
 _KIND = bytearray([UNKNOWN]) * 256
-for _op in (0x01, 0x05, 0x1A, 0x1B, 0xD1, 0x19, *range(0x45, 0xC5)):
+for _op in (0x01, 0x05, 0x19, 0x1A, 0x1B, 0xD1, 0xD3, 0xD4, *range(0x45, 0xC5)):  # 0x05 else, 0x19 catch_all
     _KIND[_op] = PLAIN
-for _op in (0x00, 0x0F):  # unreachable, return
+for _op in (0x00, 0x0F, 0x0A):  # unreachable, return, throw_ref
     _KIND[_op] = EXIT0
 _KIND[0x0B] = END
-_KIND[0x02] = _KIND[0x06] = BLOCK  # block, try
+_KIND[0x02] = _KIND[0x06] = BLOCK  # block, try (legacy exceptions)
 _KIND[0x03] = LOOP
 _KIND[0x04] = IF
 _KIND[0x0C] = BR
-for _op in (0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2, 0x07, 0x09, 0x18):
+for _op in (0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0xD2, 0x07):  # locals, globals, tables, ref.func, catch
     _KIND[_op] = SKIP1
-for _op in (0x0D, 0x10, 0x12, 0x08):  # br_if, call, return_call, throw
+# br_if, call, return_call, throw, rethrow, call_ref, return_call_ref, br_on_null, br_on_non_null
+for _op in (0x0D, 0x10, 0x12, 0x08, 0x09, 0x14, 0x15, 0xD5, 0xD6):
     _KIND[_op] = EXIT1
 _KIND[0x0E] = BR_TABLE
 _KIND[0x11] = _KIND[0x13] = EXIT2  # call_indirect, return_call_indirect
@@ -242,10 +291,12 @@ _KIND[0x43] = F32
 _KIND[0x44] = F64
 _KIND[0x1C] = SELECT_T
 _KIND[0xD0] = REF_NULL
+_KIND[0x18] = DELEGATE
+_KIND[0x1F] = TRY_TABLE
+_KIND[0xFB] = GC
 _KIND[0xFC] = FC
 _KIND[0xFD] = SIMD
 _KIND[0xFE] = ATOMIC
-_BLOCKTYPE_BYTES = frozenset({0x40, 0x7F, 0x7E, 0x7D, 0x7C, 0x7B, 0x70, 0x6F})
 
 
 def loops_of(raw: Buffer, info: ModuleInfo) -> Iterator[LoopReport]:
@@ -270,7 +321,7 @@ def _walk(data: bytes, pos: int, end: int, function: int) -> Iterator[LoopReport
     reader = Reader(memoryview(data)[:end], pos)
     for _ in range(reader.u32()):  # local declarations
         reader.u32()
-        reader.byte()
+        reader.value_type()
     pos = reader.pos
     labels: list[LoopReport | None] = []  # None for block/if/try, a LoopReport for loop
     open_loops = 0
@@ -350,7 +401,20 @@ def _walk(data: bytes, pos: int, end: int, function: int) -> Iterator[LoopReport
             elif kind == F64:
                 pos += 8
             elif kind == REF_NULL:
+                while data[pos] & 0x80:  # heap type (s33)
+                    pos += 1
                 pos += 1
+            elif kind in (DELEGATE, TRY_TABLE):
+                reader.pos = pos
+                if kind == DELEGATE:  # `delegate label` ends its try block, like `end`
+                    reader.u32()
+                    if labels:
+                        labels.pop()
+                else:
+                    reader.pos = _skip_blocktype(data, reader.pos)
+                    _catch_clauses(reader)
+                    labels.append(None)
+                pos = reader.pos
             else:
                 reader.pos = pos
                 _rare(reader, kind, op, pos - 1)
@@ -360,17 +424,28 @@ def _walk(data: bytes, pos: int, end: int, function: int) -> Iterator[LoopReport
 
 
 def _skip_blocktype(data: bytes, pos: int) -> int:
-    if data[pos] in _BLOCKTYPE_BYTES:
-        return pos + 1
-    while data[pos] & 0x80:  # a type index (s33)
+    """Empty (0x40), one value type (a byte; `ref`/`ref null` and a heap type), or a type index (s33)."""
+    if data[pos] in (0x63, 0x64):
+        pos += 1
+    while data[pos] & 0x80:
         pos += 1
     return pos + 1
+
+
+def _catch_clauses(reader: Reader) -> None:
+    """try_table's handlers: catch and catch_ref name a tag and a label, catch_all(_ref) a label."""
+    for _ in range(reader.u32()):
+        if reader.byte() in (0x00, 0x01):
+            reader.u32()
+        reader.u32()
 
 
 def _rare(reader: Reader, kind: int, op: int, offset: int) -> None:
     if kind == SELECT_T:
         for _ in range(reader.u32()):
-            reader.byte()
+            reader.value_type()
+    elif kind == GC:
+        _prefixed_gc(reader)
     elif kind == FC:
         _prefixed_fc(reader)
     elif kind == SIMD:
@@ -413,9 +488,31 @@ def _memarg(reader: Reader) -> None:
     reader.u32()
 
 
+# 0xfb sub-opcodes (GC) by how many LEB immediates follow; br_on_cast(_fail) (24, 25) is special.
+_GC_IMMEDIATES = {
+    **dict.fromkeys((0, 1, 6, 7, 11, 12, 13, 14, 16, 20, 21, 22, 23), 1),
+    **dict.fromkeys((2, 3, 4, 5, 8, 9, 10, 17, 18, 19), 2),
+    **dict.fromkeys((15, 26, 27, 28, 29, 30), 0),
+}
+
+
+def _prefixed_gc(reader: Reader) -> None:
+    sub = reader.u32()
+    if sub in (24, 25):  # br_on_cast(_fail): flags, label, two heap types
+        reader.byte()
+        for _ in range(3):
+            reader.u32()
+        return
+    count = _GC_IMMEDIATES.get(sub)
+    if count is None:
+        raise WasmFormatError(reader.pos, f"unknown 0xfb instruction {sub}")
+    for _ in range(count):
+        reader.u32()
+
+
 def _prefixed_fc(reader: Reader) -> None:
     sub = reader.u32()
-    if sub <= 7:
+    if sub <= 7 or 19 <= sub <= 22:  # saturating truncations; wide arithmetic
         return
     if sub in (8, 12, 14) or sub == 10:  # memory.init, table.init, table.copy
         reader.u32()
