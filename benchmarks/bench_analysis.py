@@ -15,7 +15,7 @@ import time
 
 import wasmtime
 
-from wcp360.config.sandbox import Capabilities, SandboxConfig
+from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.workloads.analysis import analyse
 
@@ -81,7 +81,7 @@ def main() -> None:
         wasmtime.Module.validate(engine, raw)
         validate.append(time.perf_counter() - started)
         started = time.perf_counter()
-        result = analyse(raw, StaticAnalysisConfig(), SandboxConfig(), Capabilities())
+        result = analyse(raw, StaticAnalysisConfig(), Capabilities())
         analysis.append(time.perf_counter() - started)
     assert result is not None
     size_mb = len(raw) / 1e6

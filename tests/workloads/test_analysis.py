@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.workloads.conftest import many_globals, wasm
-from wcp360.config.sandbox import Capabilities, SandboxConfig
+from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.workloads.analysis import Analysis, analyse
 from wcp360.workloads.wasm_reader import WasmFormatError, read_module
 
 
 def run(raw: bytes, capabilities: Capabilities | None = None) -> Analysis:
-    return analyse(raw, StaticAnalysisConfig(), SandboxConfig(), capabilities or Capabilities())
+    return analyse(raw, StaticAnalysisConfig(), capabilities or Capabilities())
 
 
 def rules_of(result: Analysis) -> list[str]:
@@ -54,8 +54,6 @@ def test_memory_bomb() -> None:
         ("blocked_import", "check_import_restrictions", "env.abort is blocked"),
         ("unknown_import", "check_import_restrictions", "not in allowed_imports"),
         ("start_function", "detect_unsafe_operations", "start function"),
-        ("huge_memory", "detect_unsafe_operations", "exceeds max_memory"),
-        ("huge_table", "detect_unsafe_operations", "exceeds max_table_size"),
         ("wasi_file_access", "check_import_restrictions", "needs file_access"),
     ],
 )
@@ -68,9 +66,12 @@ def test_granted_capability_is_not_a_finding() -> None:
     assert run(wasm("wasi_file_access"), Capabilities(file_access=True)).findings == []
 
 
-def test_too_many_globals() -> None:
-    assert any("globals exceed max_globals" in f.message for f in run(many_globals(101)).findings)
-    assert run(many_globals(100)).findings == []
+@pytest.mark.parametrize("name", ["huge_memory", "huge_table"])
+def test_sizes_beyond_the_limits_are_not_risk(name: str) -> None:
+    """The upload refuses them naming the key (test_hostile_api.py); risk points would only have
+    quarantined a large real program whose limits an administrator had raised."""
+    assert run(wasm(name)).findings == []
+    assert run(many_globals(101)).findings == []
 
 
 def test_quarantine_thresholds() -> None:
@@ -138,7 +139,7 @@ def test_capability_imports_the_sandbox_denies_are_information_not_risk() -> Non
     )
     types = " ".join(f"(type (func {signature}))" for _, signature in functions)
     module = bytes(wasmtime.wat2wasm(f'(module {types} {imports} (func (export "_start")))'))
-    report = analyse(module, StaticAnalysisConfig(), SandboxConfig(), Capabilities())
+    report = analyse(module, StaticAnalysisConfig(), Capabilities())
     denied = [f for f in report.findings if "not granted" in f.message]
     assert len(denied) == len(functions) and {f.severity for f in denied} == {"info"}
     assert report.risk_score == 0 and report.status == "active"

@@ -35,9 +35,7 @@ CASES: dict[str, tuple[str, str, dict[str, object]]] = {
         "memory_limit",
         {},
     ),
-    "initial memory above the limit": ('(module (memory 1000) (func (export "_start")))', "memory_limit", {}),
     "deep recursion": ('(module (func $r (export "_start") (call $r)))', "stack_overflow", {}),
-    "table above the limit": ('(module (table 5000 funcref) (func (export "_start")))', "table_limit", {}),
     "unreachable": ('(module (func (export "_start") unreachable))', "trap", {}),
     "proc_exit": (
         f'(module (import "{WASI}" "proc_exit" (func $x (param i32))) {MEMORY}'
@@ -149,16 +147,38 @@ def test_every_hostile_module_is_contained_and_the_api_keeps_serving(
     assert {run_ids[name]: expected[name] for name in CASES}.items() <= audited.items()
 
 
-def test_too_many_globals_never_reaches_a_worker(client: TestClient, rt: Runtime) -> None:
-    """wasmtime has no run-time limit on globals: max_globals is enforced at upload, refused whole."""
+GLOBALS_101 = " ".join(f"(global i32 (i32.const {i}))" for i in range(101))
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        # wasmtime has no run-time limit on globals: the upload is the only fence.
+        (f'(module {GLOBALS_101} (func (export "_start")))', ["101 globals", "resource_limits.max_globals"]),
+        # These could never instantiate: refused before anything is stored, not left to fail each run.
+        ('(module (memory 1000) (func (export "_start")))', ["65536000 bytes", "resource_limits.max_memory"]),
+        ('(module (table 5000 funcref) (func (export "_start")))', ["5000 elements", "resource_limits.max_table_size"]),
+        ('(module (import "env" "t" (table 5000 funcref)))', ["5000 elements", "resource_limits.max_table_size"]),
+    ],
+    ids=["globals", "initial memory", "initial table", "imported table"],
+)
+def test_a_module_beyond_the_limits_never_reaches_a_worker(
+    client: TestClient, rt: Runtime, source: str, words: list[str]
+) -> None:
     dev = signed_in(client, rt, "dev", ["developer"])
-    body = " ".join(f"(global i32 (i32.const {i}))" for i in range(101))
-    raw = bytes(wasmtime.wat2wasm(f'(module {body} (func (export "_start")))'))
-    refused = client.post("/api/v1/modules?name=globals", content=raw, headers={**dev.headers, **WASM})
+    refused = client.post(
+        "/api/v1/modules?name=big", content=bytes(wasmtime.wat2wasm(source)), headers={**dev.headers, **WASM}
+    )
     assert refused.status_code == 422 and refused.headers["content-type"] == "application/problem+json"
-    assert "101 globals" in refused.json()["detail"] and "max_globals" in refused.json()["detail"]
+    detail = refused.json()["detail"]
+    assert all(word in detail for word in words) and "sandbox.yml" in detail, detail
     assert client.get("/api/v1/modules", headers=dev.headers).json()["total"] == 0
     assert not list((rt.config.data_dir / "modules").rglob("*"))
-    # At the limit is fine.
+
+
+def test_at_the_limits_is_fine(client: TestClient, rt: Runtime) -> None:
+    dev = signed_in(client, rt, "dev", ["developer"])
     at_limit = " ".join(f"(global i32 (i32.const {i}))" for i in range(100))
     upload(client, dev, bytes(wasmtime.wat2wasm(f'(module {at_limit} (func (export "_start")))')), "globals")
+    sizes = '(module (table 1000 funcref) (memory 122) (func (export "_start")))'  # 122 pages < 8 MB
+    upload(client, dev, bytes(wasmtime.wat2wasm(sizes)), "sizes")

@@ -9,7 +9,7 @@ import wasmtime
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from wcp360.config.sandbox import Capabilities, SandboxConfig
+from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.workloads.analysis import analyse
 from wcp360.workloads.wasm_reader import loops_of, read_module
@@ -193,7 +193,7 @@ def test_no_module_wasmtime_validates_has_an_unknown_instruction(generated: tupl
     info = read_module(raw)
     assert len(info.tables) == 2 and len(info.memories) == 4
     assert sum(1 for _ in loops_of(raw, info)) == expected_loops
-    report = analyse(raw, StaticAnalysisConfig(), SandboxConfig(), Capabilities())
+    report = analyse(raw, StaticAnalysisConfig(), Capabilities())
     assert not [f for f in report.findings if "not fully analysed" in f.message or "unknown" in f.message]
 
 

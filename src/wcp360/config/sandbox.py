@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from wcp360.config.base import ByteSize, ConfigPath, Duration, Section
 
@@ -30,6 +30,19 @@ class ResourceLimits(Section):
     max_fuel: int | None = Field(default=None, gt=0)
 
 
+class LimitOverrides(Section):
+    """Limits one vetted module runs under instead of `resource_limits` (issue #10: defaults stay
+    tight while a large program an administrator checked runs). Only for exact bytes: the entry
+    must name the module's digest. max_stack_depth is the engine's, shared by every module."""
+
+    max_memory: ByteSize | None = None
+    max_execution_time: Duration | None = None
+    max_table_size: int | None = Field(default=None, gt=0)
+    max_globals: int | None = Field(default=None, gt=0)
+    max_output: ByteSize | None = None
+    max_fuel: int | None = Field(default=None, gt=0)
+
+
 class ModuleCapabilities(Section):
     # Keyed "owner/name" (or a name alone for administrators' modules): see workloads/grants.py.
     # Optional: the module's SHA-256 ("sha256:<hex>"), so only those exact bytes get the grant.
@@ -43,6 +56,13 @@ class ModuleCapabilities(Section):
     writable_paths: list[ConfigPath] = []
     # host (https on 443), host:port, or scheme://host[:port]; see workloads/outbound.py
     allowed_hosts: list[str] = []
+    resource_limits: LimitOverrides | None = None
+
+    @model_validator(mode="after")
+    def _limits_need_a_digest(self) -> ModuleCapabilities:
+        if self.resource_limits is not None and self.digest is None:
+            raise ValueError("resource_limits for one module apply to exact bytes only: set digest too")
+        return self
 
     @field_validator("allowed_hosts")
     @classmethod

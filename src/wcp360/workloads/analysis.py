@@ -1,7 +1,8 @@
 """Static analysis of uploaded modules (seed 003 `static_analysis.yml`) and the quarantine policy.
 
 Rules: check_import_restrictions, detect_unsafe_operations, detect_infinite_loops,
-detect_memory_leaks, plus counts against the sandbox limits. Each finding names its rule,
+detect_memory_leaks. Sizes beyond the run-time limits are not findings: the upload refuses them
+(workloads/limits.py), naming the key. Each finding names its rule,
 severity, location (function index, byte offset) and what is wrong. The risk score is the sum of
 the findings' severity weights, capped at 10; `high_risk_threshold` and above is quarantined when
 `auto_quarantine` is on, `medium_risk_threshold` and above is flagged.
@@ -12,14 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from wcp360.config.sandbox import Capabilities, SandboxConfig
+from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import AnalysisRule, StaticAnalysisConfig
 from wcp360.workloads.wasm_reader import Buffer, ModuleInfo, WasmFormatError, loops_of, read_module
 
 # "info" findings are reported and weigh nothing: what the sandbox refuses anyway at run time is not
 # a risk (eleven ordinary WASI imports of a real C++ program added up to a quarantine).
 WEIGHT = {"info": 0, "low": 1, "medium": 3, "high": 5, "critical": 8}
-PAGE = 64 * 1024
 WASI = ("wasi_snapshot_preview1", "wasi_unstable")
 # WASI functions that only do something with a capability the module may not have been granted.
 NEEDS_CAPABILITY = {
@@ -58,14 +58,17 @@ class Analysis:
         return self.risk_level != "low"
 
 
-def analyse(raw: Buffer, rules: StaticAnalysisConfig, sandbox: SandboxConfig, capabilities: Capabilities) -> Analysis:
-    info = read_module(raw)
+def analyse(
+    raw: Buffer, rules: StaticAnalysisConfig, capabilities: Capabilities, info: ModuleInfo | None = None
+) -> Analysis:
+    """`info`: the module's sections, when the caller has read them already."""
+    info = info or read_module(raw)
     findings: list[Finding] = []
     enabled: dict[str, AnalysisRule] = {r.name: r for r in rules.rules if r.enabled} if rules.enabled else {}
     if rule := enabled.get("check_import_restrictions"):
         findings += _imports(info, rule, capabilities)
     if rule := enabled.get("detect_unsafe_operations"):
-        findings += _unsafe(info, rule, sandbox)
+        findings += _unsafe(info, rule)
     if "detect_infinite_loops" in enabled or "detect_memory_leaks" in enabled:
         findings += _loops(raw, info, enabled)
     score = min(10, sum(WEIGHT[f.severity] for f in findings))
@@ -103,8 +106,7 @@ def _capability_for(function: str) -> str | None:
     return None
 
 
-def _unsafe(info: ModuleInfo, rule: AnalysisRule, sandbox: SandboxConfig) -> list[Finding]:
-    limits = sandbox.resource_limits
+def _unsafe(info: ModuleInfo, rule: AnalysisRule) -> list[Finding]:
     found = []
     memories = info.memories + [i.limits for i in info.imports if i.kind == "memory" and i.limits]
     for memory in memories:
@@ -112,21 +114,6 @@ def _unsafe(info: ModuleInfo, rule: AnalysisRule, sandbox: SandboxConfig) -> lis
             found.append(Finding(rule.name, rule.severity, "64-bit memory (memory64) is not supported here"))
         if memory.shared:
             found.append(Finding(rule.name, rule.severity, "shared memory (threads) is not supported here"))
-        if memory.minimum * PAGE > limits.max_memory:
-            message = f"initial memory {memory.minimum * PAGE} bytes exceeds max_memory {limits.max_memory}"
-            found.append(Finding(rule.name, rule.severity, message))
-    tables = info.tables + [i.limits for i in info.imports if i.kind == "table" and i.limits]
-    for table in tables:
-        if table.minimum > limits.max_table_size:
-            found.append(
-                Finding(
-                    rule.name,
-                    rule.severity,
-                    f"initial table size {table.minimum} exceeds max_table_size {limits.max_table_size}",
-                )
-            )
-    if info.globals > limits.max_globals:
-        found.append(Finding(rule.name, "medium", f"{info.globals} globals exceed max_globals {limits.max_globals}"))
     if info.has_start:
         found.append(
             Finding(

@@ -23,6 +23,7 @@ from wcp360.store.database import Database
 from wcp360.store.models import Module
 from wcp360.workloads.dispatch import Admission, NoWorkerFree
 from wcp360.workloads.grants import capabilities_with
+from wcp360.workloads.limits import limits_for
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.outcomes import VIOLATIONS, RunResult
 from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
@@ -318,10 +319,11 @@ class Executor:
             request.stdin,
             request.env,
             capabilities.model_dump(),
-            grant.capabilities.model_dump(mode="json", exclude={"digest"}) if grant else None,
+            grant.capabilities.model_dump(mode="json", exclude={"digest", "resource_limits"}) if grant else None,
             snapshot=request.snapshot,
             restore=restore,
             grant=grant.key if grant else None,
+            limits=limits_for(self.sandbox, grant) if grant and grant.capabilities.resource_limits else None,
         )
         return module, job
 
@@ -345,11 +347,11 @@ class Executor:
             snapshot_id = uuid.UUID(self.snapshots.create(actor, module, run_id, result.state)["id"])
         if queued:
             view = self.runs.finish(actor, module.id, request, result, run_id, snapshot_id, queued)
-            self._audit(actor, module, request, result, run_id, snapshot_id, view["task_id"], job.grant).wait()
+            self._audit(actor, module, request, result, run_id, snapshot_id, view["task_id"], job).wait()
             return view
         # A synchronous run's event is complete before its row is stored: the row is written while
         # the trail's fsync runs, and the answer waits for both (benchmarks/README.md).
-        pending = self._audit(actor, module, request, result, run_id, snapshot_id, None, job.grant)
+        pending = self._audit(actor, module, request, result, run_id, snapshot_id, None, job)
         view = self.runs.finish(actor, module.id, request, result, run_id, snapshot_id, queued)
         pending.wait()
         return view
@@ -363,7 +365,7 @@ class Executor:
         run_id: uuid.UUID,
         snapshot_id: uuid.UUID | None,
         task_id: str | None,
-        grant: str | None,
+        job: Job,
     ) -> audit.PendingEvent:
         return audit.submit(
             "module_execute",
@@ -382,9 +384,11 @@ class Executor:
                 "snapshot_id": str(snapshot_id) if snapshot_id else None,
                 "restored_from": str(request.restore_from) if request.restore_from else None,
                 # The sandbox.yml module_capabilities entry whose grants the run had, if any.
-                "grant": grant,
+                "grant": job.grant,
                 # Calls refused with an answer the module could handle (an empty environment).
                 "denied_calls": result.denied or None,
+                # Limits the module's own grant set (above or below the defaults), if any.
+                "own_limits": sorted(job.limits.keys) if job.limits else None,
             },
         )
 

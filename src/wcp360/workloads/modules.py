@@ -26,8 +26,9 @@ from wcp360.store.paging import page
 from wcp360.workloads.analysis import analyse
 from wcp360.workloads.grants import Grant, Owner, capabilities_with, could_apply, grant_for
 from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
+from wcp360.workloads.limits import limits_for, refuse_beyond_limits
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
-from wcp360.workloads.wasm_reader import Buffer
+from wcp360.workloads.wasm_reader import Buffer, WasmFormatError, read_module
 
 if TYPE_CHECKING:
     import wasmtime
@@ -125,14 +126,14 @@ class ModuleService:
             raise InvalidInput(f"not a valid WebAssembly module: {str(exc).splitlines()[0]}") from None
         digest = hashlib.sha256(raw).hexdigest()
         grant = grant_for(self.sandbox, name, digest, Owner(actor.username, actor.roles))
-        report = analyse(raw, self.analysis, self.sandbox, capabilities_with(self.sandbox, grant))
-        max_globals = self.sandbox.resource_limits.max_globals
-        if report.info.globals > max_globals:
-            # wasmtime has no run-time limit on globals: refusing here is the fence (whatever the
-            # analysis rules say), so such a module is never stored and never reaches a worker.
-            raise InvalidInput(
-                f"module declares {report.info.globals} globals; the limit (max_globals) is {max_globals}"
-            )
+        try:
+            info = read_module(raw)
+        except WasmFormatError as exc:  # wasmtime accepted it: a section this reader cannot follow
+            raise InvalidInput(f"module not readable for analysis: {exc}") from None
+        # Before the analysis (seconds for a large program): a module that could never run is
+        # refused whatever the rules say, never stored, never sent to a worker.
+        refuse_beyond_limits(info, limits_for(self.sandbox, grant))
+        report = analyse(raw, self.analysis, capabilities_with(self.sandbox, grant), info)
         if received is not None and raw is body:
             move_into(received, self.store / digest[:2] / digest)
         else:
@@ -183,6 +184,8 @@ class ModuleService:
                 "status": report.status,
                 "risk_score": report.risk_score,
                 "suspicious": report.suspicious,
+                # The module_capabilities entry that applies (capabilities, own limits), if any.
+                "grant": grant.key if grant else None,
             },
         )
         with self.db.transaction(actor.user_id, all_owners=True) as s:

@@ -24,6 +24,7 @@ import wasmtime
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.workloads.analysis import NEEDS_CAPABILITY, WASI
 from wcp360.workloads.instance_state import GLOBAL_TYPES, InstanceState, StateError
+from wcp360.workloads.limits import ModuleLimits
 from wcp360.workloads.outcomes import VIOLATIONS, Outcome, RunResult
 
 __all__ = ["VIOLATIONS", "Outcome", "RunResult", "run"]
@@ -81,31 +82,34 @@ class EpochTicker:
         self._stop.set()
 
 
-def fuel_budget(config: SandboxConfig) -> tuple[int, str]:
+def fuel_budget(config: SandboxConfig, limits: ModuleLimits) -> tuple[int, str]:
     """The instruction budget of a run, and the sandbox.yml key that set it (named in errors)."""
-    if config.resource_limits.max_fuel is not None:
-        return config.resource_limits.max_fuel, "resource_limits.max_fuel"
+    if limits.values.max_fuel is not None:
+        return limits.values.max_fuel, limits.key("max_fuel")
     for policy in config.policies:
         if policy.name == "no_infinite_loops" and policy.enabled and policy.max_iterations:
-            return policy.max_iterations * FUEL_PER_ITERATION, "policies[no_infinite_loops].max_iterations (x 10)"
+            return (
+                policy.max_iterations * FUEL_PER_ITERATION,
+                "sandbox.yml policies[no_infinite_loops].max_iterations (x 10)",
+            )
     return 10**12, "no budget set"  # effectively unlimited; the time limit still applies
 
 
-# The sandbox.yml key behind each limit outcome: every limit error names the key that set it.
-LIMIT_KEYS = {
-    "timeout": "resource_limits.max_execution_time",
-    "stack_overflow": "resource_limits.max_stack_depth",
-    "memory_limit": "resource_limits.max_memory",
-    "table_limit": "resource_limits.max_table_size",
-    "output_limit": "resource_limits.max_output",
+# The limit behind each limit outcome: every limit error names the key that set it.
+LIMIT_OF = {
+    "timeout": "max_execution_time",
+    "stack_overflow": "max_stack_depth",
+    "memory_limit": "max_memory",
+    "table_limit": "max_table_size",
+    "output_limit": "max_output",
 }
 
 
-def _name_the_limit(result: RunResult, fuel: int, fuel_key: str) -> None:
+def _name_the_limit(result: RunResult, fuel: int, fuel_key: str, limits: ModuleLimits) -> None:
     if result.outcome == "out_of_fuel":
-        result.message = f"instruction budget of {fuel} fuel units exhausted (sandbox.yml {fuel_key})"
-    elif result.outcome in LIMIT_KEYS and "sandbox.yml" not in (result.message or ""):
-        result.message = f"{result.message or result.outcome} (sandbox.yml {LIMIT_KEYS[result.outcome]})"
+        result.message = f"instruction budget of {fuel} fuel units exhausted ({fuel_key})"
+    elif result.outcome in LIMIT_OF and "sandbox.yml" not in (result.message or ""):
+        result.message = f"{result.message or result.outcome} ({limits.key(LIMIT_OF[result.outcome])})"
 
 
 def run(
@@ -121,15 +125,18 @@ def run(
     snapshot: bool = False,
     restore: bytes | None = None,
     http_get: HttpGet | None = None,
+    module_limits: ModuleLimits | None = None,
 ) -> RunResult:
     """Run `entry`; with `restore`, start from that instance state; with `snapshot`, capture the
-    state after a run that finished (`ok` or `exit`)."""
-    limits = config.resource_limits
+    state after a run that finished (`ok` or `exit`). `module_limits`: the module's own limits,
+    where its grant sets them (else `config.resource_limits`)."""
+    module_limits = module_limits or ModuleLimits(config.resource_limits)
+    limits = module_limits.values
     store = wasmtime.Store(engine)
     store.set_limits(
         memory_size=limits.max_memory, table_elements=limits.max_table_size, instances=4, tables=4, memories=1
     )
-    fuel, fuel_key = fuel_budget(config)
+    fuel, fuel_key = fuel_budget(config, module_limits)
     store.set_fuel(fuel)
     store.set_epoch_deadline(max(1, math.ceil(limits.max_execution_time.total_seconds() / EPOCH_TICK)))
     stdout, stderr = _Capped(limits.max_output), _Capped(limits.max_output)
@@ -167,7 +174,7 @@ def run(
     if result.outcome in ("ok", "exit") and (stdout.overflowed or stderr.overflowed):
         result.outcome = "output_limit"
         result.message = f"output passed {limits.max_output} bytes"
-    _name_the_limit(result, fuel, fuel_key)
+    _name_the_limit(result, fuel, fuel_key, module_limits)
     return result
 
 

@@ -30,6 +30,7 @@ from wcp360 import metrics
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.workloads.dispatch import FairQueue, NoWorkerFree
+from wcp360.workloads.limits import ModuleLimits
 from wcp360.workloads.outbound import OutboundDenied, fetch
 from wcp360.workloads.outcomes import RunResult
 
@@ -55,6 +56,8 @@ class Job:
     restore: bytes | None = None
     # The module_capabilities key the grants came from (for the audit event; workers ignore it).
     grant: str | None = None
+    # The module's own limits (a digest-bound module_capabilities entry), or the sandbox defaults.
+    limits: ModuleLimits | None = None
 
 
 def artifact_tag(key: bytes, digest: str, artifact: bytes) -> str:
@@ -159,11 +162,12 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
                 job.snapshot,
                 job.restore,
                 http_get,
+                job.limits,
             )
         conn.send(asdict(result))
 
 
-def _within(result: RunResult, allowed: float) -> RunResult:
+def _within(result: RunResult, allowed: float, key: str) -> RunResult:
     """A run that finished past max_execution_time (blocked in a host call, where epochs do not
     reach, but back before the fence) broke its limit all the same: it is a timeout, not `ok`."""
     if result.outcome in ("ok", "exit") and result.duration_ms > allowed * 1000:
@@ -171,7 +175,7 @@ def _within(result: RunResult, allowed: float) -> RunResult:
             result,
             outcome="timeout",
             state=None,
-            message=f"ran {result.duration_ms / 1000:.2f} s in a host call, past max_execution_time {allowed:g} s",
+            message=f"ran {result.duration_ms / 1000:.2f} s in a host call, past {allowed:g} s ({key})",
         )
     return result
 
@@ -301,7 +305,8 @@ class WorkerPool:
             self._queue.drop(user)
             self._replace(worker, "died idle")
             worker = self.acquire(user)
-        allowed = self.sandbox.resource_limits.max_execution_time.total_seconds()
+        limits = job.limits or ModuleLimits(self.sandbox.resource_limits)
+        allowed, time_key = limits.values.max_execution_time.total_seconds(), limits.key("max_execution_time")
         started = time.perf_counter()
         try:
             worker.conn.send(job)
@@ -324,14 +329,14 @@ class WorkerPool:
                     deadline = min(deadline, time.monotonic() + allowed + self.grace)
                     continue
                 self._queue.put(worker, user)
-                return _within(RunResult(**message), allowed)
+                return _within(RunResult(**message), allowed, time_key)
             self._queue.drop(user)
             self._replace(worker, "compile too long" if loading else "hung")
             message = (
                 f"compiling the module took longer than {self.compile_grace:g} s (sandbox.yml max_compile_time); "
                 "its worker was killed: raise the key for modules this large"
                 if loading
-                else f"the run passed {allowed:g} s (sandbox.yml resource_limits.max_execution_time) in a host call; "
+                else f"the run passed {allowed:g} s ({time_key}) in a host call; "
                 "its worker was killed"
             )
             return RunResult(
@@ -351,11 +356,9 @@ class WorkerPool:
         # whatever the worker (running tenant code) sends.
         granted = job.capabilities.get("network_access", False)
         allowed = list((job.grants or {}).get("allowed_hosts", [])) if granted else []
-        limits = self.sandbox.resource_limits
+        limits = (job.limits or ModuleLimits(self.sandbox.resource_limits)).values
         try:
-            status, body = fetch(
-                url, allowed, timeout=max(0.05, min(10.0, left)), limit=limits.max_output
-            )
+            status, body = fetch(url, allowed, timeout=max(0.05, min(10.0, left)), limit=limits.max_output)
         except OutboundDenied as exc:
             metrics.OUTBOUND_REQUESTS.labels(result="denied").inc()
             return {"denied": str(exc)}
