@@ -60,8 +60,17 @@ CASES: dict[str, tuple[str, str, dict[str, object]]] = {
             "(call $f (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0)"
             " (i64.const 0) (i32.const 0) (i32.const 0))",
         ),
+        # Refused with EACCES, as WASI refuses: the program ignored it and finished, refusal recorded.
+        "ok",
+        {"message_contains": "refused with an errno: wasi_snapshot_preview1.path_open"},
+    ),
+    "file access it cannot do without": (
+        f'(module (import "{WASI}" "path_open" (func $f (param i32 i32 i32 i32 i32 i64 i64 i32 i32)'
+        f' (result i32))) (import "{WASI}" "proc_exit" (func $x (param i32))) {MEMORY}'
+        ' (func (export "_start") (call $x (call $f (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0)'
+        " (i32.const 0) (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0)))))",
         "capability_denied",
-        {},
+        {"exit_code": 2, "message_contains": "stopped after the refusal"},
     ),
     "environment without the capability": (
         # Answered as an empty environment (real programs read it at start-up), denial recorded.
@@ -73,8 +82,8 @@ CASES: dict[str, tuple[str, str, dict[str, object]]] = {
         _calls(
             "sock_accept", "(param i32 i32 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0))"
         ),
-        "capability_denied",
-        {},
+        "ok",
+        {"message_contains": "refused with an errno: wasi_snapshot_preview1.sock_accept"},
     ),
     "outbound HTTP without the capability": (
         '(module (import "wcp360" "http_get" (func $f (param i32 i32 i32 i32) (result i32)))'

@@ -110,25 +110,46 @@ def test_output_flood_is_capped(engine: wasmtime.Engine) -> None:
     assert result.outcome == "output_limit" and len(result.stdout) == 1024
 
 
-@pytest.mark.parametrize(
-    ("function", "signature", "call"),
-    [
-        (
-            "path_open",
-            "(param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)",
-            "(call $f (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0)"
-            " (i64.const 0) (i32.const 0) (i32.const 0))",
-        ),
-        ("sock_accept", "(param i32 i32 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0))"),
-    ],
-)
-def test_capabilities_not_granted_are_denied(engine: wasmtime.Engine, function: str, signature: str, call: str) -> None:
+DENIABLE = [
+    (
+        "path_open",
+        "(param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)",
+        "(call $f (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 0)"
+        " (i64.const 0) (i32.const 0) (i32.const 0))",
+        2,  # EACCES
+    ),
+    ("sock_accept", "(param i32 i32 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0))", 76),
+    ("fd_readdir", "(param i32 i32 i32 i64 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0)"
+     " (i64.const 0) (i32.const 0))", 2),
+]
+
+
+@pytest.mark.parametrize(("function", "signature", "call", "errno"), DENIABLE)
+def test_a_refusal_is_an_errno_a_program_can_handle(
+    engine: wasmtime.Engine, function: str, signature: str, call: str, errno: int
+) -> None:
+    """A program that handles the refusal goes on (`ok`); the refusal is named in the run."""
     source = (
         f'(module (import "{WASI}" "{function}" (func $f {signature})) (memory (export "memory") 1)'
         f' (func (export "_start") (drop {call})))'
     )
     result = go(engine, source)
-    assert result.outcome == "capability_denied" and function in (result.message or "")
+    assert result.outcome == "ok" and result.denied == [f"{WASI}.{function}"]
+    assert f"refused with an errno: {WASI}.{function}" in (result.message or "")
+
+
+@pytest.mark.parametrize(("function", "signature", "call", "errno"), DENIABLE)
+def test_a_program_that_stops_after_a_refusal_is_capability_denied(
+    engine: wasmtime.Engine, function: str, signature: str, call: str, errno: int
+) -> None:
+    """It exits with the errno it got (EACCES for files, ENOTCAPABLE otherwise)."""
+    source = (
+        f'(module (import "{WASI}" "{function}" (func $f {signature})) {EXIT} (memory (export "memory") 1)'
+        f' (func (export "_start") (call $exit {call})))'
+    )
+    result = go(engine, source)
+    assert (result.outcome, result.exit_code) == ("capability_denied", errno)
+    assert function in (result.message or "") and f"exit status {errno}" in (result.message or "")
 
 
 def test_without_the_capability_a_program_sees_an_empty_environment(engine: wasmtime.Engine) -> None:

@@ -3,7 +3,10 @@
 Limits: memory and table sizes (StoreLimits), an instruction budget (fuel), wall-clock time (epoch
 interruption, ticked by a timer thread), stack size (max_wasm_stack), capped stdout/stderr.
 Capabilities are all off unless granted; a WASI function that needs one the module lacks is
-replaced at link time by a stub that traps, so using it ends the run as `capability_denied`.
+replaced at link time by a stub that refuses the way WASI refuses (an errno: EACCES for files,
+ENOTCAPABLE otherwise; an empty environment), so real programs handle the refusal themselves. A
+run is `capability_denied` when the program could not go on after a refusal (it exited non-zero
+or trapped); every refusal is named in the run, audited and counted.
 
 This is the in-process core; the worker processes (workers.py) isolate it from the API.
 """
@@ -168,8 +171,18 @@ def run(
     result.fuel_used = fuel - store.get_fuel()
     if denied:
         result.denied = sorted(set(denied))
-        if result.outcome in ("ok", "exit") and not result.message:
-            result.message = f"not granted, answered as empty: {', '.join(result.denied)}"
+        refused = [name for name in result.denied if name.rsplit(".", 1)[-1] not in _EMPTY_ANSWERS]
+        stopped = result.outcome == "trap" or (result.outcome == "exit" and result.exit_code != 0)
+        if refused and stopped:
+            # The program could not go on after a refusal (its own judgement: it gave up).
+            how = f"exit status {result.exit_code}" if result.outcome == "exit" else (result.message or "a trap")
+            result.outcome = "capability_denied"
+            result.message = f"not granted: {', '.join(refused)}; the program stopped after the refusal ({how})"
+        elif result.outcome in ("ok", "exit") and not result.message:
+            empty = [name for name in result.denied if name not in refused]
+            answers = [f"answered as empty: {', '.join(empty)}"] if empty else []
+            answers += [f"refused with an errno: {', '.join(refused)}"] if refused else []
+            result.message = f"not granted, {'; '.join(answers)}"
     result.stdout, result.stderr = bytes(stdout.data), bytes(stderr.data)
     if result.outcome in ("ok", "exit") and (stdout.overflowed or stderr.overflowed):
         result.outcome = "output_limit"
@@ -178,10 +191,11 @@ def run(
     return result
 
 
-# Denied calls with an answer a program can handle: without environment_access a program sees an
-# empty environment (every wasi-libc/libc++ program reads it at start-up; a trap there ended real
-# programs before main). Other denied calls still trap: see issue #10 for the rest.
+# Denied calls answered as empty: without environment_access a program sees an empty environment
+# (every wasi-libc/libc++ program reads it at start-up; a trap there ended real programs before main).
 _EMPTY_ANSWERS = frozenset({"environ_sizes_get", "environ_get"})
+# WASI errnos (wasi_snapshot_preview1): the answer to every other denied call that returns one.
+EACCES, ENOTCAPABLE = 2, 76
 
 
 def _deny_missing_capabilities(
@@ -192,6 +206,7 @@ def _deny_missing_capabilities(
     denied: list[str],
 ) -> None:
     linker.allow_shadowing = True
+    i32 = str(wasmtime.ValType.i32())
     for item in module.imports:
         name = item.name or ""
         if item.module not in WASI or not isinstance(item.type, wasmtime.FuncType):
@@ -213,6 +228,15 @@ def _deny_missing_capabilities(
                 return 0  # WASI errno: success
 
             linker.define_func(item.module, name, item.type, empty, access_caller=True)
+            continue
+        if [str(r) for r in item.type.results] == [i32]:  # every WASI call that can fail says so
+            answer = EACCES if needed == "file_access" else ENOTCAPABLE
+
+            def refuse(*_: object, _name: str = qualified, _answer: int = answer) -> int:
+                denied.append(_name)
+                return _answer
+
+            linker.define_func(item.module, name, item.type, refuse)
             continue
         message = f"{DENIED}{qualified} needs {needed}"
 
