@@ -52,6 +52,7 @@ def serve(config: Config, listen: str | None = None) -> None:
             _firewall(rt)
             rt.defense.bans.start_refresher()
             rt.executor.warm()
+            rt.executor.resume_compiles()  # modules a stopped server left compiling
             if config.server.scheduler.enabled:
                 rt.scheduler.start()
             try:

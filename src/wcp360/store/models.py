@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from wcp360.store.types import UtcDateTime, utcnow
@@ -133,6 +133,11 @@ class Module(Base):
     findings: Mapped[list[Any]] = mapped_column(default=list)
     capabilities: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Compiling is not running (issue #10): compiling -> ready | failed, shown to the owner.
+    compile_state: Mapped[str] = mapped_column(String(16), default="ready", server_default="ready")
+    compile_started_at: Mapped[datetime | None] = mapped_column(default=None)
+    compile_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    compile_error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class Task(Base):

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import threading
+import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -21,16 +23,21 @@ from wcp360.config.sandbox import SandboxConfig
 from wcp360.errors import Conflict, InvalidInput
 from wcp360.store.database import Database
 from wcp360.store.models import Module
+from wcp360.store.types import utcnow
 from wcp360.workloads.dispatch import Admission, NoWorkerFree
 from wcp360.workloads.grants import capabilities_with
 from wcp360.workloads.limits import limits_for
-from wcp360.workloads.modules import ModuleService
+from wcp360.workloads.modules import ModuleService, NotReady
 from wcp360.workloads.outcomes import VIOLATIONS, RunResult
 from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
 from wcp360.workloads.snapshots import SnapshotService
 from wcp360.workloads.workers import Job, Worker, WorkerPool
 
 _log = structlog.get_logger("wcp360.execution")
+# How long a synchronous run waits for its module's compile unless asked to wait for all of it:
+# a small module compiles in milliseconds (a hello world uploaded and run at once just runs),
+# a 69 MB program takes most of a minute and gets a 409 with Retry-After instead.
+COMPILE_PATIENCE = 2.0
 
 
 class Executor:
@@ -51,7 +58,10 @@ class Executor:
         self._pool: WorkerPool | None = None
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._compiling: dict[str, Future[None]] = {}
+        # Compiles in progress in this process: the future's result is the error, None when it compiled.
+        self._compiling: dict[str, Future[str | None]] = {}
+        # Bytes per second of the last real compile on this machine: how long the next should take.
+        self._compile_rate: float | None = None
         self._closed = False
         self._accepting = True  # new background runs; _closed: the worker pool itself
         self._stopped = threading.Event()
@@ -86,36 +96,84 @@ class Executor:
 
         threading.Thread(target=start, name="pool-warmup", daemon=True).start()
 
-    def precompile(self, digest: str) -> None:
-        """Compile a stored module in a worker now, in the background (uploads do not wait)."""
+    def precompile(self, digest: str) -> Future[str | None] | None:
+        """Compile a stored module in a worker now, in the background (uploads do not wait), and
+        record its compile state: ready, or failed with the reason. Compiling has its own budget
+        (sandbox.yml max_compile_time) and never counts against a run's max_execution_time."""
         if not self.sandbox.precompile:
-            return
-        done: Future[None] = Future()
+            return None
+        done: Future[str | None] = Future()
         with self._lock:
             if digest in self._compiling:
-                return
+                return self._compiling[digest]
             self._compiling[digest] = done
 
         def compile_in_worker() -> None:
+            started = time.perf_counter()
+            error: str | None = None
             try:
-                result = self.pool.execute(Job(digest, compile_only=True))
+                result = self.pool.execute(Job(digest, compile_only=True), user="compile")
+                seconds = time.perf_counter() - started
                 if result.outcome != "ok":
-                    _log.warning("ahead-of-time compile failed", digest=digest, message=result.message)
-            except Exception as exc:  # shutting down, or no worker could start: the first run compiles
-                _log.warning("ahead-of-time compile skipped", digest=digest, error=str(exc)[:200])
+                    error = result.message or result.outcome
+                    _log.warning("ahead-of-time compile failed", digest=digest, message=error)
+                elif seconds > 1.0:  # a real compile, not an artifact read: the machine's pace
+                    self._compile_rate = self._size_of(digest) / seconds
+                self.modules.compile_finished(digest, error, round(seconds, 3))
+            except Exception as exc:  # shutting down: the state stays compiling, resumed at the next start
+                _log.warning("ahead-of-time compile not finished", digest=digest, error=str(exc)[:200])
+                error = f"the compile was interrupted ({str(exc)[:200]}); it resumes when the server starts again"
             finally:
                 with self._lock:
                     self._compiling.pop(digest, None)
-                done.set_result(None)
+                done.set_result(error)
 
         threading.Thread(target=compile_in_worker, name="precompile", daemon=True).start()
+        return done
+
+    def resume_compiles(self) -> None:
+        """Compiles a stopped server left unfinished start again (server start)."""
+        for digest in self.modules.still_compiling():
+            self.precompile(digest)
+
+    def _size_of(self, digest: str) -> int:
+        try:
+            return (self.modules.store / digest[:2] / digest).stat().st_size
+        except OSError:
+            return 0
+
+    def _compile_to_wait_for(self, module: Module) -> Future[str | None] | None:
+        """The compile a synchronous run waits for before it asks for a worker, if any."""
+        if module.compile_state == "ready":
+            return self._compile_of(module.digest)  # the same bytes uploaded again, compiling now
+        return self._compile_of(module.digest) or self.precompile(module.digest)
+
+    def _not_ready(self, module: Module) -> NotReady:
+        """Still compiling after COMPILE_PATIENCE: a 409 now, with Retry-After (never a run that
+        times out because its module was compiling)."""
+        elapsed = 0.0
+        if module.compile_started_at is not None:
+            elapsed = (utcnow() - module.compile_started_at).total_seconds()
+        expected = module.size / self._compile_rate if self._compile_rate else None
+        left = max(1.0, expected - elapsed) if expected is not None else 5.0
+        estimate = f", about {expected:.0f} s in all on this machine" if expected is not None else ""
+        return NotReady(
+            f"module is compiling ({elapsed:.0f} s so far{estimate}); retry later, or send "
+            '"wait_for_compile": true to wait for it',
+            headers={"Retry-After": str(math.ceil(min(left, 60.0)))},
+        )
+
+    @staticmethod
+    def _compiled_or_refused(error: str | None) -> None:
+        if error is not None:
+            raise NotReady(f"module failed to compile: {error}")
 
     def forget(self, digest: str) -> None:
         """The module's bytes are gone from the store: its compiled artifact goes too."""
         for suffix in (".cwasm", ".tag"):
             (self.work_dir / "compiled" / f"{digest}{suffix}").unlink(missing_ok=True)
 
-    def _compile_of(self, digest: str) -> Future[None] | None:
+    def _compile_of(self, digest: str) -> Future[str | None] | None:
         """The ahead-of-time compile of this module in progress, if any: a run waits for its
         artifact rather than compiling the same bytes a second time on the same cores."""
         with self._lock:
@@ -134,11 +192,15 @@ class Executor:
         if background:
             return self.queue(actor, module, request, job)
         user = _account(actor)
+        compiling = self._compile_to_wait_for(module)
+        if compiling is not None:
+            try:
+                error = compiling.result(timeout=None if request.wait_for_compile else COMPILE_PATIENCE)
+            except TimeoutError:
+                raise self._not_ready(module) from None
+            self._compiled_or_refused(error)
         self.admission.enter(user)
         try:
-            compiling = self._compile_of(module.digest)
-            if compiling is not None:
-                compiling.result()
             pool = self.pool
             result = pool.run_on(pool.acquire(user, self._wait_seconds), job, user)
         finally:
@@ -157,9 +219,15 @@ class Executor:
                 module, job = self.prepare(actor, module_id, request)
             else:
                 module, job = await run_sync(self.prepare, actor, module_id, request)
-            compiling = self._compile_of(module.digest)
+            compiling = self._compile_to_wait_for(module)
             if compiling is not None:
-                await asyncio.wrap_future(compiling)
+                # shield: a caller giving up must not cancel the compile, which others may await.
+                waiting = asyncio.shield(asyncio.wrap_future(compiling))
+                try:
+                    error = await asyncio.wait_for(waiting, None if request.wait_for_compile else COMPILE_PATIENCE)
+                except TimeoutError:
+                    raise self._not_ready(module) from None
+                self._compiled_or_refused(error)
             pool = self._pool if self._pool is not None else await run_sync(lambda: self.pool)
             worker = await self._worker_for(pool, user)
 
@@ -266,10 +334,20 @@ class Executor:
             except RuntimeError as exc:
                 self._end(run_id, user, f"not run: {exc}")
 
+        def after_compile(compiled: Future[str | None]) -> None:
+            error = compiled.result()
+            if error is not None:
+                self._end(run_id, user, f"not run: module failed to compile: {error[:200]}")
+            else:
+                request_worker()
+
         def when_admitted() -> None:
+            # A queued run waits for its module's compile (it was asked to wait: it is queued).
             compiling = self._compile_of(module.digest)
+            if compiling is None and module.compile_state == "compiling":
+                compiling = self.precompile(module.digest)
             if compiling is not None:
-                compiling.add_done_callback(lambda _: request_worker())
+                compiling.add_done_callback(after_compile)
             else:
                 request_worker()
 
@@ -309,6 +387,8 @@ class Executor:
             )
         if module.status != "active":
             raise Conflict(f"module is {module.status}; it cannot run until an administrator releases it")
+        if module.compile_state == "failed":
+            raise NotReady(f"module failed to compile: {module.compile_error}")
         if actor.user_id is None:
             raise InvalidInput("runs belong to user accounts")
         grant = self.modules.grant(module)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, bindparam, delete, func, select
+from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit, metrics
@@ -23,6 +23,7 @@ from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
 from wcp360.store.models import Module, Share, User
 from wcp360.store.paging import page
+from wcp360.store.types import utcnow
 from wcp360.workloads.analysis import analyse
 from wcp360.workloads.grants import Grant, Owner, capabilities_with, could_apply, grant_for
 from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
@@ -49,6 +50,25 @@ class QuotaExceeded(Conflict):
     title = "Quota exceeded"
 
 
+class NotReady(Conflict):
+    """A run asked of a module still compiling (with Retry-After), or whose compile failed."""
+
+    code = "module-not-ready"
+    title = "Module not ready"
+
+
+def compile_view(module: Module) -> dict[str, Any]:
+    """compiling (seconds so far) -> ready | failed (seconds it took; why it failed)."""
+    seconds = module.compile_seconds
+    if module.compile_state == "compiling" and module.compile_started_at is not None:
+        seconds = (utcnow() - module.compile_started_at).total_seconds()
+    return {
+        "state": module.compile_state,
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "error": module.compile_error,
+    }
+
+
 def module_view(module: Module) -> dict[str, Any]:
     return {
         "id": str(module.id),
@@ -60,6 +80,7 @@ def module_view(module: Module) -> dict[str, Any]:
         "status": module.status,
         "risk_score": module.risk_score,
         "findings": list(module.findings),
+        "compile": compile_view(module),
         "created_at": module.created_at.isoformat(),
     }
 
@@ -76,7 +97,7 @@ class ModuleService:
         self._engine: wasmtime.Engine | None = None
         self.sharing = Sharing(db, policy)
         # Called with the digest of every newly stored module (the executor compiles it ahead of time).
-        self.on_stored: list[Callable[[str], None]] = []
+        self.on_stored: list[Callable[[str], object]] = []
         # ... and of every digest whose bytes were removed (no module names them any more).
         self.on_discarded: list[Callable[[str], None]] = []
         self.incoming = Incoming(
@@ -159,6 +180,9 @@ class ModuleService:
                     status=report.status,
                     risk_score=report.risk_score,
                     findings=[f.as_dict() for f in report.findings],
+                    # Compiled ahead of time in a worker (executor.precompile), else on its first run.
+                    compile_state="compiling" if self.sandbox.precompile else "ready",
+                    compile_started_at=utcnow() if self.sandbox.precompile else None,
                 )
                 s.add(module)
                 s.flush()
@@ -283,6 +307,27 @@ class ModuleService:
             resource_id=str(module_id),
             details={"name": module.name, "version": module.version, "status": module.status},
         )
+
+    # -- compile state ------------------------------------------------------------------
+
+    def compile_finished(self, digest: str, error: str | None, seconds: float) -> None:
+        """Every module with these bytes is ready (a success also mends earlier failures, e.g.
+        after max_compile_time was raised), or those still compiling failed, with the reason."""
+        with self.db.transaction(all_owners=True) as s:
+            query = update(Module).where(Module.digest == digest)
+            if error is None:
+                s.execute(query.values(compile_state="ready", compile_seconds=seconds, compile_error=None))
+            else:
+                s.execute(
+                    query.where(Module.compile_state == "compiling").values(
+                        compile_state="failed", compile_seconds=seconds, compile_error=error[:1000]
+                    )
+                )
+
+    def still_compiling(self) -> list[str]:
+        """Digests whose compile a stopped server left unfinished (resumed when the next starts)."""
+        with self.db.transaction(all_owners=True, readonly=True) as s:
+            return list(s.scalars(select(Module.digest).where(Module.compile_state == "compiling").distinct()))
 
     # -- quarantine -----------------------------------------------------------------------
 

@@ -43,6 +43,8 @@ class ExecuteRequest:
     env: dict[str, str] = field(default_factory=dict)
     snapshot: bool = False
     restore_from: uuid.UUID | None = None
+    # A synchronous run of a module still compiling waits for it instead of a 409 at once.
+    wait_for_compile: bool = False
 
     def recorded(self) -> dict[str, Any]:
         """What the run row keeps of the request: env values may be secrets, only names are kept."""

@@ -117,9 +117,14 @@ class ExecuteBody(StrictBody):
     async_: Annotated[bool, Field(alias="async")] = False
     # Capture the instance's exported memories and mutable globals after the run (snapshots:create).
     snapshot: bool = False
+    # The module is still compiling: wait for it (up to sandbox.yml max_compile_time) instead of
+    # answering 409 with Retry-After at once.
+    wait_for_compile: bool = False
 
     def request(self, restore_from: uuid.UUID | None = None) -> ExecuteRequest:
-        return ExecuteRequest(self.args, self.stdin.encode(), self.env, self.snapshot, restore_from)
+        return ExecuteRequest(
+            self.args, self.stdin.encode(), self.env, self.snapshot, restore_from, self.wait_for_compile
+        )
 
 
 @router.post("/{module_id}/execute")
