@@ -143,15 +143,23 @@ def config_dir(tmp_path: Path, backend: str, request: pytest.FixtureRequest, mon
     return write_files(tmp_path / "etc", files)
 
 
-@pytest.fixture
-def rt(config_dir: Path, tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Iterator[Runtime]:
-    runtime = Runtime.open(load_config(config_dir, tmp_path / "data"))
+@contextmanager
+def runtime_for(config_dir: Path, data_dir: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    """A runtime on a test's own configuration; on PostgreSQL the shared test database is emptied
+    afterwards (the next test must not meet this one's accounts)."""
+    runtime = Runtime.open(load_config(config_dir, data_dir))
     try:
         yield runtime
     finally:
         runtime.close()
-        if backend == "postgresql":
+        if request.getfixturevalue("backend") == "postgresql":
             truncate_all(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def rt(config_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Runtime]:
+    with runtime_for(config_dir, tmp_path / "data", request) as runtime:
+        yield runtime
 
 
 @pytest.fixture

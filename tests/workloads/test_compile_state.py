@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import write_files
+from tests.conftest import runtime_for, write_files
 from tests.helpers import Account, login, signed_in
 from tests.workloads.test_execution_api import HELLO, upload
 from wcp360.api.app import create_app
@@ -34,13 +34,12 @@ def compiling(config_dir: Path) -> Path:
 
 
 @pytest.fixture
-def served(compiling: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Runtime]]:
-    rt = Runtime.open(load_config(compiling, tmp_path / "data"))
-    try:
-        with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-            yield client, rt
-    finally:
-        rt.close()
+def served(compiling: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Runtime]]:
+    with (
+        runtime_for(compiling, tmp_path / "data", request) as rt,
+        TestClient(create_app(rt), raise_server_exceptions=False) as client,
+    ):
+        yield client, rt
 
 
 def hold_the_only_worker(rt: Runtime) -> Worker:

@@ -13,7 +13,7 @@ import wasmtime
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from tests.conftest import CapturingSink, write_files
+from tests.conftest import CapturingSink, runtime_for, write_files
 from tests.helpers import Account, signed_in
 from tests.workloads.test_execution_api import upload
 from wcp360.api.app import create_app
@@ -35,7 +35,7 @@ OTHER_READER = READER.replace("(memory (export", "(global i32 (i32.const 7)) (me
 
 
 @pytest.fixture
-def granted(config_dir: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Runtime]]:
+def granted(config_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Runtime]]:
     vault = tmp_path / "vault"
     vault.mkdir()
     (vault / "secret.txt").write_text("the granted directory")
@@ -56,12 +56,11 @@ def granted(config_dir: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Runt
       allowed_paths: ["{vault}"]
 """
     write_files(config_dir, {"sandbox.yml": sandbox})
-    rt = Runtime.open(load_config(config_dir, tmp_path / "grant-data"))
-    try:
-        with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-            yield client, rt
-    finally:
-        rt.close()
+    with (
+        runtime_for(config_dir, tmp_path / "grant-data", request) as rt,
+        TestClient(create_app(rt), raise_server_exceptions=False) as client,
+    ):
+        yield client, rt
 
 
 def _run(client: TestClient, account: Account, source: str, name: str) -> dict[str, object]:

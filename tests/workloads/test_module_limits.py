@@ -13,7 +13,7 @@ import pytest
 import wasmtime
 from fastapi.testclient import TestClient
 
-from tests.conftest import CapturingSink, write_files
+from tests.conftest import CapturingSink, runtime_for, write_files
 from tests.helpers import signed_in
 from wcp360.api.app import create_app
 from wcp360.config import load_config
@@ -37,7 +37,7 @@ def digest(raw: bytes) -> str:
 
 
 @pytest.fixture
-def limited(config_dir: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Runtime]]:
+def limited(config_dir: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[TestClient, Runtime]]:
     sandbox = f"""sandbox:
   precompile: false
   workers: 1
@@ -59,12 +59,11 @@ def limited(config_dir: Path, tmp_path: Path) -> Iterator[tuple[TestClient, Runt
         max_fuel: 1000
 """
     write_files(config_dir, {"sandbox.yml": sandbox})
-    rt = Runtime.open(load_config(config_dir, tmp_path / "limits-data"))
-    try:
-        with TestClient(create_app(rt), raise_server_exceptions=False) as client:
-            yield client, rt
-    finally:
-        rt.close()
+    with (
+        runtime_for(config_dir, tmp_path / "limits-data", request) as rt,
+        TestClient(create_app(rt), raise_server_exceptions=False) as client,
+    ):
+        yield client, rt
 
 
 def _upload(client: TestClient, headers: dict[str, str], raw: bytes, name: str) -> tuple[int, dict[str, str]]:
