@@ -31,8 +31,8 @@ from typing import Any
 from common import free_port, start_server, wait_ready, write_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.programs.pypi import extracted  # noqa: E402 (the repository root, for the test fixtures)
-from tests.workloads.test_real_programs import (  # noqa: E402
+from tests.programs.pypi import extracted
+from tests.workloads.test_real_programs import (
     COUNTER,
     IDS_YML,
     YOSYS_VERSION,
@@ -137,10 +137,10 @@ def full_round(raw: bytes, digest: str) -> dict[str, float]:
 
 
 def bare_compile(raw: bytes) -> float:
+    import wasmtime
+
     from wcp360.config.sandbox import SandboxConfig
     from wcp360.workloads.sandbox import make_engine
-
-    import wasmtime
 
     engine = make_engine(SandboxConfig())
     started = time.perf_counter()
