@@ -30,6 +30,7 @@ from typing import Any
 
 from common import free_port, start_server, wait_ready, write_config
 
+# The repository root: the real programs are fetched and pinned by the test fixtures.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.programs.pypi import extracted
 from tests.workloads.test_real_programs import (

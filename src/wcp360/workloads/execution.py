@@ -114,6 +114,11 @@ class Executor:
             try:
                 result = self.pool.execute(Job(digest, compile_only=True), user="compile")
                 seconds = time.perf_counter() - started
+                with self._lock:
+                    stopping = not self._accepting
+                if result.outcome != "ok" and stopping:
+                    # Its worker was stopped with the server: not the module's failure.
+                    raise RuntimeError("the server is stopping")
                 if result.outcome != "ok":
                     error = result.message or result.outcome
                     _log.warning("ahead-of-time compile failed", digest=digest, message=error)
