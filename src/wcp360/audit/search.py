@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,10 +29,6 @@ class EventFilter:
             if self.until is not None and moment >= self.until:
                 return False
         return True
-
-
-def select_events(records: Iterable[dict[str, Any]], where: EventFilter) -> Iterator[dict[str, Any]]:
-    return (r for r in records if where.matches(r))
 
 
 def parse_moment(text: str) -> datetime:

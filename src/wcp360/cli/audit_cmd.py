@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -115,9 +115,9 @@ def search(
     data_dir: DataDirOption = None,
 ) -> None:
     """Events matching every filter given, oldest first (the last LIMIT)."""
-    from wcp360.audit.search import EventFilter, parse_moment, select_events
+    from wcp360.audit.pages import newest_first
+    from wcp360.audit.search import EventFilter, parse_moment
     from wcp360.audit.setup import audit_file
-    from wcp360.audit.tail import iter_events
 
     config = config_from(config_dir, data_dir)
     try:
@@ -127,7 +127,7 @@ def search(
     except ValueError as exc:
         fail(f"invalid time: {exc}")
     directory, name, _ = audit_file(config)
-    found = list(select_events(iter_events(directory, name), where))[-limit:]
+    found = newest_first(directory, where, limit, name=name).items[::-1]  # the same reader as the API
     typer.echo(render(found, output), nl=False)
 
 
@@ -139,12 +139,17 @@ def tail(
     data_dir: DataDirOption = None,
 ) -> None:
     """The last events as JSON lines; with -f, follow new ones (Ctrl-C to stop)."""
+    from wcp360.audit.pages import events_backwards
     from wcp360.audit.setup import audit_file
-    from wcp360.audit.tail import LogTail, iter_events
+    from wcp360.audit.tail import LogTail
 
     config = config_from(config_dir, data_dir)
     directory, name, _ = audit_file(config)
-    events = list(iter_events(directory, name))
+    events: list[dict[str, Any]] = []
+    for record in events_backwards(directory, name):  # the last lines only, read from the end
+        if len(events) >= max(lines, 1):
+            break
+        events.insert(0, record)
     for record in events[-lines:] if lines else []:
         typer.echo(json_text(record, indent=None))
     if not follow:

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Query
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
-from wcp360.audit.search import EventFilter, parse_moment, select_events
+from wcp360.audit.pages import newest_first
+from wcp360.audit.search import EventFilter, parse_moment
 from wcp360.audit.setup import audit_file
-from wcp360.audit.tail import iter_events
 from wcp360.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
@@ -38,11 +38,5 @@ def list_events(
         raise InvalidInput(f"invalid time: {exc}") from None
     directory, name, _ = audit_file(rt.config)
     # The file is the source of truth; a page is the newest `limit` matches below `before_seq`.
-    matches = [
-        r
-        for r in select_events(iter_events(directory, name), where)
-        if before_seq is None or int(r["seq"]) < before_seq
-    ]
-    page = matches[-limit:][::-1]
-    more = len(matches) > limit
-    return {"items": page, "next_before_seq": int(page[-1]["seq"]) if more and page else None}
+    page = newest_first(directory, where, limit, before_seq, name)
+    return {"items": page.items, "next_before_seq": page.next_before_seq}
