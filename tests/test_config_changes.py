@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import CapturingSink, write_files
+from wcp360.audit.config_changes import record_config_changes
 from wcp360.config import load_config
-from wcp360.config.changes import record_config_changes
 
 
 def test_changes_are_recorded_key_by_key(tmp_path: Path, audit_events: CapturingSink) -> None:

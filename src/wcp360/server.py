@@ -11,9 +11,9 @@ import uvicorn
 from wcp360 import audit
 from wcp360.api.app import create_app
 from wcp360.api.connections import guarded_protocol
+from wcp360.audit.config_changes import record_config_changes
 from wcp360.audit.setup import trail_scope
 from wcp360.config import Config
-from wcp360.config.changes import record_config_changes
 from wcp360.defense.firewall import TABLE, NftFirewall, allowed_ports
 from wcp360.net import is_loopback, parse_listen
 from wcp360.runtime import Runtime

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from wcp360.audit import current_request
 from wcp360.authz import Principal
 from wcp360.errors import Unauthorized
+from wcp360.request_context import current_request
 from wcp360.runtime import Runtime
 
 

@@ -20,7 +20,7 @@ from wcp360 import metrics
 from wcp360.api.client_ip import Network, client_address
 from wcp360.api.paths import segment_pattern
 from wcp360.api.problems import problem
-from wcp360.audit import RequestContext, bind_request
+from wcp360.request_context import RequestContext, bind_request
 
 SECURITY_HEADERS = [
     (b"strict-transport-security", b"max-age=63072000; includeSubDomains"),

@@ -10,7 +10,7 @@ PROBLEM_JSON = "application/problem+json"
 
 
 def problem(status: int, code: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
-    from wcp360.audit import current_request
+    from wcp360.request_context import current_request
 
     body: dict[str, Any] = {"type": f"urn:wcp360:problem:{code}", "title": title, "status": status}
     if detail:

@@ -8,7 +8,6 @@ See docs/audit.md.
 
 from __future__ import annotations
 
-from wcp360.audit.context import RequestContext, bind_request, current_request
 from wcp360.audit.events import AuditEvent, redact
 from wcp360.audit.trail import (
     AuditSink,
@@ -21,6 +20,7 @@ from wcp360.audit.trail import (
     sinks,
     submit,
 )
+from wcp360.request_context import RequestContext, bind_request, current_request  # re-exported
 
 __all__ = [
     "AuditEvent",

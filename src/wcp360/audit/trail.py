@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 import structlog
 
 from wcp360 import metrics
-from wcp360.audit.context import current_request
 from wcp360.audit.events import AuditEvent, redact
+from wcp360.request_context import current_request
 
 if TYPE_CHECKING:
     from wcp360.audit.forwarder import Forwarder

@@ -84,9 +84,9 @@ def config_from(
 @contextmanager
 def runtime_from(config_dir: Path | None, data_dir: Path | None) -> Iterator[Runtime]:
     """A runtime for one CLI command; domain errors become one line on stderr and exit 1."""
-    from wcp360.audit import RequestContext, bind_request
     from wcp360.audit.setup import trail_scope
     from wcp360.errors import WcpError
+    from wcp360.request_context import RequestContext, bind_request
     from wcp360.runtime import Runtime
 
     config = config_from(config_dir, data_dir)

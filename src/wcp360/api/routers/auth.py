@@ -19,10 +19,10 @@ from wcp360.api.schemas import (
     TotpCodeBody,
     TotpDisableBody,
 )
-from wcp360.audit import current_request
 from wcp360.defense.login_guard import Guard
 from wcp360.errors import TooManyRequests
 from wcp360.identity.providers import offered
+from wcp360.request_context import current_request
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from wcp360.api.deps import principal, runtime
-from wcp360.audit import current_request
+from wcp360.request_context import current_request
 
 router = APIRouter(tags=["metrics"])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from wcp360 import audit
+from wcp360.audit.trail import record
 from wcp360.config.loader import FILE_OF_SECTION
 from wcp360.config.model import Config
 from wcp360.keys import write_private
@@ -53,7 +53,7 @@ def record_config_changes(config: Config) -> list[str]:
     except (FileNotFoundError, ValueError):
         previous = None
     if previous is None:
-        audit.record(
+        record(
             "config_change",
             actor_id="system",
             resource_type="config",
@@ -73,7 +73,7 @@ def record_config_changes(config: Config) -> list[str]:
         if not changes:
             continue
         changed_files.append(file)
-        audit.record(
+        record(
             "config_change",
             actor_id="system",
             resource_type="config",
