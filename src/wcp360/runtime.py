@@ -150,5 +150,5 @@ def build_defense(config: Config, db: Database, policy: Policy, codec: JwtCodec)
         ids=Ids(ids_config, windows, bans, throttles, alerter),
         guard=LoginGuard(windows, ids_config.brute_force),
         alerter=alerter,
-        codec=codec,
+        subject_of=lambda token: str(codec.verify(token).subject),
     )

@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from wcp360 import metrics
 from wcp360.api.client_ip import Network, client_address
-from wcp360.api.paths import segment_pattern
 from wcp360.api.problems import problem
+from wcp360.config.patterns import segment_pattern
 from wcp360.request_context import RequestContext, bind_request
 
 SECURITY_HEADERS = [

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import math
 from typing import Any
 
 from fastapi import APIRouter, Response
-from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
@@ -19,8 +16,6 @@ from wcp360.api.schemas import (
     TotpCodeBody,
     TotpDisableBody,
 )
-from wcp360.defense.login_guard import Guard
-from wcp360.errors import TooManyRequests
 from wcp360.identity.providers import offered
 from wcp360.request_context import current_request
 
@@ -36,25 +31,12 @@ async def providers(rt: RuntimeDep) -> dict[str, Any]:
 @router.post("/login")
 async def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
     # async so that a throttled attempt waits on the event loop, not in a worker thread.
-    address = current_request().ip_address
-
-    def check() -> Guard:
-        # Counted under the account's name, or a keyed hash of a name no account has.
-        return rt.defense.guard.check(address, rt.auth.login_name(body.username))
-
-    guard = await run_in_threadpool(check)
-    if guard.refused:
-        await run_in_threadpool(rt.auth.record_throttled, body.username)
-        raise TooManyRequests(
-            "too many failed sign-ins for this account from your address",
-            headers={"Retry-After": str(math.ceil(guard.retry_after))},
-        )
-    if guard.under_attack:
-        await run_in_threadpool(rt.auth.notify_under_attack, body.username, rt.defense.alerter)
-    if guard.delay:
-        await asyncio.sleep(guard.delay)
-    async with rt.defense.guard.password_check_slot():
-        pair = await rt.defense.guard.run_check(rt.auth.login, body.username, body.password, body.totp)
+    pair = await rt.defense.sign_in(
+        current_request().ip_address,
+        body.username,
+        rt.auth,
+        lambda: rt.auth.login(body.username, body.password, body.totp),
+    )
     return pair.as_dict()
 
 
