@@ -17,7 +17,7 @@ import wasmtime
 
 from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
-from wcp360.workloads.analysis import analyse
+from wcp360.workloads.engine.analysis import analyse
 
 
 def leb(value: int) -> bytes:

@@ -51,7 +51,7 @@ def serve(port: int, data_dir: str) -> None:
 
     from wcp360.api.app import create_app
     from wcp360.audit.setup import trail_scope
-    from wcp360.workloads.workers import Job
+    from wcp360.workloads.engine.workers import Job
 
     rt = open_runtime(data_dir)
     app = create_app(rt)

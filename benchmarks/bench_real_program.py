@@ -141,7 +141,7 @@ def bare_compile(raw: bytes) -> float:
     import wasmtime
 
     from wcp360.config.sandbox import SandboxConfig
-    from wcp360.workloads.sandbox import make_engine
+    from wcp360.workloads.engine.sandbox import make_engine
 
     engine = make_engine(SandboxConfig())
     started = time.perf_counter()

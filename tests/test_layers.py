@@ -18,13 +18,15 @@ FORBIDDEN = {
     "authz": ["api", "identity", "defense", "workloads", "cli"],
     "store": ["api", "identity", "defense", "workloads", "cli"],
     "workloads": ["api", "cli"],
+    # The engine touches neither the store, the audit trail nor authz, nor the rest of workloads.
+    "workloads/engine": ["store", "audit", "authz", "api", "cli", "identity", "defense", "runtime"],
     "api": ["cli"],
 }
 # Leaf parsers (importing nothing above config) the config loader validates with, so a bad rule or host is a
 # file:key:line error when the config loads rather than at first use.
 ALLOWED = {
     "wcp360.defense.conditions": "config/ids.py: the IDS rule language",
-    "wcp360.workloads.outbound": "config/sandbox.py: allowed_hosts entries",
+    "wcp360.workloads.engine.outbound": "config/sandbox.py: allowed_hosts entries",
 }
 
 
@@ -49,4 +51,7 @@ def test_no_upward_imports(package: str) -> None:
             for higher in FORBIDDEN[package]:
                 if module == f"wcp360.{higher}" or module.startswith(f"wcp360.{higher}."):
                     wrong.append(f"{path.relative_to(SRC)} imports {module}")
+            outside = module.startswith("wcp360.workloads.") and not module.startswith("wcp360.workloads.engine")
+            if package == "workloads/engine" and outside:
+                wrong.append(f"{path.relative_to(SRC)} imports {module}")
     assert not wrong, "\n".join(wrong)

@@ -101,7 +101,7 @@ def _redis(config: Config) -> list[Check]:
 
 def _probe_confinement(conn: Any, scratch: str) -> None:
     """In a spawned process, as a sandbox worker does: confine, then report what was granted."""
-    from wcp360.workloads.confine import confine
+    from wcp360.workloads.engine.confine import confine
 
     read_only = [Path(p) for p in sys.path if p] + [Path(sys.prefix), Path(sys.base_prefix), Path("/usr"), Path("/lib")]
     conn.send(asdict(confine(read_only, [Path(scratch)])))

@@ -10,7 +10,7 @@ from tests.cli.test_admin_cli import wcp360
 from tests.conftest import TEST_SECURITY_YML, write_files
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
-from wcp360.workloads.confine import landlock_abi
+from wcp360.workloads.engine.confine import landlock_abi
 
 
 def _env(tmp_path: Path, files: dict[str, str]) -> dict[str, str]:

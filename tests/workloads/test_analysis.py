@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from tests.workloads.conftest import many_globals, wasm
 from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
-from wcp360.workloads.analysis import Analysis, analyse
-from wcp360.workloads.wasm_reader import WasmFormatError, read_module
+from wcp360.workloads.engine.analysis import Analysis, analyse
+from wcp360.workloads.engine.wasm_reader import WasmFormatError, read_module
 
 
 def run(raw: bytes, capabilities: Capabilities | None = None) -> Analysis:

@@ -22,7 +22,7 @@ from tests.workloads.test_execution_api import HELLO, upload
 from wcp360.api.app import create_app
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
-from wcp360.workloads.workers import Worker
+from wcp360.workloads.engine.workers import Worker
 
 SANDBOX = "sandbox:\n  precompile: true\n  workers: 1\n  max_concurrent_runs_per_user: 2\n"
 

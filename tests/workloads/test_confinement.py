@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from wcp360.workloads.confine import confine, landlock_abi
+from wcp360.workloads.engine.confine import confine, landlock_abi
 
 
 def _attempt(action: Any) -> str:

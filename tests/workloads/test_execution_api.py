@@ -18,7 +18,7 @@ from tests.helpers import Account, signed_in
 from wcp360 import metrics
 from wcp360.config.sandbox import ResourceLimits, SandboxConfig
 from wcp360.runtime import Runtime
-from wcp360.workloads.workers import Job, WorkerPool
+from wcp360.workloads.engine.workers import Job, WorkerPool
 
 WASM = {"Content-Type": "application/wasm"}
 HELLO = """(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))

@@ -18,7 +18,7 @@ from tests.workloads.test_execution_api import upload
 from wcp360.api.app import create_app
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
-from wcp360.workloads.outbound import Allowed, OutboundDenied, check, resolve
+from wcp360.workloads.engine.outbound import Allowed, OutboundDenied, check, resolve
 
 # Calls http_get(URL) into a 4 KiB buffer; writes the body to stdout on success, else exits with 1
 # for a failed request or status // 100 (3 for a redirect, 4 for not found).

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
-from wcp360.workloads.analysis import analyse
-from wcp360.workloads.wasm_reader import loops_of, read_module
+from wcp360.workloads.engine.analysis import analyse
+from wcp360.workloads.engine.wasm_reader import loops_of, read_module
 
 # Types, tags, memories, tables and data every snippet below may name.
 PRELUDE = """

@@ -10,7 +10,7 @@ import pytest
 import wasmtime
 
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, ResourceLimits, SandboxConfig, SandboxPolicy
-from wcp360.workloads.sandbox import EpochTicker, RunResult, make_engine, run
+from wcp360.workloads.engine.sandbox import EpochTicker, RunResult, make_engine, run
 
 CONFIG = SandboxConfig(
     resource_limits=ResourceLimits(

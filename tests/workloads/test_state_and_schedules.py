@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wcp360.workloads.instance_state import MAGIC, InstanceState, StateError
+from wcp360.workloads.engine.instance_state import MAGIC, InstanceState, StateError
 from wcp360.workloads.schedules import Schedule, ScheduleError
 
 names = st.text(min_size=1, max_size=20)

@@ -44,7 +44,7 @@ class LimitOverrides(Section):
 
 
 class ModuleCapabilities(Section):
-    # Keyed "owner/name" (or a name alone for administrators' modules): see workloads/grants.py.
+    # Keyed "owner/name" (or a name alone for administrators' modules): see workloads/engine/grants.py.
     # Optional: the module's SHA-256 ("sha256:<hex>"), so only those exact bytes get the grant.
     digest: str | None = Field(default=None, pattern=r"^(sha256:)?[0-9a-f]{64}$")
     file_access: bool | None = None
@@ -54,7 +54,7 @@ class ModuleCapabilities(Section):
     allowed_paths: list[ConfigPath] = []
     # Preopened read-only unless listed here too.
     writable_paths: list[ConfigPath] = []
-    # host (https on 443), host:port, or scheme://host[:port]; see workloads/outbound.py
+    # host (https on 443), host:port, or scheme://host[:port]; see workloads/engine/outbound.py
     allowed_hosts: list[str] = []
     resource_limits: LimitOverrides | None = None
 
@@ -67,7 +67,7 @@ class ModuleCapabilities(Section):
     @field_validator("allowed_hosts")
     @classmethod
     def _hosts(cls, entries: list[str]) -> list[str]:
-        from wcp360.workloads.outbound import Allowed  # stdlib-only module: no import cycle
+        from wcp360.workloads.engine.outbound import Allowed  # stdlib-only module: no import cycle
 
         for entry in entries:
             Allowed.parse(entry)
@@ -89,7 +89,7 @@ class Quotas(Section):
     max_concurrent_uploads_per_user: int = Field(default=2, ge=1)
 
 
-# "owner/name" or a bare module name (the seed's shape): see workloads/grants.py.
+# "owner/name" or a bare module name (the seed's shape): see workloads/engine/grants.py.
 GRANT_KEY = re.compile(r"^([a-z][a-z0-9._-]{1,63}/)?[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
 
 

@@ -24,14 +24,14 @@ from wcp360.errors import Conflict, InvalidInput
 from wcp360.store.database import Database
 from wcp360.store.models import Module
 from wcp360.store.types import utcnow
-from wcp360.workloads.dispatch import Admission, NoWorkerFree
-from wcp360.workloads.grants import capabilities_with
-from wcp360.workloads.limits import limits_for
+from wcp360.workloads.engine.dispatch import Admission, NoWorkerFree
+from wcp360.workloads.engine.grants import capabilities_with
+from wcp360.workloads.engine.limits import limits_for
+from wcp360.workloads.engine.outcomes import VIOLATIONS, RunResult
+from wcp360.workloads.engine.workers import Job, Worker, WorkerPool
 from wcp360.workloads.modules import ModuleService, NotReady
-from wcp360.workloads.outcomes import VIOLATIONS, RunResult
 from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
 from wcp360.workloads.snapshots import SnapshotService
-from wcp360.workloads.workers import Job, Worker, WorkerPool
 
 _log = structlog.get_logger("wcp360.execution")
 # How long a synchronous run waits for its module's compile unless asked to wait for all of it:

@@ -24,12 +24,12 @@ from wcp360.store.database import Database
 from wcp360.store.models import Module, Share, User
 from wcp360.store.paging import page
 from wcp360.store.types import utcnow
-from wcp360.workloads.analysis import analyse
-from wcp360.workloads.grants import Grant, Owner, capabilities_with, could_apply, grant_for
+from wcp360.workloads.engine.analysis import analyse
+from wcp360.workloads.engine.grants import Grant, Owner, capabilities_with, could_apply, grant_for
+from wcp360.workloads.engine.limits import limits_for, refuse_beyond_limits
+from wcp360.workloads.engine.wasm_reader import Buffer, WasmFormatError, read_module
 from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
-from wcp360.workloads.limits import limits_for, refuse_beyond_limits
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
-from wcp360.workloads.wasm_reader import Buffer, WasmFormatError, read_module
 
 if TYPE_CHECKING:
     import wasmtime

@@ -27,7 +27,7 @@ from wcp360.store.database import Database
 from wcp360.store.models import Run, User
 from wcp360.store.paging import page
 from wcp360.store.types import utcnow
-from wcp360.workloads.outcomes import RunResult
+from wcp360.workloads.engine.outcomes import RunResult
 
 _log = structlog.get_logger("wcp360.runs")
 _CLEARED = {"stdout": "", "stderr": "", "output_bytes": 0}

@@ -2,7 +2,7 @@
 
 Rules: check_import_restrictions, detect_unsafe_operations, detect_infinite_loops,
 detect_memory_leaks. Sizes beyond the run-time limits are not findings: the upload refuses them
-(workloads/limits.py), naming the key. Each finding names its rule,
+(workloads/engine/limits.py), naming the key. Each finding names its rule,
 severity, location (function index, byte offset) and what is wrong. The risk score is the sum of
 the findings' severity weights, capped at 10; `high_risk_threshold` and above is quarantined when
 `auto_quarantine` is on, `medium_risk_threshold` and above is flagged.
@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import AnalysisRule, StaticAnalysisConfig
-from wcp360.workloads.wasm_reader import Buffer, ModuleInfo, WasmFormatError, loops_of, read_module
+from wcp360.workloads.engine.wasm_reader import Buffer, ModuleInfo, WasmFormatError, loops_of, read_module
 
 # "info" findings are reported and weigh nothing: what the sandbox refuses anyway at run time is not
 # a risk (eleven ordinary WASI imports of a real C++ program added up to a quarantine).

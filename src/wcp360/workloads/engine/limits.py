@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from wcp360.config.sandbox import ResourceLimits, SandboxConfig
 from wcp360.errors import InvalidInput
-from wcp360.workloads.grants import Grant
-from wcp360.workloads.wasm_reader import ModuleInfo
+from wcp360.workloads.engine.grants import Grant
+from wcp360.workloads.engine.wasm_reader import ModuleInfo
 
 PAGE = 64 * 1024
 

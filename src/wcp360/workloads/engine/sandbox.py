@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import wasmtime
 
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
-from wcp360.workloads.analysis import NEEDS_CAPABILITY, WASI
-from wcp360.workloads.instance_state import GLOBAL_TYPES, InstanceState, StateError
-from wcp360.workloads.limits import ModuleLimits
-from wcp360.workloads.outcomes import VIOLATIONS, Outcome, RunResult
+from wcp360.workloads.engine.analysis import NEEDS_CAPABILITY, WASI
+from wcp360.workloads.engine.instance_state import GLOBAL_TYPES, InstanceState, StateError
+from wcp360.workloads.engine.limits import ModuleLimits
+from wcp360.workloads.engine.outcomes import VIOLATIONS, Outcome, RunResult
 
 __all__ = ["VIOLATIONS", "Outcome", "RunResult", "run"]
 

@@ -29,10 +29,10 @@ import structlog
 from wcp360 import metrics
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.keys import ensure_private_dir, write_private
-from wcp360.workloads.dispatch import FairQueue, NoWorkerFree
-from wcp360.workloads.limits import ModuleLimits
-from wcp360.workloads.outbound import OutboundDenied, fetch
-from wcp360.workloads.outcomes import RunResult
+from wcp360.workloads.engine.dispatch import FairQueue, NoWorkerFree
+from wcp360.workloads.engine.limits import ModuleLimits
+from wcp360.workloads.engine.outbound import OutboundDenied, fetch
+from wcp360.workloads.engine.outcomes import RunResult
 
 _log = structlog.get_logger("wcp360.workers")
 # The last fence, for a module the epoch interruption cannot stop (blocked in a host call): the
@@ -68,8 +68,8 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
     """Entry point of a worker process (spawned: it inherits nothing but these arguments)."""
     import wasmtime
 
-    from wcp360.workloads.confine import confine
-    from wcp360.workloads.sandbox import DENIED, EpochTicker, make_engine, run
+    from wcp360.workloads.engine.confine import confine
+    from wcp360.workloads.engine.sandbox import DENIED, EpochTicker, make_engine, run
 
     config = SandboxConfig.model_validate_json(sandbox_json)
 
