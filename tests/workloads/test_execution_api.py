@@ -73,7 +73,7 @@ def test_execute_and_read_the_run_back(client: TestClient, rt: Runtime, audit_ev
     assert event.details["exit_status"] == run["exit_code"] == 0
     # The workers confined themselves before running anything.
     confinement = rt.executor.pool.workers[0].confinement
-    assert confinement["no_new_privs"] and confinement["landlock"] and confinement["seccomp"], confinement
+    assert confinement.no_new_privs and confinement.landlock and confinement.seccomp, confinement
 
 
 def test_c_program_with_args_and_stdin(client: TestClient, rt: Runtime, c_program: bytes) -> None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -29,10 +29,22 @@ import structlog
 from wcp360 import metrics
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.keys import ensure_private_dir, write_private
+from wcp360.workloads.engine.confine import Confinement
 from wcp360.workloads.engine.dispatch import FairQueue, NoWorkerFree
 from wcp360.workloads.engine.limits import ModuleLimits
 from wcp360.workloads.engine.outbound import OutboundDenied, fetch
 from wcp360.workloads.engine.outcomes import RunResult
+from wcp360.workloads.engine.pipe import (
+    HttpAnswer,
+    HttpDenied,
+    HttpRequest,
+    Loaded,
+    Loading,
+    PipeError,
+    Ready,
+    receive_from_worker,
+    send_to_pool,
+)
 
 _log = structlog.get_logger("wcp360.workers")
 # The last fence, for a module the epoch interruption cannot stop (blocked in a host call): the
@@ -75,11 +87,11 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
 
     def http_get(url: str) -> tuple[int, bytes]:
         # Workers have no network: the pool in the API process checks the URL and fetches.
-        conn.send({"http": url})
-        answer: dict[str, Any] = conn.recv()
-        if "denied" in answer:
-            raise wasmtime.Trap(f"{DENIED}{answer['denied']}")
-        return int(answer["status"]), bytes(answer["body"])
+        send_to_pool(conn, HttpRequest(url))
+        answer: HttpAnswer | HttpDenied = conn.recv()  # from the trusted pool
+        if isinstance(answer, HttpDenied):
+            raise wasmtime.Trap(f"{DENIED}{answer.reason}")
+        return answer.status, answer.body
 
     read_only = [Path(p) for p in sys.path if p] + [
         Path(sys.prefix),
@@ -100,7 +112,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
     engine = make_engine(config)
     EpochTicker(engine)
     cache: OrderedDict[str, wasmtime.Module] = OrderedDict()
-    conn.send({"ready": True, "confinement": asdict(confinement)})
+    send_to_pool(conn, Ready(confinement))
 
     def load(digest: str) -> wasmtime.Module:
         if digest in cache:
@@ -108,11 +120,11 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
             return cache[digest]
         # Reading an artifact (0.7 s for 69 MB) or compiling (most of a minute) is not the run's
         # time: the pool allows for it (max_compile_time) until told it is over.
-        conn.send({"compiling": True})
+        send_to_pool(conn, Loading())
         try:
             module = load_from_disk(digest)
         finally:
-            conn.send({"compiled": True})
+            send_to_pool(conn, Loaded())
         cache[digest] = module
         if len(cache) > 32:
             cache.popitem(last=False)
@@ -142,10 +154,10 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
             module = load(job.digest)
         except (wasmtime.WasmtimeError, OSError) as exc:
             # An unreadable module is this run's failure, not the worker's: it stays up.
-            conn.send(asdict(RunResult("trap", message=f"module not loadable: {str(exc).splitlines()[0]}")))
+            send_to_pool(conn, RunResult("trap", message=f"module not loadable: {str(exc).splitlines()[0]}"))
             continue
         if job.compile_only:
-            conn.send(asdict(RunResult("ok", message="compiled")))
+            send_to_pool(conn, RunResult("ok", message="compiled"))
             continue
         with _tempfile_in(scratch):
             grants = ModuleCapabilities(**job.grants) if job.grants else None
@@ -164,7 +176,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
                 http_get,
                 job.limits,
             )
-        conn.send(asdict(result))
+        send_to_pool(conn, result)
 
 
 def _within(result: RunResult, allowed: float, key: str) -> RunResult:
@@ -217,8 +229,11 @@ class Worker:
         try:
             if not parent.poll(120):
                 raise EOFError
-            self.confinement: dict[str, Any] = parent.recv()["confinement"]
-        except (EOFError, OSError):
+            ready = receive_from_worker(parent, 0)
+            if not isinstance(ready, Ready):
+                raise PipeError(f"expected Ready, got {type(ready).__name__}")
+            self.confinement: Confinement = ready.confinement
+        except (EOFError, OSError, PipeError):
             self.kill()
             raise RuntimeError("a sandbox worker did not start") from None
 
@@ -307,40 +322,52 @@ class WorkerPool:
             worker = self.acquire(user)
         limits = job.limits or ModuleLimits(self.sandbox.resource_limits)
         allowed, time_key = limits.values.max_execution_time.total_seconds(), limits.key("max_execution_time")
+        # Output, and a snapshot's memory and globals: nothing a worker sends may be larger.
+        blob_limit = max(limits.values.max_memory, limits.values.max_output) + 1024 * 1024
         started = time.perf_counter()
         try:
             worker.conn.send(job)
             deadline = time.monotonic() + allowed + self.grace
             may_compile, loading = True, False
             while worker.conn.poll(max(0.0, deadline - time.monotonic())):
-                message = worker.conn.recv()
-                if "http" in message:  # the module asked for an outbound request: check, fetch, answer
+                message = receive_from_worker(worker.conn, blob_limit)
+                if isinstance(message, HttpRequest):  # check, fetch, answer
                     # Wall-clock time in a host call is the run's time: the fetch gets what is left.
                     left = deadline - self.grace - time.monotonic()
-                    worker.conn.send(self._outbound(job, str(message["http"]), left))
+                    worker.conn.send(self._outbound(job, message.url, left))
                     continue
-                if "compiling" in message:
+                if isinstance(message, Loading):
                     if may_compile:
                         may_compile, loading = False, True
                         deadline = time.monotonic() + self.compile_grace + allowed + self.grace
                     continue
-                if "compiled" in message:
+                if isinstance(message, Loaded):
                     loading = False
                     deadline = min(deadline, time.monotonic() + allowed + self.grace)
                     continue
+                if not isinstance(message, RunResult):
+                    raise PipeError(f"unexpected {type(message).__name__} during a run")
                 self._queue.put(worker, user)
-                return _within(RunResult(**message), allowed, time_key)
+                return _within(message, allowed, time_key)
             self._queue.drop(user)
             self._replace(worker, "compile too long" if loading else "hung")
-            message = (
+            why = (
                 f"compiling the module took longer than {self.compile_grace:g} s (sandbox.yml max_compile_time); "
                 "its worker was killed: raise the key for modules this large"
                 if loading
                 else f"the run passed {allowed:g} s ({time_key}) in a host call; "
                 "its worker was killed"
             )
+            return RunResult("timeout", message=why, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        except PipeError as exc:
+            # Not one of its messages: the worker is not trusted to go on (tenant code ran in it).
+            _log.warning("worker sent a malformed message", error=str(exc)[:200])
+            self._queue.drop(user)
+            self._replace(worker, "malformed message")
             return RunResult(
-                "timeout", message=message, duration_ms=round((time.perf_counter() - started) * 1000, 3)
+                "trap",
+                message="the worker running this module sent a malformed message; it was replaced",
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
         except (EOFError, OSError, BrokenPipeError):
             self._queue.drop(user)
@@ -351,7 +378,7 @@ class WorkerPool:
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    def _outbound(self, job: Job, url: str, left: float) -> dict[str, Any]:
+    def _outbound(self, job: Job, url: str, left: float) -> HttpAnswer | HttpDenied:
         # The job was built by this process from the configuration: its grants are trustworthy,
         # whatever the worker (running tenant code) sends.
         granted = job.capabilities.get("network_access", False)
@@ -361,13 +388,13 @@ class WorkerPool:
             status, body = fetch(url, allowed, timeout=max(0.05, min(10.0, left)), limit=limits.max_output)
         except OutboundDenied as exc:
             metrics.OUTBOUND_REQUESTS.labels(result="denied").inc()
-            return {"denied": str(exc)}
+            return HttpDenied(str(exc))
         except (OSError, http.client.HTTPException) as exc:
             metrics.OUTBOUND_REQUESTS.labels(result="failed").inc()
             _log.info("outbound request failed", error=f"{type(exc).__name__}: {str(exc)[:200]}")
-            return {"status": -1, "body": b""}
+            return HttpAnswer(-1)
         metrics.OUTBOUND_REQUESTS.labels(result="ok").inc()
-        return {"status": status, "body": body}
+        return HttpAnswer(status, body)
 
     def _replace(self, worker: Worker, reason: str) -> None:
         with self._lock:

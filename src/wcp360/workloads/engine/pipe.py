@@ -1,0 +1,172 @@
+"""The messages between a worker and its pool, typed, and how they cross the pipe.
+
+A worker runs tenant code: should a module ever escape wasmtime, the worker is the attacker's.
+multiprocessing's `send`/`recv` pickle, and unpickling can run code, so the pool never unpickles
+what a worker sends: a worker's message is one JSON header of known fields and then its byte
+fields as raw frames, decoded into exactly one of the types below, every field checked, every
+frame size-capped; anything else is a `PipeError` and the worker is replaced. Messages the other
+way (jobs, answers to outbound requests) come from the trusted pool and stay pickled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from multiprocessing.connection import Connection
+from typing import Any, get_args
+
+from wcp360.workloads.engine.confine import Confinement
+from wcp360.workloads.engine.outcomes import Outcome, RunResult
+
+HEADER_LIMIT = 1024 * 1024  # a header holds a message, a denied-call list, a URL: far less
+_OUTCOMES = frozenset(get_args(Outcome))
+
+
+class PipeError(Exception):
+    """A worker sent something that is not one of its messages."""
+
+
+# -- worker -> pool ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The worker confined itself and waits for jobs."""
+
+    confinement: Confinement
+
+
+@dataclass(frozen=True)
+class Loading:
+    """Compiling a module or reading its artifact: not the run's time (max_compile_time)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Loading is over; the run's own fence is back."""
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """The module asked for a URL (wcp360.http_get): the pool checks it and fetches."""
+
+    url: str
+
+
+FromWorker = Ready | Loading | Loaded | HttpRequest | RunResult
+_BLOBS = ("stdout", "stderr", "state")
+
+
+# -- pool -> worker ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    status: int  # -1: the request failed
+    body: bytes = b""
+
+
+@dataclass(frozen=True)
+class HttpDenied:
+    reason: str
+
+
+# -- the worker's side ------------------------------------------------------------------------
+
+
+def send_to_pool(conn: Connection, message: FromWorker) -> None:
+    if isinstance(message, RunResult):
+        values = asdict(message)
+        blobs = [(name, blob) for name in _BLOBS if (blob := values.pop(name)) is not None]
+        header = {"type": "result", "fields": values, "blobs": [name for name, _ in blobs]}
+        conn.send_bytes(json.dumps(header).encode())
+        for _, blob in blobs:
+            conn.send_bytes(blob)
+        return
+    if isinstance(message, Ready):
+        header = {"type": "ready", "fields": asdict(message.confinement)}
+    elif isinstance(message, HttpRequest):
+        header = {"type": "http", "fields": {"url": message.url}}
+    else:
+        header = {"type": "loading" if isinstance(message, Loading) else "loaded", "fields": {}}
+    conn.send_bytes(json.dumps(header).encode())
+
+
+# -- the pool's side --------------------------------------------------------------------------
+
+
+def receive_from_worker(conn: Connection, blob_limit: int) -> FromWorker:
+    """The worker's next message, decoded strictly; PipeError for anything else. Raises EOFError
+    and OSError as the connection does (a worker that died)."""
+    try:
+        header = json.loads(conn.recv_bytes(HEADER_LIMIT))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PipeError(f"unreadable header: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("fields"), dict):
+        raise PipeError("a header must be an object with fields")
+    kind, values = header.get("type"), header["fields"]
+    if kind == "loading":
+        return Loading()
+    if kind == "loaded":
+        return Loaded()
+    if kind == "http":
+        return HttpRequest(_typed(values, "url", str))
+    if kind == "ready":
+        return Ready(_confinement(values))
+    if kind == "result":
+        return _result(conn, values, header.get("blobs"), blob_limit)
+    raise PipeError(f"unknown message type {str(kind)[:40]!r}")
+
+
+def _result(conn: Connection, values: dict[str, Any], blobs: object, blob_limit: int) -> RunResult:
+    if not isinstance(blobs, list) or not set(blobs) <= set(_BLOBS) or len(set(blobs)) != len(blobs):
+        raise PipeError("bad blob list")
+    outcome: Outcome = _typed(values, "outcome", str)
+    if outcome not in _OUTCOMES:
+        raise PipeError(f"unknown outcome {outcome[:40]!r}")
+    denied = values.get("denied", [])
+    if not isinstance(denied, list) or not all(isinstance(d, str) for d in denied):
+        raise PipeError("denied must be a list of strings")
+    result = RunResult(
+        outcome,  # checked against Outcome above
+        exit_code=_optional(values, "exit_code", int),
+        duration_ms=float(_typed(values, "duration_ms", (int, float))),
+        fuel_used=_typed(values, "fuel_used", int),
+        memory_peak_bytes=_typed(values, "memory_peak_bytes", int),
+        message=_optional(values, "message", str),
+        denied=denied,
+    )
+    known = {f.name for f in fields(RunResult)} - set(_BLOBS)
+    if not set(values) <= known:
+        raise PipeError(f"unknown fields {sorted(set(values) - known)[:5]}")
+    for name in blobs:
+        try:
+            setattr(result, name, conn.recv_bytes(blob_limit))
+        except OSError as exc:  # larger than the limit: the connection is unusable after it
+            raise PipeError(f"{name} over {blob_limit} bytes") from exc
+    return result
+
+
+def _confinement(values: dict[str, Any]) -> Confinement:
+    notes = values.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise PipeError("notes must be a list of strings")
+    return Confinement(
+        no_new_privs=_typed(values, "no_new_privs", bool),
+        landlock_abi=_typed(values, "landlock_abi", int),
+        landlock=_typed(values, "landlock", bool),
+        seccomp=_typed(values, "seccomp", bool),
+        notes=notes,
+    )
+
+
+def _typed(values: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = values.get(name)
+    # bool is an int in Python: an integer field must not accept true/false, nor the reverse.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        raise PipeError(f"{name} must be {kind}")
+    return value
+
+
+def _optional(values: dict[str, Any], name: str, kind: type) -> Any:
+    return None if values.get(name) is None else _typed(values, name, kind)
