@@ -75,7 +75,7 @@ def prepare(data_dir: str) -> tuple[str, str, str]:
     owner = Principal(uuid.UUID(user["id"]), "bench", ("developer",), via="session")
     module = rt.modules.upload(owner, "hello", MODULE.encode(), text_format=True)
     rt.close()
-    return token, module["id"], module["digest"]
+    return token, module.id, module.digest
 
 
 def raw_wasmtime(requests: int, clients: int) -> Result:

@@ -83,7 +83,7 @@ def prepare(data_dir: str) -> dict[str, Any]:
             ]
         else:
             credentials.append(rt.auth.login(name, PASSWORD).access_token)
-        out[name] = {"module": module["id"], "credentials": credentials}
+        out[name] = {"module": module.id, "credentials": credentials}
     rt.close()
     return out
 

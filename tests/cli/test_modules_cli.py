@@ -24,11 +24,11 @@ def _stored(env: dict[str, str]) -> tuple[str, str]:  # noqa: F811
         owner = Principal(uuid.UUID(user["id"]), "dev", ("developer",), via="session")
         ready = rt.modules.upload(owner, "hello", HELLO, text_format=True)
         broken = rt.modules.upload(owner, "broken", HELLO.replace(b"_start", b"main"), text_format=True)
-        digest = broken["digest"]
+        digest = broken.digest
         rt.modules.compile_finished(digest, "module not loadable: \x1b[31mbad bytes", 1.5)
     finally:
         rt.close()
-    return ready["id"], broken["id"]
+    return ready.id, broken.id
 
 
 def test_list_and_show_name_the_compile_state(env: dict[str, str]) -> None:  # noqa: F811

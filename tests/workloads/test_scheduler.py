@@ -43,7 +43,7 @@ def wait_runs(rt: Runtime, claims: list[Claim], timeout: float = 60) -> list[dic
     views = []
     for claim in claims:
         while True:
-            view = rt.executor.runs.get(HOST, claim.run_id)
+            view = rt.executor.runs.get(HOST, claim.run_id).model_dump()
             if view["status"] not in ("queued", "running"):
                 views.append(view)
                 break
@@ -82,7 +82,7 @@ def test_cron_and_once(client: TestClient, rt: Runtime) -> None:
     cron = create_task(client, dev, module_id, kind="cron", schedule="*/15 * * * *")
     due_now(rt, cron["id"])
     wait_runs(rt, rt.scheduler.tick(T0 + timedelta(seconds=2)))
-    assert rt.tasks.get(HOST, uuid.UUID(cron["id"]))["next_run_at"] == (T0 + timedelta(minutes=15)).isoformat()
+    assert rt.tasks.get(HOST, uuid.UUID(cron["id"])).next_run_at == (T0 + timedelta(minutes=15)).isoformat()
     rt.tasks.delete(HOST, uuid.UUID(cron["id"]))
 
     once = create_task(client, dev, module_id, kind="once", schedule=(T0 + timedelta(hours=1)).isoformat())
@@ -91,7 +91,7 @@ def test_cron_and_once(client: TestClient, rt: Runtime) -> None:
     claims = rt.scheduler.tick(T0 + timedelta(hours=1, seconds=1))
     assert [c.task_id for c in claims] == [uuid.UUID(once["id"])]
     wait_runs(rt, claims)
-    finished = rt.tasks.get(HOST, uuid.UUID(once["id"]))
+    finished = rt.tasks.get(HOST, uuid.UUID(once["id"])).model_dump()
     assert finished["status"] == "finished" and finished["next_run_at"] is None
     assert rt.scheduler.tick(T0 + timedelta(days=2)) == []
 
@@ -131,7 +131,7 @@ def test_missed_occurrences(client: TestClient, rt: Runtime, policy: str) -> Non
         assert claims == [] and history[0]["status"] == "skipped" and history[0]["outcome"] is None
     else:
         assert len(claims) == 1 and wait_runs(rt, claims)[0]["outcome"] == "ok"
-    next_run = datetime.fromisoformat(rt.tasks.get(HOST, uuid.UUID(task["id"]))["next_run_at"])
+    next_run = datetime.fromisoformat(rt.tasks.get(HOST, uuid.UUID(task["id"])).next_run_at)
     assert now < next_run <= now + timedelta(seconds=10)
     assert (next_run - T0).total_seconds() % 10 == 0  # still on the task's own grid
     assert rt.scheduler.tick(now) == []
@@ -212,7 +212,7 @@ def test_run_refused_when_the_owner_lost_the_permission(
     due_now(rt, task["id"])
     rt.users.change_roles(HOST, uuid.UUID(dev.user_id), add=["viewer"], remove=["developer"])
     [claim] = rt.scheduler.tick(T0)
-    run = rt.executor.runs.get(HOST, claim.run_id)
+    run = rt.executor.runs.get(HOST, claim.run_id).model_dump()
     assert run["status"] == "refused" and "modules:execute" in run["message"]
     [event] = audit_events.of("run_refused")
     assert event.resource_id == str(claim.run_id) and event.details["task_id"] == task["id"]
@@ -249,6 +249,6 @@ def test_runs_of_a_dead_process_are_marked_lost(client: TestClient, rt: Runtime,
         dead_id, mine_id = dead.id, mine.id
     assert rt.executor.runs.heartbeat() == 1  # only its own
     assert rt.executor.runs.sweep_lost() == 1
-    assert rt.executor.runs.get(HOST, dead_id)["status"] == "lost"
-    assert rt.executor.runs.get(HOST, mine_id)["status"] == "queued"
+    assert rt.executor.runs.get(HOST, dead_id).status == "lost"
+    assert rt.executor.runs.get(HOST, mine_id).status == "queued"
     assert [e.resource_id for e in audit_events.of("run_lost")] == [str(dead_id)]

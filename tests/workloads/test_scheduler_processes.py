@@ -94,12 +94,12 @@ def test_two_schedulers_run_each_occurrence_exactly_once(config_dir: Path, tmp_p
     try:
         user = make_user(rt, "dev", ["developer"])
         owner = Principal(uuid.UUID(user["id"]), "dev", ("developer",), via="session")
-        module_id = uuid.UUID(rt.modules.upload(owner, "hello", HELLO.encode(), text_format=True)["id"])
+        module_id = uuid.UUID(rt.modules.upload(owner, "hello", HELLO.encode(), text_format=True).id)
         with two_schedulers(config_dir, data, tmp_path) as stats:
             # Both processes are claiming: the first occurrence is the next whole second.
             start = utcnow().replace(microsecond=0) + timedelta(seconds=1)
             task_ids = {
-                uuid.UUID(rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start)["id"])
+                uuid.UUID(rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start).id)
                 for i in range(TASKS)
             }
 
@@ -157,13 +157,13 @@ def test_the_per_user_limit_holds_across_processes(config_dir: Path, tmp_path: P
         user = make_user(rt, "dev", ["developer"])
         user_id = uuid.UUID(user["id"])
         owner = Principal(user_id, "dev", ("developer",), via="session")
-        module_id = uuid.UUID(rt.modules.upload(owner, "sleep", QUARTER_SECOND.encode(), text_format=True)["id"])
+        module_id = uuid.UUID(rt.modules.upload(owner, "sleep", QUARTER_SECOND.encode(), text_format=True).id)
         with two_schedulers(config_dir, data, tmp_path) as stats:
             start = utcnow() + timedelta(seconds=1)
             tasks = [rt.tasks.create(owner, module_id, f"t{i}", "interval", "1", {}, now=start) for i in range(4)]
             wait_until(lambda: len(finished_runs(rt, user_id=user_id)) >= 15, "15 finished runs")
             for task in tasks:
-                rt.tasks.pause(owner, uuid.UUID(task["id"]))
+                rt.tasks.pause(owner, uuid.UUID(task.id))
         spans = sorted((r.created_at, r.finished_at) for r in finished_runs(rt, user_id=user_id))
     finally:
         rt.close()

@@ -88,7 +88,7 @@ def test_a_moved_or_altered_sealed_env_refuses_the_run(
     due_now(rt, thief["id"])
     due_now(rt, victim["id"])
     claims = rt.scheduler.tick(T0)
-    runs = {str(c.task_id): rt.executor.runs.get(HOST, c.run_id) for c in claims}
+    runs = {str(c.task_id): rt.executor.runs.get(HOST, c.run_id).model_dump() for c in claims}
     assert runs[thief["id"]]["status"] == "refused" and "another task" in runs[thief["id"]]["message"]
     assert runs[victim["id"]]["status"] == "refused" and "does not open" in runs[victim["id"]]["message"]
     refused = {e.details["task_id"] for e in audit_events.of("run_refused")}

@@ -4,31 +4,34 @@ each compile stands (compiling, ready, failed and why)."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from wcp360.cli.common import ConfigDirOption, DataDirOption, fail, host, runtime_from
 from wcp360.cli.output import json_text, table, terminal_safe
 
+if TYPE_CHECKING:
+    from wcp360.workloads.views import ModuleView
+
 app = typer.Typer(help="Inspect stored WebAssembly modules.", no_args_is_help=True)
 
 COLUMNS = ("name", "version", "owner", "size", "status", "risk", "compile", "seconds", "id")
 
 
-def _compile_row(module: dict[str, Any]) -> list[object]:
-    compiled = module["compile"]
-    seconds = f"{compiled['seconds']:.1f}" if compiled["seconds"] is not None else ""
+def _compile_row(module: ModuleView) -> list[object]:
+    compiled = module.compile
+    seconds = f"{compiled.seconds:.1f}" if compiled.seconds is not None else ""
     return [
-        module["name"],
-        module["version"],
-        module["owner_id"],
-        module["size"],
-        module["status"],
-        module["risk_score"],
-        compiled["state"],
+        module.name,
+        module.version,
+        module.owner_id,
+        module.size,
+        module.status,
+        module.risk_score,
+        compiled.state,
         seconds,
-        module["id"],
+        module.id,
     ]
 
 
@@ -46,9 +49,9 @@ def list_modules(
     with runtime_from(config_dir, data_dir) as rt:
         modules, _ = rt.modules.list_modules(host(), limit=1_000_000, status=status)
     if compile_state is not None:
-        modules = [m for m in modules if m["compile"]["state"] == compile_state]
+        modules = [m for m in modules if m.compile.state == compile_state]
     if output == "json":
-        typer.echo(json_text(modules))
+        typer.echo(json_text([m.model_dump() for m in modules]))
         return
     typer.echo(table(COLUMNS, [_compile_row(m) for m in modules]), nl=False)
 
@@ -68,16 +71,16 @@ def show(
     with runtime_from(config_dir, data_dir) as rt:
         module = rt.modules.get(host(), key)
     if output == "json":
-        typer.echo(json_text(module))
+        typer.echo(json_text(module.model_dump()))
         return
-    compiled = module["compile"]
+    compiled = module.compile
     lines = [
-        f"{module['name']} v{module['version']}  {module['id']}",
-        f"owner {module['owner_id']}, {module['size']} bytes, sha256:{module['digest']}",
-        f"status {module['status']}, risk {module['risk_score']}",
-        f"compile {compiled['state']}"
-        + (f", {compiled['seconds']:.1f} s" if compiled["seconds"] is not None else "")
-        + (f": {compiled['error']}" if compiled["error"] else ""),
+        f"{module.name} v{module.version}  {module.id}",
+        f"owner {module.owner_id}, {module.size} bytes, sha256:{module.digest}",
+        f"status {module.status}, risk {module.risk_score}",
+        f"compile {compiled.state}"
+        + (f", {compiled.seconds:.1f} s" if compiled.seconds is not None else "")
+        + (f": {compiled.error}" if compiled.error else ""),
     ]
-    lines += [f"  {f['severity']}: {f['rule']}: {f['message']}" for f in module["findings"]]
+    lines += [f"  {f['severity']}: {f['rule']}: {f['message']}" for f in module.findings]
     typer.echo("\n".join(terminal_safe(line) for line in lines))

@@ -12,7 +12,6 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import structlog
 from anyio.to_thread import run_sync
@@ -32,6 +31,7 @@ from wcp360.workloads.engine.workers import Job, Worker, WorkerPool
 from wcp360.workloads.modules import ModuleService, NotReady
 from wcp360.workloads.runs import HEARTBEAT, ExecuteRequest, RunStore
 from wcp360.workloads.snapshots import SnapshotService
+from wcp360.workloads.views import RunView
 
 _log = structlog.get_logger("wcp360.execution")
 # How long a synchronous run waits for its module's compile unless asked to wait for all of it:
@@ -188,7 +188,7 @@ class Executor:
 
     def execute(
         self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest, background: bool = False
-    ) -> dict[str, Any]:
+    ) -> RunView:
         """Run a module now, blocking this thread (the finished run), or queue it (the queued run,
         to poll). The API awaits `execute_async` instead, which holds no thread while it waits.
 
@@ -214,7 +214,7 @@ class Executor:
 
     async def execute_async(
         self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest
-    ) -> dict[str, Any]:
+    ) -> RunView:
         """A synchronous run for the API: every wait (for a slot, a compile, a worker) happens on
         the event loop; a thread is taken only for database work and while a worker runs the job."""
         user = _account(actor)
@@ -236,7 +236,7 @@ class Executor:
             pool = self._pool if self._pool is not None else await run_sync(lambda: self.pool)
             worker = await self._worker_for(pool, user)
 
-            def run_and_store() -> dict[str, Any]:
+            def run_and_store() -> RunView:
                 # One thread for both: the worker goes back to the queue as soon as the run is
                 # over, and storing the run and its event needs no second hop.
                 result = pool.run_on(worker, job, user)
@@ -286,9 +286,9 @@ class Executor:
 
     # -- queued runs ----------------------------------------------------------------------------
 
-    def queue(self, actor: Principal, module: Module, request: ExecuteRequest, job: Job) -> dict[str, Any]:
+    def queue(self, actor: Principal, module: Module, request: ExecuteRequest, job: Job) -> RunView:
         view = self.runs.queue(actor, module.id, request, self.sandbox.max_queued_runs_per_user)
-        self.start_queued(actor, module, request, job, uuid.UUID(view["run_id"]))
+        self.start_queued(actor, module, request, job, uuid.UUID(view.run_id))
         return view
 
     def start_queued(
@@ -420,7 +420,7 @@ class Executor:
         result: RunResult,
         run_id: uuid.UUID | None,
         job: Job,
-    ) -> dict[str, Any]:
+    ) -> RunView:
         metrics.EXECUTIONS.labels(outcome=result.outcome).inc()
         metrics.EXECUTION_SECONDS.observe(result.duration_ms / 1000)
         if result.outcome in VIOLATIONS or result.denied:
@@ -429,10 +429,10 @@ class Executor:
         run_id = run_id or uuid.uuid4()
         snapshot_id = None
         if result.state is not None:
-            snapshot_id = uuid.UUID(self.snapshots.create(actor, module, run_id, result.state)["id"])
+            snapshot_id = uuid.UUID(self.snapshots.create(actor, module, run_id, result.state).id)
         if queued:
             view = self.runs.finish(actor, module.id, request, result, run_id, snapshot_id, queued)
-            self._audit(actor, module, request, result, run_id, snapshot_id, view["task_id"], job).wait()
+            self._audit(actor, module, request, result, run_id, snapshot_id, view.task_id, job).wait()
             return view
         # A synchronous run's event is complete before its row is stored: the row is written while
         # the trail's fsync runs, and the answer waits for both (benchmarks/README.md).

@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session as OrmSession
@@ -30,6 +30,7 @@ from wcp360.workloads.engine.limits import limits_for, refuse_beyond_limits
 from wcp360.workloads.engine.wasm_reader import Buffer, WasmFormatError, read_module
 from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
+from wcp360.workloads.views import CompileView, ModuleView
 
 if TYPE_CHECKING:
     import wasmtime
@@ -57,32 +58,32 @@ class NotReady(Conflict):
     title = "Module not ready"
 
 
-def compile_view(module: Module) -> dict[str, Any]:
+def compile_view(module: Module) -> CompileView:
     """compiling (seconds so far) -> ready | failed (seconds it took; why it failed)."""
     seconds = module.compile_seconds
     if module.compile_state == "compiling" and module.compile_started_at is not None:
         seconds = (utcnow() - module.compile_started_at).total_seconds()
-    return {
-        "state": module.compile_state,
-        "seconds": round(seconds, 3) if seconds is not None else None,
-        "error": module.compile_error,
-    }
+    return CompileView(
+        state=module.compile_state,  # a column of those three values
+        seconds=round(seconds, 3) if seconds is not None else None,
+        error=module.compile_error,
+    )
 
 
-def module_view(module: Module) -> dict[str, Any]:
-    return {
-        "id": str(module.id),
-        "name": module.name,
-        "version": module.version,
-        "owner_id": str(module.owner_id),
-        "size": module.size,
-        "digest": module.digest,
-        "status": module.status,
-        "risk_score": module.risk_score,
-        "findings": list(module.findings),
-        "compile": compile_view(module),
-        "created_at": module.created_at.isoformat(),
-    }
+def module_view(module: Module) -> ModuleView:
+    return ModuleView(
+        id=str(module.id),
+        name=module.name,
+        version=module.version,
+        owner_id=str(module.owner_id),
+        size=module.size,
+        digest=module.digest,
+        status=module.status,
+        risk_score=module.risk_score,
+        findings=list(module.findings),
+        compile=compile_view(module),
+        created_at=module.created_at.isoformat(),
+    )
 
 
 class ModuleService:
@@ -115,7 +116,7 @@ class ModuleService:
 
     # -- upload ---------------------------------------------------------------------------
 
-    def upload(self, actor: Principal, name: str, body: bytes | Path, text_format: bool = False) -> dict[str, Any]:
+    def upload(self, actor: Principal, name: str, body: bytes | Path, text_format: bool = False) -> ModuleView:
         """Store a module from `body`: its bytes, or a file the upload was streamed into (mapped,
         never read whole; moved into the store, not copied)."""
         self.policy.require(actor, "modules:create")
@@ -130,7 +131,7 @@ class ModuleService:
 
     def _upload(
         self, actor: Principal, name: str, body: Buffer, text_format: bool, received: Path | None
-    ) -> dict[str, Any]:
+    ) -> ModuleView:
         if len(body) > self.sandbox.max_module_size:
             raise TooLarge(
                 f"module is {len(body)} bytes; the limit is {self.sandbox.max_module_size} "
@@ -199,7 +200,7 @@ class ModuleService:
             "module_upload",
             actor=actor,
             resource_type="module",
-            resource_id=view["id"],
+            resource_id=view.id,
             details={
                 "name": name,
                 "version": version,
@@ -213,7 +214,7 @@ class ModuleService:
             },
         )
         with self.db.transaction(actor.user_id, all_owners=True) as s:
-            current = s.get(Module, uuid.UUID(view["id"]))
+            current = s.get(Module, uuid.UUID(view.id))
             return module_view(current) if current is not None else view
 
     def _binary(self, body: Buffer, text_format: bool) -> Buffer:
@@ -270,7 +271,7 @@ class ModuleService:
         offset: int = 0,
         status: str | None = None,
         owner_id: uuid.UUID | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[ModuleView], int]:
         """The actor's modules and those shared with them (every owner's for administrators)."""
         self.policy.require(actor, "modules:read")
         visible_owner = self.policy.owner_filter(actor, "modules")
@@ -285,7 +286,7 @@ class ModuleService:
         with self.db.transaction(actor.user_id, all_owners=visible_owner is None, grantees=keys) as s:
             return page(s, query, Module.created_at.desc(), limit, offset, module_view)
 
-    def get(self, actor: Principal, module_id: uuid.UUID) -> dict[str, Any]:
+    def get(self, actor: Principal, module_id: uuid.UUID) -> ModuleView:
         return module_view(self.authorised(actor, module_id, "modules:read"))
 
     def download(self, actor: Principal, module_id: uuid.UUID) -> tuple[str, bytes]:
@@ -331,7 +332,7 @@ class ModuleService:
 
     # -- quarantine -----------------------------------------------------------------------
 
-    def release(self, actor: Principal, module_id: uuid.UUID) -> dict[str, Any]:
+    def release(self, actor: Principal, module_id: uuid.UUID) -> ModuleView:
         """An administrator's decision that a quarantined module may run."""
         self.policy.require(actor, "modules:release")
         with self.db.transaction(actor.user_id, all_owners=True) as s:
@@ -347,7 +348,7 @@ class ModuleService:
             actor=actor,
             resource_type="module",
             resource_id=str(module_id),
-            details={"name": view["name"], "risk_score": view["risk_score"]},
+            details={"name": view.name, "risk_score": view.risk_score},
         )
         return view
 

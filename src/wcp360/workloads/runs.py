@@ -28,6 +28,7 @@ from wcp360.store.models import Run, User
 from wcp360.store.paging import page
 from wcp360.store.types import utcnow
 from wcp360.workloads.engine.outcomes import RunResult
+from wcp360.workloads.views import RunView
 
 _log = structlog.get_logger("wcp360.runs")
 _CLEARED = {"stdout": "", "stderr": "", "output_bytes": 0}
@@ -69,27 +70,27 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def run_view(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": str(run.id),
-        "module_id": str(run.module_id),
-        "status": run.status,
-        "outcome": run.outcome,
-        "exit_code": run.exit_code,
-        "stdout": run.stdout,
-        "stderr": run.stderr,
-        "message": run.message,
-        "duration_ms": run.duration_ms,
-        "fuel_used": run.fuel_used,
-        "memory_peak_bytes": run.memory_peak_bytes,
-        "user_id": str(run.user_id),
-        "task_id": str(run.task_id) if run.task_id else None,
-        "scheduled_for": _iso(run.scheduled_for),
-        "snapshot_id": str(run.snapshot_id) if run.snapshot_id else None,
-        "restored_from": str(run.restored_from) if run.restored_from else None,
-        "created_at": _iso(run.created_at),
-        "finished_at": _iso(run.finished_at),
-    }
+def run_view(run: Run) -> RunView:
+    return RunView(
+        run_id=str(run.id),
+        module_id=str(run.module_id),
+        status=run.status,  # a column of those values
+        outcome=run.outcome,
+        exit_code=run.exit_code,
+        stdout=run.stdout,
+        stderr=run.stderr,
+        message=run.message,
+        duration_ms=run.duration_ms,
+        fuel_used=run.fuel_used,
+        memory_peak_bytes=run.memory_peak_bytes,
+        user_id=str(run.user_id),
+        task_id=str(run.task_id) if run.task_id else None,
+        scheduled_for=_iso(run.scheduled_for),
+        snapshot_id=str(run.snapshot_id) if run.snapshot_id else None,
+        restored_from=str(run.restored_from) if run.restored_from else None,
+        created_at=_iso(run.created_at),
+        finished_at=_iso(run.finished_at),
+    )
 
 
 class RunStore:
@@ -105,7 +106,7 @@ class RunStore:
         # Names this process on the queued runs it will run.
         self.runner_id = f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
-    def queue(self, actor: Principal, module_id: uuid.UUID, request: ExecuteRequest, limit: int) -> dict[str, Any]:
+    def queue(self, actor: Principal, module_id: uuid.UUID, request: ExecuteRequest, limit: int) -> RunView:
         """Store a queued run for this process to run, unless the user has `limit` queued already."""
         with self.db.transaction(actor.user_id) as s:
             # The user's row lock (PostgreSQL; SQLite's write transactions are serial anyway) makes
@@ -148,7 +149,7 @@ class RunStore:
         run_id: uuid.UUID,
         snapshot_id: uuid.UUID | None,
         queued: bool,
-    ) -> dict[str, Any]:
+    ) -> RunView:
         """Store the outcome: update the queued run, or store a synchronous run once, finished."""
         cap = self.max_output
         stdout, stderr = _text(result.stdout, cap), _text(result.stderr, cap)
@@ -242,7 +243,7 @@ class RunStore:
             )
             return int(getattr(result, "rowcount", 0) or 0)
 
-    def get(self, actor: Principal, run_id: uuid.UUID) -> dict[str, Any]:
+    def get(self, actor: Principal, run_id: uuid.UUID) -> RunView:
         with self.db.transaction(actor.user_id, all_owners=True) as s:
             run = s.get(Run, run_id)
             view = run_view(run) if run is not None else None
@@ -250,7 +251,7 @@ class RunStore:
             raise NotFound("no such run")
         # Runs are owned and never shared: the policy function decides (and audits a denial).
         self.policy.require(
-            actor, "modules:read", Resource("runs", id=view["run_id"], owner_id=uuid.UUID(view["user_id"]))
+            actor, "modules:read", Resource("runs", id=view.run_id, owner_id=uuid.UUID(view.user_id))
         )
         return view
 
@@ -262,7 +263,7 @@ class RunStore:
         module_id: uuid.UUID | None = None,
         task_id: uuid.UUID | None = None,
         status: str | None = None,
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[RunView], int]:
         """The actor's runs, newest first (every user's for administrators)."""
         self.policy.require(actor, "modules:read")
         owner = self.policy.owner_filter(actor, "runs")

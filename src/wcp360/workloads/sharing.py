@@ -19,6 +19,7 @@ from wcp360.authz import Policy, Principal, Resource
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.store.database import Database
 from wcp360.store.models import Share, User
+from wcp360.workloads.views import ShareView
 
 # What may be shared, per resource type (rbac `sharing: true` decides whether at all).
 SHAREABLE_ACTIONS = {"modules": ("read", "execute"), "snapshots": ("read", "restore")}
@@ -54,20 +55,20 @@ def shared_with(s: OrmSession, resource_type: str, resource_id: uuid.UUID) -> fr
     return frozenset((grantee, action) for grantee, action in rows)
 
 
-def share_view(share: Share) -> dict[str, Any]:
+def share_view(share: Share) -> ShareView:
     # A user share shows the name the sharer gave, never the account's id: the answer must look the
     # same whether or not an account of that name exists.
     role = share.grantee.removeprefix("role:") if share.grantee.startswith("role:") else None
-    return {
-        "id": str(share.id),
-        "resource_type": share.resource_type,
-        "resource_id": str(share.resource_id),
-        "grantee": share.grantee if role else f"user:{share.grantee_label or share.grantee}",
-        "user": None if role else share.grantee_label or share.grantee,
-        "role": role,
-        "action": share.action,
-        "created_at": share.created_at.isoformat(),
-    }
+    return ShareView(
+        id=str(share.id),
+        resource_type=share.resource_type,
+        resource_id=str(share.resource_id),
+        grantee=share.grantee if role else f"user:{share.grantee_label or share.grantee}",
+        user=None if role else share.grantee_label or share.grantee,
+        role=role,
+        action=share.action,
+        created_at=share.created_at.isoformat(),
+    )
 
 
 class Sharing:
@@ -82,7 +83,7 @@ class Sharing:
         action: str,
         user: str | None = None,
         role: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> ShareView:
         rule = self.policy.rbac.resources.get(resource.type)
         if rule is None or not rule.sharing:
             raise InvalidInput(f"{resource.type} cannot be shared")
@@ -154,7 +155,7 @@ class Sharing:
             "resource_unshare", actor=actor, resource_type=resource.type, resource_id=resource.id, details=details
         )
 
-    def list_shares(self, actor: Principal, resource: Resource) -> list[dict[str, Any]]:
+    def list_shares(self, actor: Principal, resource: Resource) -> list[ShareView]:
         """Who the owner shared with; grantees do not see each other."""
         self.policy.require(actor, f"{resource.type}:read", resource)
         assert resource.id is not None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import delete, func, select
 
@@ -24,6 +23,7 @@ from wcp360.store.models import Module, Share, Snapshot
 from wcp360.store.paging import page
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared, shared_with
+from wcp360.workloads.views import SnapshotView
 
 
 class SnapshotMismatch(Conflict):
@@ -31,17 +31,17 @@ class SnapshotMismatch(Conflict):
     title = "Snapshot does not match"
 
 
-def snapshot_view(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "id": str(snapshot.id),
-        "owner_id": str(snapshot.owner_id),
-        "module_id": str(snapshot.module_id),
-        "module_digest": snapshot.module_digest,
-        "run_id": str(snapshot.run_id) if snapshot.run_id else None,
-        "size": snapshot.size,
-        "checksum": snapshot.checksum,
-        "created_at": snapshot.created_at.isoformat(),
-    }
+def snapshot_view(snapshot: Snapshot) -> SnapshotView:
+    return SnapshotView(
+        id=str(snapshot.id),
+        owner_id=str(snapshot.owner_id),
+        module_id=str(snapshot.module_id),
+        module_digest=snapshot.module_digest,
+        run_id=str(snapshot.run_id) if snapshot.run_id else None,
+        size=snapshot.size,
+        checksum=snapshot.checksum,
+        created_at=snapshot.created_at.isoformat(),
+    )
 
 
 class SnapshotService:
@@ -55,7 +55,7 @@ class SnapshotService:
     def _path(self, snapshot_id: uuid.UUID) -> Path:
         return self.directory / f"{snapshot_id}.state"
 
-    def create(self, actor: Principal, module: Module, run_id: uuid.UUID, state: bytes) -> dict[str, Any]:
+    def create(self, actor: Principal, module: Module, run_id: uuid.UUID, state: bytes) -> SnapshotView:
         """Store the state a run captured (the executor checked `snapshots:create` before the run)."""
         assert actor.user_id is not None
         snapshot_id = uuid.uuid4()
@@ -78,7 +78,7 @@ class SnapshotService:
             "snapshot_create",
             actor=actor,
             resource_type="snapshot",
-            resource_id=view["id"],
+            resource_id=view.id,
             details={"module_id": str(module.id), "run_id": str(run_id), "size": len(state)},
         )
         return view
@@ -104,7 +104,7 @@ class SnapshotService:
 
     def list_snapshots(
         self, actor: Principal, limit: int = 50, offset: int = 0, module_id: uuid.UUID | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[SnapshotView], int]:
         self.policy.require(actor, "snapshots:read")
         visible_owner = self.policy.owner_filter(actor, "snapshots")
         keys = grantee_keys(actor)
@@ -116,7 +116,7 @@ class SnapshotService:
         with self.db.transaction(actor.user_id, all_owners=visible_owner is None, grantees=keys) as s:
             return page(s, query, Snapshot.created_at.desc(), limit, offset, snapshot_view)
 
-    def get(self, actor: Principal, snapshot_id: uuid.UUID) -> dict[str, Any]:
+    def get(self, actor: Principal, snapshot_id: uuid.UUID) -> SnapshotView:
         return snapshot_view(self.authorised(actor, snapshot_id, "snapshots:read"))
 
     def delete(self, actor: Principal, snapshot_id: uuid.UUID) -> None:

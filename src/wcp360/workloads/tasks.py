@@ -27,6 +27,7 @@ from wcp360.store.paging import page
 from wcp360.store.types import utcnow
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.schedules import Schedule, ScheduleError
+from wcp360.workloads.views import TaskView
 
 MANAGE = ("scheduler:update", "scheduler:create")
 REMOVE = ("scheduler:delete", "scheduler:create")
@@ -56,24 +57,24 @@ def open_env(keys: HostKeys, task_id: uuid.UUID, payload: dict[str, Any]) -> dic
     return {str(k): str(v) for k, v in opened["env"].items()}
 
 
-def task_view(task: Task) -> dict[str, Any]:
-    return {
-        "id": str(task.id),
-        "name": task.name,
-        "module_id": str(task.module_id),
-        "owner_id": str(task.user_id),
-        "kind": task.kind,
-        "schedule": task.schedule,
-        "args": list(task.payload.get("args", [])),
-        "stdin": task.payload.get("stdin", ""),
-        "env": list(task.payload.get("env_names", [])),  # names only: values stay sealed
-        "priority": task.priority,
-        "missed": task.missed,
-        "status": task.status,
-        "next_run_at": task.next_run_at.isoformat() if task.next_run_at else None,
-        "last_run_at": task.last_run_at.isoformat() if task.last_run_at else None,
-        "created_at": task.created_at.isoformat(),
-    }
+def task_view(task: Task) -> TaskView:
+    return TaskView(
+        id=str(task.id),
+        name=task.name,
+        module_id=str(task.module_id),
+        owner_id=str(task.user_id),
+        kind=task.kind,
+        schedule=task.schedule,
+        args=list(task.payload.get("args", [])),
+        stdin=task.payload.get("stdin", ""),
+        env=list(task.payload.get("env_names", [])),  # names only: values stay sealed
+        priority=task.priority,
+        missed=task.missed,
+        status=task.status,
+        next_run_at=task.next_run_at.isoformat() if task.next_run_at else None,
+        last_run_at=task.last_run_at.isoformat() if task.last_run_at else None,
+        created_at=task.created_at.isoformat(),
+    )
 
 
 class TaskService:
@@ -97,7 +98,7 @@ class TaskService:
         priority: int = 0,
         missed: str = "skip",
         now: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> TaskView:
         self.policy.require(actor, "scheduler:create")
         if actor.user_id is None:
             raise InvalidInput("tasks belong to user accounts")
@@ -130,14 +131,14 @@ class TaskService:
             "task_create",
             actor=actor,
             resource_type="task",
-            resource_id=view["id"],
+            resource_id=view.id,
             details={"module_id": str(module_id), "kind": parsed.kind, "schedule": parsed.expression},
         )
         return view
 
     def list_tasks(
         self, actor: Principal, limit: int = 50, offset: int = 0, status: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[TaskView], int]:
         self.policy.require(actor, "scheduler:read")
         owner = self.policy.owner_filter(actor, "tasks")
         query = select(Task)
@@ -148,13 +149,13 @@ class TaskService:
         with self.db.transaction(actor.user_id, all_owners=owner is None, readonly=True) as s:
             return page(s, query, Task.created_at.desc(), limit, offset, task_view)
 
-    def get(self, actor: Principal, task_id: uuid.UUID) -> dict[str, Any]:
+    def get(self, actor: Principal, task_id: uuid.UUID) -> TaskView:
         return task_view(self._authorised(actor, task_id, "scheduler:read"))
 
-    def pause(self, actor: Principal, task_id: uuid.UUID) -> dict[str, Any]:
+    def pause(self, actor: Principal, task_id: uuid.UUID) -> TaskView:
         return self._set_status(actor, task_id, "paused", {"active"})
 
-    def resume(self, actor: Principal, task_id: uuid.UUID, now: datetime | None = None) -> dict[str, Any]:
+    def resume(self, actor: Principal, task_id: uuid.UUID, now: datetime | None = None) -> TaskView:
         return self._set_status(actor, task_id, "active", {"paused"}, now or utcnow())
 
     def delete(self, actor: Principal, task_id: uuid.UUID) -> None:
@@ -167,7 +168,7 @@ class TaskService:
 
     def _set_status(
         self, actor: Principal, task_id: uuid.UUID, status: str, allowed_from: set[str], now: datetime | None = None
-    ) -> dict[str, Any]:
+    ) -> TaskView:
         self._authorised(actor, task_id, MANAGE)
         with self.db.transaction(actor.user_id, all_owners=True) as s:
             task = s.get(Task, task_id, with_for_update=True)

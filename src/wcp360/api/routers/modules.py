@@ -4,7 +4,7 @@ list, get, download, delete, and the administrators' quarantine release."""
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
@@ -14,7 +14,9 @@ from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import ShareBody, StrictBody
 from wcp360.errors import InvalidInput
+from wcp360.views import Items, Page
 from wcp360.workloads.runs import ExecuteRequest
+from wcp360.workloads.views import ModuleView, RunView, ShareView
 
 router = APIRouter(prefix=f"{API_PREFIX}/modules", tags=["modules"])
 MODULE_MEDIA_TYPES = (
@@ -32,7 +34,7 @@ async def upload(
     actor: PrincipalDep,
     rt: RuntimeDep,
     name: Annotated[str | None, Query(max_length=128)] = None,
-) -> dict[str, Any]:
+) -> ModuleView:
     """The body is streamed to a private file as it arrives (never held whole in memory), at most
     `quotas.max_concurrent_uploads_per_user` at once per account."""
     incoming = rt.modules.incoming
@@ -63,13 +65,13 @@ def list_modules(
     offset: Annotated[int, Query(ge=0)] = 0,
     status: Literal["active", "quarantined", "rejected"] | None = None,
     owner_id: uuid.UUID | None = None,
-) -> dict[str, Any]:
+) -> Page[ModuleView]:
     items, total = rt.modules.list_modules(actor, limit, offset, status, owner_id)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return Page[ModuleView](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{module_id}")
-def get_module(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def get_module(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> ModuleView:
     return rt.modules.get(actor, module_id)
 
 
@@ -88,19 +90,19 @@ def delete(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Respons
 
 
 @router.post("/{module_id}/release")
-def release(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def release(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> ModuleView:
     return rt.modules.release(actor, module_id)
 
 
 @router.post("/{module_id}/shares", status_code=201)
-def share(module_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def share(module_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> ShareView:
     resource = rt.modules.owned(actor, module_id)
     return rt.modules.sharing.share(actor, resource, body.action, body.user, body.role)
 
 
 @router.get("/{module_id}/shares")
-def list_shares(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
-    return {"items": rt.modules.sharing.list_shares(actor, rt.modules.owned(actor, module_id))}
+def list_shares(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Items[ShareView]:
+    return Items[ShareView](items=rt.modules.sharing.list_shares(actor, rt.modules.owned(actor, module_id)))
 
 
 @router.delete("/{module_id}/shares/{share_id}", status_code=204)
@@ -130,7 +132,7 @@ class ExecuteBody(StrictBody):
 @router.post("/{module_id}/execute")
 async def execute(
     module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
-) -> dict[str, Any]:
+) -> RunView:
     # async: a run waits for its slot and its worker on the event loop, never in a thread of the
     # shared pool (sixty waiting runs used to take every thread and freeze the whole API).
     if body.async_:
@@ -151,11 +153,11 @@ def list_runs(
     module_id: uuid.UUID | None = None,
     task_id: uuid.UUID | None = None,
     status: Literal["queued", "running", "finished", "skipped", "refused"] | None = None,
-) -> dict[str, Any]:
+) -> Page[RunView]:
     items, total = rt.executor.runs.list(actor, limit, offset, module_id, task_id, status)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return Page[RunView](items=items, total=total, limit=limit, offset=offset)
 
 
 @runs_router.get("/{run_id}")
-def get_run(run_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def get_run(run_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> RunView:
     return rt.executor.runs.get(actor, run_id)

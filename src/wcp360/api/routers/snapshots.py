@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
@@ -13,6 +13,8 @@ from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.routers.modules import ExecuteBody
 from wcp360.api.schemas import ShareBody
+from wcp360.views import Items, Page
+from wcp360.workloads.views import RunView, ShareView, SnapshotView
 
 router = APIRouter(prefix=f"{API_PREFIX}/snapshots", tags=["snapshots"])
 
@@ -24,13 +26,13 @@ def list_snapshots(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     module_id: uuid.UUID | None = None,
-) -> dict[str, Any]:
+) -> Page[SnapshotView]:
     items, total = rt.executor.snapshots.list_snapshots(actor, limit, offset, module_id)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return Page[SnapshotView](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{snapshot_id}")
-def get_snapshot(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def get_snapshot(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> SnapshotView:
     return rt.executor.snapshots.get(actor, snapshot_id)
 
 
@@ -48,7 +50,7 @@ class RestoreBody(ExecuteBody):
 @router.post("/{snapshot_id}/restore")
 async def restore(
     snapshot_id: uuid.UUID, body: RestoreBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
-) -> dict[str, Any]:
+) -> RunView:
     # async, like execute: waiting for a worker happens on the event loop, not in a pool thread.
     request = body.request(restore_from=snapshot_id)
     if body.async_:
@@ -58,15 +60,15 @@ async def restore(
 
 
 @router.post("/{snapshot_id}/shares", status_code=201)
-def share(snapshot_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def share(snapshot_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> ShareView:
     snapshots = rt.executor.snapshots
     return snapshots.sharing.share(actor, snapshots.owned(actor, snapshot_id), body.action, body.user, body.role)
 
 
 @router.get("/{snapshot_id}/shares")
-def list_shares(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def list_shares(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Items[ShareView]:
     snapshots = rt.executor.snapshots
-    return {"items": snapshots.sharing.list_shares(actor, snapshots.owned(actor, snapshot_id))}
+    return Items[ShareView](items=snapshots.sharing.list_shares(actor, snapshots.owned(actor, snapshot_id)))
 
 
 @router.delete("/{snapshot_id}/shares/{share_id}", status_code=204)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import Field
@@ -11,6 +11,8 @@ from pydantic import Field
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import StrictBody
+from wcp360.views import Page
+from wcp360.workloads.views import RunView, TaskView
 
 router = APIRouter(prefix=f"{API_PREFIX}/tasks", tags=["scheduler"])
 
@@ -29,7 +31,7 @@ class TaskBody(StrictBody):
 
 
 @router.post("", status_code=201)
-def create_task(body: TaskBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def create_task(body: TaskBody, actor: PrincipalDep, rt: RuntimeDep) -> TaskView:
     payload = {"args": body.args, "stdin": body.stdin, "env": body.env}
     return rt.tasks.create(
         actor, body.module_id, body.name, body.kind, body.schedule, payload, body.priority, body.missed
@@ -43,23 +45,23 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
     status: Literal["active", "paused", "finished"] | None = None,
-) -> dict[str, Any]:
+) -> Page[TaskView]:
     items, total = rt.tasks.list_tasks(actor, limit, offset, status)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return Page[TaskView](items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{task_id}")
-def get_task(task_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def get_task(task_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TaskView:
     return rt.tasks.get(actor, task_id)
 
 
 @router.post("/{task_id}/pause")
-def pause(task_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def pause(task_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TaskView:
     return rt.tasks.pause(actor, task_id)
 
 
 @router.post("/{task_id}/resume")
-def resume(task_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def resume(task_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TaskView:
     return rt.tasks.resume(actor, task_id)
 
 
@@ -76,7 +78,7 @@ def history(
     rt: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> Page[RunView]:
     rt.tasks.get(actor, task_id)  # the task's owner (or an administrator) only
     items, total = rt.executor.runs.list(actor, limit, offset, task_id=task_id)
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+    return Page[RunView](items=items, total=total, limit=limit, offset=offset)
