@@ -72,7 +72,7 @@ def prepare(data_dir: str) -> tuple[str, str, str]:
     rt = open_runtime(data_dir)
     user = rt.users.create(Principal.host_admin(), "bench", "bench@example.test", PASSWORD, ["developer"])
     token = rt.auth.login("bench", PASSWORD).access_token
-    owner = Principal(uuid.UUID(user["id"]), "bench", ("developer",), via="session")
+    owner = Principal(uuid.UUID(user.id), "bench", ("developer",), via="session")
     module = rt.modules.upload(owner, "hello", MODULE.encode(), text_format=True)
     rt.close()
     return token, module.id, module.digest

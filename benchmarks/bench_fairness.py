@@ -67,7 +67,7 @@ def prepare(data_dir: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, source in (("victim", HELLO), ("flood", SLEEPER)):
         user = rt.users.create(Principal.host_admin(), name, f"{name}@example.test", PASSWORD, ["developer"])
-        owner = Principal(uuid.UUID(user["id"]), name, ("developer",), via="session")
+        owner = Principal(uuid.UUID(user.id), name, ("developer",), via="session")
         module = rt.modules.upload(owner, name, source.encode(), text_format=True)
         credentials = []
         if name == "flood":

@@ -17,7 +17,7 @@ HOST = Principal.host_admin("tests")
 
 
 def make_user(rt: Runtime, username: str, roles: list[str], password: str = STRONG) -> dict[str, Any]:
-    return rt.users.create(HOST, username, f"{username}@example.test", password, roles)
+    return rt.users.create(HOST, username, f"{username}@example.test", password, roles).model_dump()
 
 
 @dataclass

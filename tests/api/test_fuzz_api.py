@@ -1,5 +1,7 @@
 """The whole OpenAPI surface, fuzzed from its own schema (schemathesis over hypothesis), signed in
-as an administrator and as nobody: no input gets a 5xx, and every error is problem+json."""
+as an administrator and as nobody: no input gets a 5xx, every error is problem+json, and every
+answer conforms to the document: its status code is documented, its content type and its body
+match the declared response schema."""
 
 from __future__ import annotations
 
@@ -11,6 +13,12 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.conftest import NO_PRECOMPILE, TEST_SECURITY_YML, write_files
 from tests.helpers import Account, signed_in
@@ -40,6 +48,9 @@ def fuzzed(tmp_path: Path) -> Iterator[tuple[object, Account]]:
         rt.close()
 
 
+CONFORMANCE = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
 def test_no_input_reaches_a_server_error(fuzzed: tuple[Any, Account]) -> None:
     app, admin = fuzzed
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
@@ -55,6 +66,7 @@ def test_no_input_reaches_a_server_error(fuzzed: tuple[Any, Account]) -> None:
                 response = case.call(headers=headers)
                 where = (case.method, case.formatted_path, response.text[:300])
                 assert response.status_code < 500, where
+                case.validate_response(response, checks=CONFORMANCE, headers=headers)
                 if response.status_code >= 400:
                     media_type = response.headers.get("content-type") or [""]  # schemathesis: lists
                     assert media_type[0].startswith("application/problem+json"), where

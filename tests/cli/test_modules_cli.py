@@ -21,7 +21,7 @@ def _stored(env: dict[str, str]) -> tuple[str, str]:  # noqa: F811
     rt.modules.on_stored.clear()  # as with no server running: the uploads wait to be compiled
     try:
         user = rt.users.create(Principal.host_admin(), "dev", "dev@example.test", STRONG, ["developer"])
-        owner = Principal(uuid.UUID(user["id"]), "dev", ("developer",), via="session")
+        owner = Principal(uuid.UUID(user.id), "dev", ("developer",), via="session")
         ready = rt.modules.upload(owner, "hello", HELLO, text_format=True)
         broken = rt.modules.upload(owner, "broken", HELLO.replace(b"_start", b"main"), text_format=True)
         digest = broken.digest

@@ -28,7 +28,7 @@ def test_scripted_guessing_ends_blocked_after_the_fifth_failure(web: TestClient,
     assert 200 not in statuses
     assert web.get("/healthz", headers=from_("198.51.100.7")).status_code == 403
     bans = defended.defense.bans.list(HOST)
-    assert [(b["network"], b["rule"]) for b in bans] == [("198.51.100.7/32", "brute_force_login")]
+    assert [(b.network, b.rule) for b in bans] == [("198.51.100.7/32", "brute_force_login")]
     # The owner, from elsewhere, is not locked out.
     ok = web.post("/api/v1/auth/login", json={"username": "victim", "password": STRONG}, headers=from_("198.51.100.8"))
     assert ok.status_code == 200

@@ -88,7 +88,7 @@ def test_bans_via_api_persist_and_every_process_sees_them(web: TestClient, defen
     try:
         other.defense.bans.reload()
         assert other.defense.bans.banned("203.0.113.9") is not None
-        assert [b["network"] for b in other.defense.bans.list(HOST)] == ["203.0.113.9/32"]
+        assert [b.network for b in other.defense.bans.list(HOST)] == ["203.0.113.9/32"]
     finally:
         other.close()
     listed = web.get("/api/v1/ids/blocks", headers=admin.headers).json()["items"]
@@ -110,14 +110,16 @@ def test_bans_need_permission(web: TestClient, defended: Runtime) -> None:
 def test_escalating_bans(defended: Runtime) -> None:
     from datetime import datetime, timedelta
 
+    from wcp360.defense.views import BanView
+
     first = defended.defense.bans.block(None, "198.51.100.77", timedelta(hours=1), "x", rule="r", escalate=True)
     second = defended.defense.bans.block(None, "198.51.100.77", timedelta(hours=1), "x", rule="r", escalate=True)
     third = defended.defense.bans.block(None, "198.51.100.77", timedelta(hours=1), "x", rule="r", escalate=True)
 
-    def length(ban: dict[str, str]) -> float:
-        return (
-            datetime.fromisoformat(ban["expires_at"]) - datetime.now(datetime.fromisoformat(ban["expires_at"]).tzinfo)
-        ).total_seconds() / 3600
+    def length(ban: BanView) -> float:
+        assert ban.expires_at is not None
+        expires = datetime.fromisoformat(ban.expires_at)
+        return (expires - datetime.now(expires.tzinfo)).total_seconds() / 3600
 
     assert round(length(first)) == 1 and round(length(second)) == 2 and round(length(third)) == 4
     capped = defended.defense.bans

@@ -82,6 +82,6 @@ def test_actions_do_not_feed_back_into_the_engine(defended: Runtime) -> None:
     )
     ids.write(event)
     ids.write(event)  # de-duplicated within a second, and already banned
-    assert [b["network"] for b in defended.defense.bans.list(__import__("tests.helpers").helpers.HOST)] == [
+    assert [b.network for b in defended.defense.bans.list(__import__("tests.helpers").helpers.HOST)] == [
         "198.51.100.44/32"
     ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import FastAPI
 
@@ -10,10 +10,16 @@ from wcp360 import __version__
 from wcp360.api.defense_middleware import DefenseMiddleware
 from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
+from wcp360.api.openapi import install_openapi
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.routers import audit, auth, ids, metrics, modules, snapshots, tasks, users
 from wcp360.api.routers.modules import MODULE_MEDIA_TYPES
 from wcp360.runtime import Runtime
+from wcp360.views import View
+
+
+class Health(View):
+    status: Literal["ok"]
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -27,6 +33,7 @@ def create_app(rt: Runtime) -> FastAPI:
     )
     app.state.runtime = rt
     install_error_handlers(app)
+    install_openapi(app)
     # Each router carries its full prefix, so route templates (metrics labels) are whole paths.
     for router in (
         auth.router,
@@ -42,8 +49,8 @@ def create_app(rt: Runtime) -> FastAPI:
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok"}
+    def healthz() -> Health:
+        return Health(status="ok")
 
     http = rt.config.server.http
     # Starlette runs the last-added middleware first: the context wraps everything, so even a

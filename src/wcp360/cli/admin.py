@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from wcp360.cli.common import ConfigDirOption, DataDirOption, host, read_password, runtime_from
 from wcp360.cli.output import json_text, table, terminal_safe
+
+if TYPE_CHECKING:
+    from wcp360.identity.views import UserView
 
 app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 
@@ -34,7 +37,7 @@ def create_user(
     secret = read_password(password)
     with runtime_from(config_dir, data_dir) as rt:
         user = rt.users.create(host(), username, email, secret, _split(roles))
-    typer.echo(f"created user {user['username']} ({user['id']}) with roles {', '.join(user['roles'])}")
+    typer.echo(f"created user {user.username} ({user.id}) with roles {', '.join(user.roles)}")
 
 
 @app.command("update-user")
@@ -52,7 +55,7 @@ def update_user(
         if email is not None:
             rt.users.update(host(), user_id, email=email)
         user = rt.users.change_roles(host(), user_id, _split(add_roles), _split(remove_roles))
-    typer.echo(f"updated user {user['username']}: roles {', '.join(user['roles']) or '(none)'}")
+    typer.echo(f"updated user {user.username}: roles {', '.join(user.roles) or '(none)'}")
 
 
 @app.command("disable-user")
@@ -118,10 +121,10 @@ def list_users(
 COLUMNS = ("username", "email", "roles", "status", "totp_enabled", "last_login_at", "id")
 
 
-def render_users(users: list[dict[str, Any]], output: str) -> str:
+def render_users(users: list[UserView], output: str) -> str:
     if output == "json":
-        return json_text(users) + "\n"
-    rows = [[",".join(u[c]) if c == "roles" else u[c] for c in COLUMNS] for u in users]
+        return json_text([u.model_dump() for u in users]) + "\n"
+    rows = [[",".join(u.roles) if c == "roles" else getattr(u, c) for c in COLUMNS] for u in users]
     if output == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

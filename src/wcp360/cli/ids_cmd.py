@@ -22,10 +22,10 @@ def blocks(
     with runtime_from(config_dir, data_dir) as rt:
         bans = rt.defense.bans.list(host())
     if output == "json":
-        typer.echo(json_text(bans))
+        typer.echo(json_text([b.model_dump() for b in bans]))
         return
     columns = ("network", "expires_at", "reason", "rule", "created_by")
-    rows = ([b["network"], b["expires_at"] or "never", b["reason"], b["rule"], b["created_by"]] for b in bans)
+    rows = ([b.network, b.expires_at or "never", b.reason, b.rule, b.created_by] for b in bans)
     typer.echo(table(columns, rows), nl=False)
 
 
@@ -46,7 +46,7 @@ def block(
         fail(str(exc))
     with runtime_from(config_dir, data_dir) as rt:
         ban = rt.defense.bans.block(host(), address, length, reason)
-    typer.echo(f"blocked {ban['network']} until {ban['expires_at'] or 'lifted'}")
+    typer.echo(f"blocked {ban.network} until {ban.expires_at or 'lifted'}")
 
 
 @app.command("unblock")

@@ -18,6 +18,7 @@ from sqlalchemy import func, or_, select
 from wcp360 import audit
 from wcp360.authz import Policy, Principal
 from wcp360.config.ids import BanEscalation
+from wcp360.defense.views import BanView
 from wcp360.errors import InvalidInput, NotFound
 from wcp360.store.database import Database
 from wcp360.store.models import Ban
@@ -44,16 +45,16 @@ def _inside(network: Network, container: Network) -> bool:
     return network.version == container.version and network.subnet_of(container)  # type: ignore[arg-type]
 
 
-def ban_view(ban: Ban) -> dict[str, Any]:
-    return {
-        "id": str(ban.id),
-        "network": ban.network,
-        "reason": ban.reason,
-        "rule": ban.rule,
-        "created_by": ban.created_by,
-        "created_at": ban.created_at.isoformat(),
-        "expires_at": ban.expires_at.isoformat() if ban.expires_at else None,
-    }
+def ban_view(ban: Ban) -> BanView:
+    return BanView(
+        id=str(ban.id),
+        network=ban.network,
+        reason=ban.reason,
+        rule=ban.rule,
+        created_by=ban.created_by,
+        created_at=ban.created_at.isoformat(),
+        expires_at=ban.expires_at.isoformat() if ban.expires_at else None,
+    )
 
 
 _log = structlog.get_logger("wcp360.bans")
@@ -172,7 +173,7 @@ class BanList:
 
     # -- management (CLI, API, IDS) -------------------------------------------------------
 
-    def list(self, actor: Principal) -> list[dict[str, Any]]:
+    def list(self, actor: Principal) -> list[BanView]:
         self.policy.require(actor, ("system:bans", "bans:read"))
         now = utcnow()
         with self.db.transaction(readonly=True) as s:
@@ -191,7 +192,7 @@ class BanList:
         reason: str,
         rule: str | None = None,
         escalate: bool = False,
-    ) -> dict[str, Any]:
+    ) -> BanView:
         """Ban an address or network. `actor` None means the IDS itself (already authorised)."""
         if actor is not None:
             self.policy.require(actor, ("system:bans", "bans:create"))
@@ -219,7 +220,7 @@ class BanList:
                 actor_id=None if actor else "ids",
                 resource_type="ip",
                 resource_id=str(network),
-                details={"reason": reason, "rule": rule, "expires_at": view["expires_at"]},
+                details={"reason": reason, "rule": rule, "expires_at": view.expires_at},
             )
         self.reload()
         return view

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
@@ -18,22 +17,10 @@ from wcp360.errors import Forbidden, InvalidInput, NotFound
 from wcp360.identity.auth import API_TOKEN_PREFIX
 from wcp360.identity.opaque import digest, new_secret
 from wcp360.identity.two_factor import TwoFactor
+from wcp360.identity.views import ApiTokenView, NewApiTokenView, api_token_view
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, User
 from wcp360.store.types import utcnow
-
-
-def _view(token: ApiToken) -> dict[str, Any]:
-    return {
-        "id": token.id,
-        "name": token.name,
-        "scopes": list(token.scopes),
-        "allowed_cidrs": list(token.allowed_cidrs),
-        "created_at": token.created_at.isoformat(),
-        "expires_at": token.expires_at.isoformat(),
-        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
-        "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
-    }
 
 
 class ApiTokenService:
@@ -50,7 +37,7 @@ class ApiTokenService:
         scopes: list[str],
         expires_in_days: int | None = None,
         allowed_cidrs: list[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> NewApiTokenView:
         self.policy.require(actor, "self:api_tokens")
         name = name.strip()
         if not 1 <= len(name) <= 100:
@@ -94,15 +81,15 @@ class ApiTokenService:
                 resource_id=token.id,
                 details={"name": name, "scopes": scopes, "allowed_cidrs": cidrs},
             )
-            return {**_view(token), "token": f"{API_TOKEN_PREFIX}{token.id}_{secret}"}
+            return NewApiTokenView(**api_token_view(token).model_dump(), token=f"{API_TOKEN_PREFIX}{token.id}_{secret}")
 
-    def list_tokens(self, actor: Principal) -> list[dict[str, Any]]:
+    def list_tokens(self, actor: Principal) -> list[ApiTokenView]:
         self.policy.require(actor, "self:api_tokens")
         with self.db.transaction(actor.user_id) as s:
             rows = s.scalars(select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.created_at))
-            return [_view(t) for t in rows]
+            return [api_token_view(t) for t in rows]
 
-    def rotate(self, actor: Principal, token_id: str) -> dict[str, Any]:
+    def rotate(self, actor: Principal, token_id: str) -> NewApiTokenView:
         """New secret now; the old one keeps working for `rotation_overlap` so clients can roll."""
         self.policy.require(actor, "self:api_tokens")
         with self.db.transaction(actor.user_id) as s:
@@ -112,7 +99,7 @@ class ApiTokenService:
             token.previous_valid_until = utcnow() + self.settings.rotation_overlap
             token.secret_hash = digest(secret)
             audit.record("api_token_rotate", actor=actor, resource_type="api_token", resource_id=token.id)
-            return {**_view(token), "token": f"{API_TOKEN_PREFIX}{token.id}_{secret}"}
+            return NewApiTokenView(**api_token_view(token).model_dump(), token=f"{API_TOKEN_PREFIX}{token.id}_{secret}")
 
     def revoke(self, actor: Principal, token_id: str) -> None:
         self.policy.require(actor, "self:api_tokens")

@@ -24,6 +24,7 @@ from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.providers import LocalProvider, offered
 from wcp360.identity.revocation import end_credentials
 from wcp360.identity.two_factor import TwoFactor
+from wcp360.identity.views import TokenPairView
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RefreshToken, Session, User, UserRole
 from wcp360.store.types import utcnow
@@ -57,13 +58,13 @@ class TokenPair:
     expires_in: int
     token_type: str = "bearer"  # noqa: S105
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token,
-            "refresh_token": self.refresh_token,
-            "token_type": self.token_type,
-            "expires_in": self.expires_in,
-        }
+    def view(self) -> TokenPairView:
+        return TokenPairView(
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            token_type=self.token_type,
+            expires_in=self.expires_in,
+        )
 
 
 class TotpRequired(Unauthorized):

@@ -19,6 +19,7 @@ from wcp360.errors import Conflict, InvalidInput, Unauthorized
 from wcp360.identity.opaque import digest
 from wcp360.identity.passwords import PasswordHasher
 from wcp360.identity.revocation import end_sessions
+from wcp360.identity.views import TotpEnrollmentView
 from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RecoveryCode, Session, User
@@ -48,7 +49,7 @@ class TwoFactor:
             return True
         return holds_api_tokens and self.settings.required_for_api_tokens
 
-    def enroll(self, actor: Principal) -> dict[str, str]:
+    def enroll(self, actor: Principal) -> TotpEnrollmentView:
         self.policy.require(actor, "self:2fa")
         with self.db.transaction(actor.user_id) as s:
             user = self._user(s, actor)
@@ -58,7 +59,7 @@ class TwoFactor:
             user.totp_pending_secret = self.keys.encrypt(secret)
             audit.record("2fa_enroll", actor=actor, resource_type="user", resource_id=str(user.id))
             uri = pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=self.settings.issuer)
-            return {"secret": secret, "otpauth_uri": uri}
+            return TotpEnrollmentView(secret=secret, otpauth_uri=uri)
 
     def confirm(self, actor: Principal, code: str) -> list[str]:
         """Turn 2FA on with a first valid code; returns the recovery codes, shown this once."""

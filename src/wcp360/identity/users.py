@@ -20,7 +20,7 @@ from wcp360.config.security import PasswordPolicy
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.revocation import end_credentials, end_sessions
-from wcp360.identity.views import user_view
+from wcp360.identity.views import UserView, user_view
 from wcp360.store.database import Database
 from wcp360.store.models import RecoveryCode, User, UserRole
 from wcp360.store.paging import page
@@ -57,7 +57,7 @@ class UserService:
 
     def list_users(
         self, actor: Principal, limit: int = 50, offset: int = 0, status: str | None = None, role: str | None = None
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[UserView], int]:
         self.policy.require(actor, "users:read")
         owner = self.policy.owner_filter(actor, "users")
         query = select(User)
@@ -70,7 +70,7 @@ class UserService:
         with self.db.transaction(actor.user_id) as s:
             return page(s, query, User.username, limit, offset, user_view)
 
-    def get(self, actor: Principal, user_id: uuid.UUID) -> dict[str, Any]:
+    def get(self, actor: Principal, user_id: uuid.UUID) -> UserView:
         with self.db.transaction(actor.user_id) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:read", self._resource(user, include_grants=False))
@@ -87,7 +87,7 @@ class UserService:
 
     def create(
         self, actor: Principal, username: str, email: str, password: str, roles: Iterable[str]
-    ) -> dict[str, Any]:
+    ) -> UserView:
         name, mail, role_list = normalize_username(username), normalize_email(email), self._valid_roles(roles)
         self.policy.require(
             actor,
@@ -116,7 +116,7 @@ class UserService:
             )
             return user_view(user)
 
-    def update(self, actor: Principal, user_id: uuid.UUID, email: str | None = None) -> dict[str, Any]:
+    def update(self, actor: Principal, user_id: uuid.UUID, email: str | None = None) -> UserView:
         with self.db.transaction(actor.user_id) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
@@ -133,7 +133,7 @@ class UserService:
 
     def change_roles(
         self, actor: Principal, user_id: uuid.UUID, add: Iterable[str] = (), remove: Iterable[str] = ()
-    ) -> dict[str, Any]:
+    ) -> UserView:
         added, removed = self._valid_roles(add, allow_empty=True), self._valid_roles(remove, allow_empty=True)
         if set(added) & set(removed):
             raise InvalidInput("a role cannot be added and removed at once")
@@ -164,7 +164,7 @@ class UserService:
             s.flush()
             return user_view(user)
 
-    def set_status(self, actor: Principal, user_id: uuid.UUID, status: str) -> dict[str, Any]:
+    def set_status(self, actor: Principal, user_id: uuid.UUID, status: str) -> UserView:
         if status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
         with self.db.transaction(actor.user_id) as s:
@@ -183,7 +183,7 @@ class UserService:
             )
             return user_view(user)
 
-    def reset_password(self, actor: Principal, user_id: uuid.UUID, password: str) -> dict[str, Any]:
+    def reset_password(self, actor: Principal, user_id: uuid.UUID, password: str) -> UserView:
         with self.db.transaction(actor.user_id) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
@@ -200,7 +200,7 @@ class UserService:
             )
             return user_view(user)
 
-    def reset_two_factor(self, actor: Principal, user_id: uuid.UUID) -> dict[str, Any]:
+    def reset_two_factor(self, actor: Principal, user_id: uuid.UUID) -> UserView:
         with self.db.transaction(actor.user_id) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))

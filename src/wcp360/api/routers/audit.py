@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -11,13 +11,14 @@ from wcp360.api.paths import API_PREFIX
 from wcp360.audit.pages import newest_first
 from wcp360.audit.search import EventFilter, parse_moment
 from wcp360.audit.setup import audit_file
+from wcp360.audit.views import AuditPageView
 from wcp360.errors import InvalidInput
 
 router = APIRouter(prefix=f"{API_PREFIX}/audit", tags=["audit"])
 AUDIT_READ = ("audit:read", "system:audit")
 
 
-@router.get("")
+@router.get("", response_model_exclude_unset=True)  # an event shows the fields it has
 def list_events(
     actor: PrincipalDep,
     rt: RuntimeDep,
@@ -28,7 +29,7 @@ def list_events(
     until: Annotated[str | None, Query(max_length=40)] = None,
     before_seq: Annotated[int | None, Query(ge=1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> AuditPageView:
     rt.policy.require(actor, AUDIT_READ)
     try:
         where = EventFilter(
@@ -39,4 +40,4 @@ def list_events(
     directory, name, _ = audit_file(rt.config)
     # The file is the source of truth; a page is the newest `limit` matches below `before_seq`.
     page = newest_first(directory, where, limit, before_seq, name)
-    return {"items": page.items, "next_before_seq": page.next_before_seq}
+    return AuditPageView(items=page.items, next_before_seq=page.next_before_seq)

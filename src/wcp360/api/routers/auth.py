@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
@@ -17,19 +15,30 @@ from wcp360.api.schemas import (
     TotpDisableBody,
 )
 from wcp360.identity.providers import offered
+from wcp360.identity.views import (
+    ApiTokenView,
+    MeView,
+    NewApiTokenView,
+    ProvidersView,
+    ProviderView,
+    TokenPairView,
+    TotpEnabledView,
+    TotpEnrollmentView,
+)
 from wcp360.request_context import current_request
+from wcp360.views import Items
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 
 @router.get("/providers")
-async def providers(rt: RuntimeDep) -> dict[str, Any]:
+async def providers(rt: RuntimeDep) -> ProvidersView:
     """The sign-in methods offered here (enabled in security.yml and implemented)."""
-    return {"providers": [{"type": kind} for kind in offered(rt.config.auth)]}
+    return ProvidersView(providers=[ProviderView(type=kind) for kind in offered(rt.config.auth)])
 
 
 @router.post("/login")
-async def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
+async def login(body: LoginBody, rt: RuntimeDep) -> TokenPairView:
     # async so that a throttled attempt waits on the event loop, not in a worker thread.
     pair = await rt.defense.sign_in(
         current_request().ip_address,
@@ -37,12 +46,12 @@ async def login(body: LoginBody, rt: RuntimeDep) -> dict[str, Any]:
         rt.auth,
         lambda: rt.auth.login(body.username, body.password, body.totp),
     )
-    return pair.as_dict()
+    return pair.view()
 
 
 @router.post("/refresh")
-def refresh(body: RefreshBody, rt: RuntimeDep) -> dict[str, Any]:
-    return rt.auth.refresh(body.refresh_token).as_dict()
+def refresh(body: RefreshBody, rt: RuntimeDep) -> TokenPairView:
+    return rt.auth.refresh(body.refresh_token).view()
 
 
 @router.post("/logout", status_code=204)
@@ -52,17 +61,17 @@ def logout(actor: PrincipalDep, rt: RuntimeDep) -> Response:
 
 
 @router.get("/me")
-async def me(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+async def me(actor: PrincipalDep, rt: RuntimeDep) -> MeView:
     # async: the principal is already resolved (in the threadpool); what is left is CPU-only.
     rt.policy.require(actor, "self:read")
-    return {
-        "id": str(actor.user_id),
-        "username": actor.username,
-        "roles": list(actor.roles),
-        "permissions": sorted(rt.policy.effective(actor)),
-        "via": actor.via,
-        "mfa_pending": actor.mfa_pending,
-    }
+    return MeView(
+        id=str(actor.user_id),
+        username=actor.username,
+        roles=list(actor.roles),
+        permissions=sorted(rt.policy.effective(actor)),
+        via=actor.via,
+        mfa_pending=actor.mfa_pending,
+    )
 
 
 @router.post("/password", status_code=204)
@@ -72,13 +81,13 @@ def change_password(body: PasswordChangeBody, actor: PrincipalDep, rt: RuntimeDe
 
 
 @router.post("/2fa/enroll")
-def enroll_2fa(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, str]:
+def enroll_2fa(actor: PrincipalDep, rt: RuntimeDep) -> TotpEnrollmentView:
     return rt.two_factor.enroll(actor)
 
 
 @router.post("/2fa/confirm")
-def confirm_2fa(body: TotpCodeBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
-    return {"enabled": True, "recovery_codes": rt.two_factor.confirm(actor, body.code)}
+def confirm_2fa(body: TotpCodeBody, actor: PrincipalDep, rt: RuntimeDep) -> TotpEnabledView:
+    return TotpEnabledView(enabled=True, recovery_codes=rt.two_factor.confirm(actor, body.code))
 
 
 @router.post("/2fa/disable", status_code=204)
@@ -88,17 +97,17 @@ def disable_2fa(body: TotpDisableBody, actor: PrincipalDep, rt: RuntimeDep) -> R
 
 
 @router.post("/api-tokens", status_code=201)
-def create_api_token(body: ApiTokenCreateBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def create_api_token(body: ApiTokenCreateBody, actor: PrincipalDep, rt: RuntimeDep) -> NewApiTokenView:
     return rt.api_tokens.create(actor, body.name, body.scopes, body.expires_in_days, body.allowed_cidrs)
 
 
 @router.get("/api-tokens")
-def list_api_tokens(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
-    return {"items": rt.api_tokens.list_tokens(actor)}
+def list_api_tokens(actor: PrincipalDep, rt: RuntimeDep) -> Items[ApiTokenView]:
+    return Items[ApiTokenView](items=rt.api_tokens.list_tokens(actor))
 
 
 @router.post("/api-tokens/{token_id}/rotate")
-def rotate_api_token(token_id: str, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def rotate_api_token(token_id: str, actor: PrincipalDep, rt: RuntimeDep) -> NewApiTokenView:
     return rt.api_tokens.rotate(actor, token_id)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Response
 from pydantic import Field
@@ -11,7 +11,9 @@ from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import StrictBody
 from wcp360.config.units import parse_duration
+from wcp360.defense.views import BanView
 from wcp360.errors import InvalidInput
+from wcp360.views import Items
 
 router = APIRouter(prefix=f"{API_PREFIX}/ids", tags=["ids"])
 
@@ -23,12 +25,12 @@ class BlockBody(StrictBody):
 
 
 @router.get("/blocks")
-def list_blocks(actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
-    return {"items": rt.defense.bans.list(actor)}
+def list_blocks(actor: PrincipalDep, rt: RuntimeDep) -> Items[BanView]:
+    return Items[BanView](items=rt.defense.bans.list(actor))
 
 
 @router.post("/blocks", status_code=201)
-def create_block(body: BlockBody, actor: PrincipalDep, rt: RuntimeDep) -> dict[str, Any]:
+def create_block(body: BlockBody, actor: PrincipalDep, rt: RuntimeDep) -> BanView:
     try:
         duration = parse_duration(body.duration) if body.duration else None
     except ValueError as exc:

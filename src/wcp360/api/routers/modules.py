@@ -75,7 +75,16 @@ def get_module(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Mod
     return rt.modules.get(actor, module_id)
 
 
-@router.get("/{module_id}/download")
+@router.get(
+    "/{module_id}/download",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The module's bytes",
+            "content": {"application/wasm": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 def download(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
     filename, data = rt.modules.download(actor, module_id)
     return Response(
