@@ -4,8 +4,11 @@ oversized frames are refused (the pool then replaces the worker). Round trips ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import struct
+import threading
 from multiprocessing import Pipe
 from pathlib import Path
 
@@ -55,9 +58,9 @@ def test_a_pickle_from_a_worker_is_refused_not_run(tmp_path: Path) -> None:
         {"type": "result", "fields": {"outcome": "ok", "duration_ms": 1, "fuel_used": True, "memory_peak_bytes": 0},
          "blobs": []},
         {"type": "result", "fields": {"outcome": "ok", "duration_ms": 1, "fuel_used": 1, "memory_peak_bytes": 0},
-         "blobs": ["stdout", "stdout"]},
+         "blobs": [["stdout", 0], ["stdout", 0]]},
         {"type": "result", "fields": {"outcome": "ok", "duration_ms": 1, "fuel_used": 1, "memory_peak_bytes": 0},
-         "blobs": ["__class__"]},
+         "blobs": [["__class__", 0]]},
         {"type": "ready", "fields": {"no_new_privs": "yes", "landlock_abi": 3, "landlock": True, "seccomp": True}},
         {"type": "http", "fields": {"url": ["http://a"]}},
         {"type": "__import__", "fields": {}},
@@ -66,16 +69,37 @@ def test_a_pickle_from_a_worker_is_refused_not_run(tmp_path: Path) -> None:
 )  # fmt: skip
 def test_malformed_headers_are_refused(header: object) -> None:
     pool, worker = Pipe()
-    worker.send_bytes(json.dumps(header).encode())
+    encoded = json.dumps(header).encode()
+    worker.send_bytes(struct.pack("!I", len(encoded)) + encoded)
+    with pytest.raises(PipeError):
+        receive_from_worker(pool, 1024)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [b"", b"\0\0", struct.pack("!I", 10**9) + b"{}", struct.pack("!I", 50) + b"{}", struct.pack("!I", 2) + b"{}junk"],
+)
+def test_malformed_frames_are_refused(frame: bytes) -> None:
+    pool, worker = Pipe()
+    worker.send_bytes(frame)
     with pytest.raises(PipeError):
         receive_from_worker(pool, 1024)
 
 
 def test_an_oversized_frame_is_refused() -> None:
     pool, worker = Pipe()
-    send_to_pool(worker, RunResult("ok", stdout=b"x" * 5000))
+    big = RunResult("ok", stdout=b"x" * (2 * 1024 * 1024))  # over the header's room too
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # the pool hangs up on it
+            send_to_pool(worker, big)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     with pytest.raises(PipeError):
         receive_from_worker(pool, 4096)
+    pool.close()
+    sender.join()
 
 
 @given(

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
+from wcp360.api.responses import ViewResponse
 from wcp360.api.schemas import (
     ApiTokenCreateBody,
     LoginBody,
@@ -60,11 +61,11 @@ def logout(actor: PrincipalDep, rt: RuntimeDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/me")
-async def me(actor: PrincipalDep, rt: RuntimeDep) -> MeView:
+@router.get("/me", response_model=MeView)
+async def me(actor: PrincipalDep, rt: RuntimeDep) -> ViewResponse:
     # async: the principal is already resolved (in the threadpool); what is left is CPU-only.
     rt.policy.require(actor, "self:read")
-    return MeView(
+    me = MeView(
         id=str(actor.user_id),
         username=actor.username,
         roles=list(actor.roles),
@@ -72,6 +73,7 @@ async def me(actor: PrincipalDep, rt: RuntimeDep) -> MeView:
         via=actor.via,
         mfa_pending=actor.mfa_pending,
     )
+    return ViewResponse(me)
 
 
 @router.post("/password", status_code=204)

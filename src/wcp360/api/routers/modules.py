@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
+from wcp360.api.responses import ViewResponse
 from wcp360.api.schemas import ShareBody, StrictBody
 from wcp360.errors import InvalidInput
 from wcp360.views import Items, Page
@@ -138,16 +139,14 @@ class ExecuteBody(StrictBody):
         )
 
 
-@router.post("/{module_id}/execute")
-async def execute(
-    module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
-) -> RunView:
+@router.post("/{module_id}/execute", response_model=RunView, responses={202: {"model": RunView}})
+async def execute(module_id: uuid.UUID, body: ExecuteBody, actor: PrincipalDep, rt: RuntimeDep) -> ViewResponse:
     # async: a run waits for its slot and its worker on the event loop, never in a thread of the
     # shared pool (sixty waiting runs used to take every thread and freeze the whole API).
     if body.async_:
-        response.status_code = 202
-        return await run_in_threadpool(rt.executor.execute, actor, module_id, body.request(), True)
-    return await rt.executor.execute_async(actor, module_id, body.request())
+        queued = await run_in_threadpool(rt.executor.execute, actor, module_id, body.request(), True)
+        return ViewResponse(queued, 202)
+    return ViewResponse(await rt.executor.execute_async(actor, module_id, body.request()))
 
 
 runs_router = APIRouter(prefix=f"{API_PREFIX}/runs", tags=["modules"])

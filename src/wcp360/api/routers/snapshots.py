@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep
 from wcp360.api.paths import API_PREFIX
+from wcp360.api.responses import ViewResponse
 from wcp360.api.routers.modules import ExecuteBody
 from wcp360.api.schemas import ShareBody
 from wcp360.views import Items, Page
@@ -47,16 +48,14 @@ class RestoreBody(ExecuteBody):
     module_id: Annotated[uuid.UUID | None, Field(strict=False)] = None
 
 
-@router.post("/{snapshot_id}/restore")
-async def restore(
-    snapshot_id: uuid.UUID, body: RestoreBody, actor: PrincipalDep, rt: RuntimeDep, response: Response
-) -> RunView:
+@router.post("/{snapshot_id}/restore", response_model=RunView, responses={202: {"model": RunView}})
+async def restore(snapshot_id: uuid.UUID, body: RestoreBody, actor: PrincipalDep, rt: RuntimeDep) -> ViewResponse:
     # async, like execute: waiting for a worker happens on the event loop, not in a pool thread.
     request = body.request(restore_from=snapshot_id)
     if body.async_:
-        response.status_code = 202
-        return await run_in_threadpool(rt.executor.execute, actor, body.module_id, request, True)
-    return await rt.executor.execute_async(actor, body.module_id, request)
+        queued = await run_in_threadpool(rt.executor.execute, actor, body.module_id, request, True)
+        return ViewResponse(queued, 202)
+    return ViewResponse(await rt.executor.execute_async(actor, body.module_id, request))
 
 
 @router.post("/{snapshot_id}/shares", status_code=201)

@@ -2,15 +2,17 @@
 
 A worker runs tenant code: should a module ever escape wasmtime, the worker is the attacker's.
 multiprocessing's `send`/`recv` pickle, and unpickling can run code, so the pool never unpickles
-what a worker sends: a worker's message is one JSON header of known fields and then its byte
-fields as raw frames, decoded into exactly one of the types below, every field checked, every
-frame size-capped; anything else is a `PipeError` and the worker is replaced. Messages the other
+what a worker sends: a worker's message is one frame, a JSON header of known fields followed by
+its byte fields raw (their lengths in the header), decoded into exactly one of the types below,
+every field checked, the frame size-capped; anything else is a `PipeError` and the worker is
+replaced. One frame per message: a run's answer costs one write and one read, as a pickle did. Messages the other
 way (jobs, answers to outbound requests) come from the trusted pool and stay pickled.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import asdict, dataclass, fields
 from multiprocessing.connection import Connection
 from typing import Any, get_args
@@ -19,6 +21,7 @@ from wcp360.workloads.engine.confine import Confinement
 from wcp360.workloads.engine.outcomes import Outcome, RunResult
 
 HEADER_LIMIT = 1024 * 1024  # a header holds a message, a denied-call list, a URL: far less
+_LENGTH = struct.Struct("!I")  # the header's length, before it
 _OUTCOMES = frozenset(get_args(Outcome))
 
 
@@ -75,21 +78,24 @@ class HttpDenied:
 
 
 def send_to_pool(conn: Connection, message: FromWorker) -> None:
+    blobs: list[bytes] = []
     if isinstance(message, RunResult):
         values = asdict(message)
-        blobs = [(name, blob) for name in _BLOBS if (blob := values.pop(name)) is not None]
-        header = {"type": "result", "fields": values, "blobs": [name for name, _ in blobs]}
-        conn.send_bytes(json.dumps(header).encode())
-        for _, blob in blobs:
-            conn.send_bytes(blob)
-        return
-    if isinstance(message, Ready):
+        sizes = []
+        for name in _BLOBS:
+            blob = values.pop(name)
+            if blob is not None:
+                blobs.append(blob)
+                sizes.append([name, len(blob)])
+        header = {"type": "result", "fields": values, "blobs": sizes}
+    elif isinstance(message, Ready):
         header = {"type": "ready", "fields": asdict(message.confinement)}
     elif isinstance(message, HttpRequest):
         header = {"type": "http", "fields": {"url": message.url}}
     else:
         header = {"type": "loading" if isinstance(message, Loading) else "loaded", "fields": {}}
-    conn.send_bytes(json.dumps(header).encode())
+    encoded = json.dumps(header).encode()
+    conn.send_bytes(b"".join([_LENGTH.pack(len(encoded)), encoded, *blobs]))
 
 
 # -- the pool's side --------------------------------------------------------------------------
@@ -99,12 +105,28 @@ def receive_from_worker(conn: Connection, blob_limit: int) -> FromWorker:
     """The worker's next message, decoded strictly; PipeError for anything else. Raises EOFError
     and OSError as the connection does (a worker that died)."""
     try:
-        header = json.loads(conn.recv_bytes(HEADER_LIMIT))
+        frame = conn.recv_bytes(_LENGTH.size + HEADER_LIMIT + blob_limit)
+    except OSError as exc:
+        if "bad message length" in str(exc):  # over the limit: the connection is unusable after it
+            raise PipeError(f"a message over {HEADER_LIMIT + blob_limit} bytes") from exc
+        raise
+    view = memoryview(frame)
+    if len(frame) < _LENGTH.size:
+        raise PipeError("a message shorter than its length prefix")
+    (header_length,) = _LENGTH.unpack_from(view)
+    if header_length > HEADER_LIMIT or _LENGTH.size + header_length > len(frame):
+        raise PipeError("a header longer than its message")
+    try:
+        header = json.loads(bytes(view[_LENGTH.size : _LENGTH.size + header_length]))
     except (ValueError, UnicodeDecodeError) as exc:
         raise PipeError(f"unreadable header: {exc}") from None
     if not isinstance(header, dict) or not isinstance(header.get("fields"), dict):
         raise PipeError("a header must be an object with fields")
-    kind, values = header.get("type"), header["fields"]
+    kind, values, rest = header.get("type"), header["fields"], view[_LENGTH.size + header_length :]
+    if kind == "result":
+        return _result(values, header.get("blobs"), rest)
+    if len(rest):
+        raise PipeError("bytes after a message that carries none")
     if kind == "loading":
         return Loading()
     if kind == "loaded":
@@ -113,20 +135,27 @@ def receive_from_worker(conn: Connection, blob_limit: int) -> FromWorker:
         return HttpRequest(_typed(values, "url", str))
     if kind == "ready":
         return Ready(_confinement(values))
-    if kind == "result":
-        return _result(conn, values, header.get("blobs"), blob_limit)
     raise PipeError(f"unknown message type {str(kind)[:40]!r}")
 
 
-def _result(conn: Connection, values: dict[str, Any], blobs: object, blob_limit: int) -> RunResult:
-    if not isinstance(blobs, list) or not set(blobs) <= set(_BLOBS) or len(set(blobs)) != len(blobs):
+def _result(values: dict[str, Any], blobs: object, rest: memoryview) -> RunResult:
+    if not isinstance(blobs, list) or not all(
+        isinstance(b, list) and len(b) == 2 and b[0] in _BLOBS and isinstance(b[1], int) and b[1] >= 0
+        for b in blobs
+    ):
         raise PipeError("bad blob list")
+    names = [b[0] for b in blobs]
+    if len(set(names)) != len(names) or sum(b[1] for b in blobs) != len(rest):
+        raise PipeError("blob lengths do not add up to the message")
     outcome: Outcome = _typed(values, "outcome", str)
     if outcome not in _OUTCOMES:
         raise PipeError(f"unknown outcome {outcome[:40]!r}")
     denied = values.get("denied", [])
     if not isinstance(denied, list) or not all(isinstance(d, str) for d in denied):
         raise PipeError("denied must be a list of strings")
+    known = {f.name for f in fields(RunResult)} - set(_BLOBS)
+    if not set(values) <= known:
+        raise PipeError(f"unknown fields {sorted(set(values) - known)[:5]}")
     result = RunResult(
         outcome,  # checked against Outcome above
         exit_code=_optional(values, "exit_code", int),
@@ -136,14 +165,10 @@ def _result(conn: Connection, values: dict[str, Any], blobs: object, blob_limit:
         message=_optional(values, "message", str),
         denied=denied,
     )
-    known = {f.name for f in fields(RunResult)} - set(_BLOBS)
-    if not set(values) <= known:
-        raise PipeError(f"unknown fields {sorted(set(values) - known)[:5]}")
-    for name in blobs:
-        try:
-            setattr(result, name, conn.recv_bytes(blob_limit))
-        except OSError as exc:  # larger than the limit: the connection is unusable after it
-            raise PipeError(f"{name} over {blob_limit} bytes") from exc
+    at = 0
+    for name, length in blobs:
+        setattr(result, name, bytes(rest[at : at + length]))
+        at += length
     return result
 
 
