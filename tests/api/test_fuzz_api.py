@@ -72,3 +72,52 @@ def test_no_input_reaches_a_server_error(fuzzed: tuple[Any, Account]) -> None:
                     assert media_type[0].startswith("application/problem+json"), where
 
         no_server_error()
+
+
+def test_a_live_server_answers_as_its_document_says(tmp_path: Path) -> None:
+    """The same checks against `wcp360 serve` as a real process over HTTP (uvicorn, the
+    connection guard, the middleware stack as deployed), a few examples per operation."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.helpers import STRONG
+    from tests.test_serve import Server
+
+    write_files(
+        tmp_path / "etc",
+        {
+            "wcp360.yml": "mode: dev\n",
+            "security.yml": TEST_SECURITY_YML,
+            "rate_limit.yml": "rate_limiting:\n  enabled: false\n",
+            "sandbox.yml": NO_PRECOMPILE,
+        },
+    )
+    server = Server(tmp_path)
+    try:
+        env = {**os.environ, "WCP360_CONFIG_DIR": str(tmp_path / "etc"), "WCP360_DATA_DIR": str(server.data)}
+        command = ["admin", "create-user", "--username", "fuzzer", "--email", "fuzzer@example.test"]
+        subprocess.run(
+            [sys.executable, "-m", "wcp360.cli", *command, "--roles", "developer", "--password", "-"],
+            input=STRONG, env=env, check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        login = httpx.post(f"{server.url}/api/v1/auth/login", json={"username": "fuzzer", "password": STRONG})
+        signed_in_headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        schema = schemathesis.openapi.from_url(f"{server.url}/api/v1/openapi.json")
+        operations = [result.ok() for result in schema.get_all_operations()]
+        assert len(operations) > 40
+
+        for operation in operations:
+
+            @given(case=operation.as_strategy())
+            @settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            def conforms(case: Any) -> None:
+                for headers in (signed_in_headers, {}):
+                    response = case.call(base_url=server.url, headers=headers)
+                    case.validate_response(response, checks=CONFORMANCE, headers=headers)
+
+            conforms()
+    finally:
+        server.stop()
