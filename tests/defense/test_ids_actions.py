@@ -85,3 +85,30 @@ def test_actions_do_not_feed_back_into_the_engine(defended: Runtime) -> None:
     assert [b.network for b in defended.defense.bans.list(__import__("tests.helpers").helpers.HOST)] == [
         "198.51.100.44/32"
     ]
+
+
+def test_a_ban_decided_inside_a_write_transaction_waits_for_it(defended: Runtime) -> None:
+    """An event recorded inside a write transaction (a sign-in failure) can fire a ban, which is a
+    write of its own: on SQLite the thread holding the only write lock waited for itself until the
+    busy timeout (30 s per request, found by the live fuzz test) and the ban was lost. The ban now
+    comes right after the transaction."""
+    rule = IdsRule(name="inside", condition="outcome = failure", action="block_ip", duration=timedelta(hours=1))
+    ids, _, _ = _engine(rule, defended.defense.bans)
+    event = audit.AuditEvent(
+        ts="t",
+        action="login_failure",
+        outcome="failure",
+        actor_id=None,
+        resource_type=None,
+        resource_id=None,
+        ip_address="198.51.100.45",
+        user_agent=None,
+        request_id=None,
+        channel="test",
+    )
+    host = __import__("tests.helpers").helpers.HOST
+    with defended.db.transaction() as s:
+        s.execute(__import__("sqlalchemy").text("SELECT 1"))
+        ids.write(event)
+        assert defended.defense.bans.list(host) == []  # not yet: the transaction still holds the lock
+    assert [b.network for b in defended.defense.bans.list(host)] == ["198.51.100.45/32"]

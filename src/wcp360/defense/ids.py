@@ -7,6 +7,7 @@ the engine causes itself (a ban is audited too) are not evaluated again.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -115,6 +116,10 @@ class Ids:
         )
         if self._duplicate(rule.name, subject):
             return
+        # After the transaction the event was recorded in, if any (a ban is a write of its own).
+        self.bans.db.after_writes(functools.partial(self._act, rule, record, subject))
+
+    def _act(self, rule: IdsRule, record: dict[str, Any], subject: str) -> None:
         self._acting.busy = True
         try:
             _log.warning("ids rule fired", rule=rule.name, action=rule.action, subject=subject)

@@ -8,17 +8,21 @@ seed 003), so the row-level-security policies see who is acting and forget it at
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import URL, Connection, Engine, Executable, Row, create_engine, event, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from wcp360.config.database import DatabaseConfig
+
+_log = structlog.get_logger("wcp360.database")
 
 READONLY = "wcp360_readonly"
 
@@ -128,6 +132,34 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._readonly_engine = engine.execution_options(**{READONLY: True})
         self._readonly_sessions = sessionmaker(self._readonly_engine, expire_on_commit=False)
+        self._thread = threading.local()  # per thread: actions waiting for its write transaction
+
+    def after_writes(self, action: Callable[[], None]) -> None:
+        """Run `action` now, or, when this thread is inside a write transaction, as soon as that
+        transaction has ended. For work that writes on its own (an IDS ban decided while a sign-in
+        recorded its failure inside its transaction): on SQLite a second write transaction from the
+        thread that holds the only write lock waits for itself until the busy timeout (30 s)."""
+        pending: list[Callable[[], None]] | None = getattr(self._thread, "pending", None)
+        if pending is None:
+            action()
+        else:
+            pending.append(action)
+
+    @contextmanager
+    def _writing(self, readonly: bool) -> Iterator[None]:
+        if readonly or getattr(self._thread, "pending", None) is not None:
+            yield  # a read, or nested in this thread's write transaction: the outer one runs them
+            return
+        self._thread.pending = []
+        try:
+            yield
+        finally:
+            pending, self._thread.pending = self._thread.pending, None
+            for action in pending:
+                try:
+                    action()
+                except Exception:
+                    _log.exception("deferred action failed")
 
     @contextmanager
     def transaction(
@@ -145,7 +177,7 @@ class Database:
         SQLite's write lock, and PostgreSQL refuses any write in them.
         """
         factory = self._readonly_sessions if readonly else self._sessions
-        with factory() as session, session.begin():
+        with self._writing(readonly), factory() as session, session.begin():
             if self.is_postgres:
                 self._acting(session, actor_id, all_owners, readonly, grantees)
             yield session
@@ -158,7 +190,7 @@ class Database:
         work: on the hottest paths (an execution's module lookup and run insert) the session
         machinery cost more than the statements (benchmarks/README.md)."""
         engine = self._readonly_engine if readonly else self.engine
-        with engine.begin() as connection:
+        with self._writing(readonly), engine.begin() as connection:
             if self.is_postgres:
                 self._acting(connection, actor_id, all_owners, readonly, ())
             yield connection
