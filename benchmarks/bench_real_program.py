@@ -38,24 +38,10 @@ from tests.workloads.test_real_programs import (
     IDS_YML,
     YOSYS_VERSION,
     YOSYS_WHEEL_SHA256,
+    yosys_sandbox_yml,
 )
 
 PASSWORD = "Quiet!Harbour#2026x"
-
-
-def sandbox_yml(digest: str, designs: Path) -> str:
-    return f"""sandbox:
-  workers: 1
-  module_capabilities:
-    "bench/yosys":
-      digest: "sha256:{digest}"
-      file_access: true
-      allowed_paths: ["{designs}"]
-      resource_limits:
-        max_table_size: 8192
-        max_globals: 512
-        max_fuel: 2000000000
-"""
 
 
 def open_runtime(data_dir: Path) -> Any:
@@ -85,7 +71,7 @@ def prepare(data_dir: Path, digest: str) -> str:
     designs = data_dir / "designs"
     designs.mkdir()
     (designs / "counter.v").write_text(COUNTER)
-    write_config(data_dir / "etc", {"sandbox.yml": sandbox_yml(digest, designs), "ids.yml": IDS_YML})
+    write_config(data_dir / "etc", {"sandbox.yml": yosys_sandbox_yml("bench", digest, designs), "ids.yml": IDS_YML})
     rt = open_runtime(data_dir)
     rt.users.create(Principal.host_admin(), "bench", "bench@example.test", PASSWORD, ["developer"])
     token: str = rt.auth.login("bench", PASSWORD).access_token

