@@ -29,6 +29,7 @@ from wcp360.keys import HostKeys, ensure_private_dir
 from wcp360.store import migrate
 from wcp360.store.database import Database
 from wcp360.store.models import User
+from wcp360.store.scope import NOBODY
 from wcp360.workloads.execution import Executor
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.scheduler import Scheduler
@@ -112,7 +113,7 @@ class Runtime:
 
     def bootstrap_admin(self, password: str | None = None) -> str | None:
         """Create the first admin when no user exists yet. Returns a generated password, else None."""
-        with self.db.transaction() as s:
+        with self.db.transaction(NOBODY) as s:
             if s.scalar(select(User.id).limit(1)) is not None:
                 return None
         wanted = self.config.server.bootstrap_admin

@@ -12,6 +12,7 @@ from tests.conftest import CapturingSink, problem_of
 from tests.helpers import Account, bearer, login, make_user, signed_in
 from wcp360.runtime import Runtime
 from wcp360.store.models import ApiToken
+from wcp360.store.scope import NOBODY
 from wcp360.store.types import utcnow
 
 
@@ -43,7 +44,7 @@ def test_token_is_shown_once_and_stored_hashed(client: TestClient, rt: Runtime, 
     assert secret.startswith(f"wcp_{created['id']}_")
     listed = client.get("/api/v1/auth/api-tokens", headers=dev.headers).json()["items"]
     assert [t["id"] for t in listed] == [created["id"]] and "token" not in listed[0]
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         row = s.get(ApiToken, created["id"])
         assert row is not None
         assert secret.split("_", 2)[2] not in (row.secret_hash or "")
@@ -105,7 +106,7 @@ def test_cidr_allowlist(client: TestClient, dev: Account) -> None:
 
 def test_expired_token_is_refused(client: TestClient, rt: Runtime, dev: Account) -> None:
     created = _create(client, dev, scopes=["self:read"])
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         s.execute(update(ApiToken).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert client.get("/api/v1/auth/me", headers=bearer(str(created["token"]))).status_code == 401
 
@@ -120,7 +121,7 @@ def test_rotation_keeps_the_old_secret_for_the_overlap_only(
     assert new != old and new.startswith(f"wcp_{created['id']}_")
     assert client.get("/api/v1/auth/me", headers=bearer(new)).status_code == 200
     assert client.get("/api/v1/auth/me", headers=bearer(old)).status_code == 200  # within the overlap
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         s.execute(update(ApiToken).values(previous_valid_until=utcnow() - timedelta(seconds=1)))
     assert client.get("/api/v1/auth/me", headers=bearer(old)).status_code == 401
     assert client.get("/api/v1/auth/me", headers=bearer(new)).status_code == 200

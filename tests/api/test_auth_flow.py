@@ -11,6 +11,7 @@ from tests.conftest import CapturingSink, problem_of
 from tests.helpers import HOST, STRONG, bearer, login, make_user, signed_in
 from wcp360.runtime import Runtime
 from wcp360.store.models import Session, User
+from wcp360.store.scope import NOBODY
 from wcp360.store.types import utcnow
 
 
@@ -100,7 +101,7 @@ def test_logout_revokes_access_and_refresh(client: TestClient, rt: Runtime, audi
 def test_expired_refresh_token_is_refused(client: TestClient, rt: Runtime) -> None:
     make_user(rt, "ivan", ["developer"])
     tokens = login(client, "ivan")
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         s.execute(update(Session).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401
 
@@ -108,7 +109,7 @@ def test_expired_refresh_token_is_refused(client: TestClient, rt: Runtime) -> No
 def test_sessions_last_refresh_expiry(client: TestClient, rt: Runtime) -> None:
     make_user(rt, "judy", ["developer"])
     login(client, "judy")
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         session = s.scalars(select(Session)).one()
         assert abs(session.expires_at - session.created_at - rt.config.auth.jwt.refresh_expiry) < timedelta(seconds=5)
 
@@ -118,10 +119,10 @@ def test_password_is_rehashed_when_parameters_change(client: TestClient, rt: Run
 
     make_user(rt, "kim", ["viewer"])
     weak = RawHasher(time_cost=1, memory_cost=8192 // 2, parallelism=1).hash(STRONG)
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         s.execute(update(User).where(User.username == "kim").values(password_hash=weak))
     login(client, "kim")
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         stored = s.scalar(select(User.password_hash).where(User.username == "kim"))
     assert stored is not None and stored != weak and "m=8192,t=1" in stored
 
@@ -194,7 +195,7 @@ def test_concurrent_refreshes_of_one_token_let_one_win(rt: Runtime) -> None:
         outcomes = list(pool.map(attempt, range(4)))
     assert outcomes.count("ok") == 1
     assert any("reuse detected" in o for o in outcomes)  # the first loser trips the replay alarm
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         assert s.scalars(select(Session)).one().revoked_reason == "refresh_token_replay"
 
 

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import CapturingSink, problem_of
 from tests.helpers import HOST, STRONG, bearer, enable_totp, login, make_user, signed_in
 from wcp360.runtime import Runtime
+from wcp360.store.scope import NOBODY
 
 NEW = "An0ther!Passphrase#77"
 
@@ -45,7 +46,7 @@ def test_a_session_without_the_factor_stays_pending_while_totp_is_on(client: Tes
     # Even if a password-only session survived (e.g. written before this fix), it is never full.
     make_user(rt, "bea", ["admin"])
     stale = login(client, "bea")
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         from sqlalchemy import update
 
         from wcp360.store.models import Session

@@ -12,6 +12,7 @@ from tests.conftest import CapturingSink, problem_of
 from tests.helpers import HOST, STRONG, bearer, enable_totp, login, make_user, signed_in
 from wcp360.runtime import Runtime
 from wcp360.store.models import RecoveryCode, User
+from wcp360.store.scope import NOBODY
 
 
 def test_enrol_confirm_and_sign_in(client: TestClient, rt: Runtime, audit_events: CapturingSink) -> None:
@@ -36,7 +37,7 @@ def test_enrol_confirm_and_sign_in(client: TestClient, rt: Runtime, audit_events
 def test_secret_is_encrypted_at_rest_and_codes_hashed(client: TestClient, rt: Runtime) -> None:
     account = signed_in(client, rt, "nick", ["developer"], with_totp=True)
     assert account.device is not None
-    with rt.db.transaction() as s:
+    with rt.db.transaction(NOBODY) as s:
         user = s.scalars(select(User).where(User.username == "nick")).one()
         stored = [c.code_hash for c in s.scalars(select(RecoveryCode).where(RecoveryCode.user_id == user.id))]
     assert user.totp_secret and account.device.secret not in user.totp_secret

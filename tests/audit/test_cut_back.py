@@ -20,6 +20,7 @@ from wcp360.audit.setup import audit_file, trail_scope
 from wcp360.cli.main import app as cli
 from wcp360.runtime import Runtime
 from wcp360.store.models import AuditWitness
+from wcp360.store.scope import SYSTEM
 
 
 def checkpoint_lines(lines: list[bytes]) -> list[int]:
@@ -79,14 +80,14 @@ def test_a_log_cut_back_to_an_earlier_checkpoint_fails_against_its_witness(rt: R
 
 
 def test_a_forged_witness_is_not_believed(rt: Runtime, busy_log: Path) -> None:
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         s.execute(update(AuditWitness).values(seq=10_000))
     code, output = _verify(rt)
     assert code == 1 and "witness" in output and "does not verify" in output
 
 
 def test_the_witness_follows_every_checkpoint(rt: Runtime, busy_log: Path) -> None:
-    with rt.db.transaction(readonly=True, all_owners=True) as s:
+    with rt.db.transaction(SYSTEM, readonly=True) as s:
         witness = s.get(AuditWitness, busy_log.name)
     assert witness is not None
     last_checkpoint = json.loads(lines_of(busy_log)[checkpoint_lines(lines_of(busy_log))[-1]])

@@ -20,6 +20,7 @@ from wcp360.audit.forwarder import Forwarder
 from wcp360.audit.syslog import SyslogTransport
 from wcp360.runtime import Runtime
 from wcp360.store.models import AuditLog
+from wcp360.store.scope import SYSTEM
 
 RFC5424 = re.compile(rb"^<(\d+)>1 (\S+) (\S+) (\S+) (\d+) (\S+) - (\{.*\})$")
 
@@ -159,7 +160,7 @@ def test_database_copy(audit_log: LogUnderTest, forwarders: list[Forwarder], rt:
     forwarder = start(forwarders, audit_log, "database", sink.deliver)
     wait_for(lambda: forwarder.delivered_seq == 12)
     sink.deliver(list(__import__("wcp360.audit.tail", fromlist=["iter_events"]).iter_events(audit_log.directory))[:3])
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         rows = s.scalars(select(AuditLog).order_by(AuditLog.seq)).all()
         assert [r.seq for r in rows] == list(range(1, 13))  # the repeated batch inserted nothing twice
         assert rows[0].action == "user_create" and rows[0].chain_hash and '"seq":1' in (rows[0].body or "")

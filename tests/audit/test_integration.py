@@ -22,6 +22,7 @@ from wcp360.audit.setup import audit_file, trail_scope
 from wcp360.cli.main import app as cli
 from wcp360.runtime import Runtime
 from wcp360.store.models import AuditLog
+from wcp360.store.scope import SYSTEM
 
 
 @pytest.fixture
@@ -151,11 +152,11 @@ def test_database_copy_follows_the_file(client: TestClient, rt: Runtime, admin: 
     last_seq = events(log_path)[-1]["seq"]
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        with rt.db.transaction(all_owners=True) as s:
+        with rt.db.transaction(SYSTEM) as s:
             if s.scalar(select(func.max(AuditLog.seq))) == last_seq:
                 break
         time.sleep(0.1)
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         assert s.scalar(select(func.count()).select_from(AuditLog)) == last_seq
 
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from wcp360.authz import Policy, Principal, Resource, covers
 from wcp360.authz.policy import MFA_PENDING_PERMISSIONS, SELF_PERMISSIONS, matches
+from wcp360.authz.resources import MODULES
 from wcp360.config.rbac import RbacFile, ResourceRule, Role
 from wcp360.errors import Forbidden
 
@@ -86,9 +87,9 @@ def test_tasks_are_never_shared_by_default() -> None:
 def test_admins_reach_every_owner() -> None:
     resource = Resource("modules", id="m", owner_id=uuid.uuid4())
     assert POLICY.decide(principal(("admin",)), "modules:delete", resource).allowed
-    assert POLICY.owner_filter(principal(("admin",)), "modules") is None
+    assert POLICY.scope(principal(("admin",)), MODULES).owner is None
     me = uuid.uuid4()
-    assert POLICY.owner_filter(principal(("developer",), me), "modules") == me
+    assert POLICY.scope(principal(("developer",), me), MODULES).owner == me
 
 
 def test_unlisted_resource_types_are_owned() -> None:

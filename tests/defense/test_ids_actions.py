@@ -17,6 +17,7 @@ from wcp360.defense.ids import Ids
 from wcp360.defense.throttles import Throttles
 from wcp360.defense.windows import MemoryWindows
 from wcp360.runtime import Runtime
+from wcp360.store.scope import NOBODY
 
 
 def test_privilege_escalation_attempt_raises_an_alert(web: TestClient, defended: Runtime) -> None:
@@ -107,7 +108,7 @@ def test_a_ban_decided_inside_a_write_transaction_waits_for_it(defended: Runtime
         channel="test",
     )
     host = __import__("tests.helpers").helpers.HOST
-    with defended.db.transaction() as s:
+    with defended.db.transaction(NOBODY) as s:
         s.execute(__import__("sqlalchemy").text("SELECT 1"))
         ids.write(event)
         assert defended.defense.bans.list(host) == []  # not yet: the transaction still holds the lock

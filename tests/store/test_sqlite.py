@@ -13,6 +13,7 @@ from sqlalchemy.exc import DatabaseError
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
 from wcp360.store.migrate import HEAD_REVISION, alembic_config, current_revision
+from wcp360.store.scope import NOBODY
 
 
 @pytest.fixture
@@ -40,15 +41,15 @@ def test_data_files_are_private(sqlite_rt: Runtime, tmp_path: Path) -> None:
 
 
 def test_audit_table_rejects_update_and_delete(sqlite_rt: Runtime) -> None:
-    with sqlite_rt.db.transaction() as s:
+    with sqlite_rt.db.transaction(NOBODY) as s:
         s.execute(text("INSERT INTO audit_logs (ts, action, outcome, details) VALUES ('2026-01-01', 'a', 'ok', '{}')"))
     for statement in ("UPDATE audit_logs SET action = 'b'", "DELETE FROM audit_logs"):
-        with pytest.raises(DatabaseError, match="append-only"), sqlite_rt.db.transaction() as s:
+        with pytest.raises(DatabaseError, match="append-only"), sqlite_rt.db.transaction(NOBODY) as s:
             s.execute(text(statement))
 
 
 def test_foreign_keys_are_enforced(sqlite_rt: Runtime) -> None:
-    with pytest.raises(DatabaseError, match="FOREIGN KEY"), sqlite_rt.db.transaction() as s:
+    with pytest.raises(DatabaseError, match="FOREIGN KEY"), sqlite_rt.db.transaction(NOBODY) as s:
         s.execute(text("INSERT INTO user_roles (user_id, role) VALUES ('00000000000000000000000000000000', 'x')"))
 
 

@@ -119,8 +119,12 @@ DENIABLE = [
         2,  # EACCES
     ),
     ("sock_accept", "(param i32 i32 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0))", 76),
-    ("fd_readdir", "(param i32 i32 i32 i64 i32) (result i32)", "(call $f (i32.const 3) (i32.const 0) (i32.const 0)"
-     " (i64.const 0) (i32.const 0))", 2),
+    (
+        "fd_readdir",
+        "(param i32 i32 i32 i64 i32) (result i32)",
+        "(call $f (i32.const 3) (i32.const 0) (i32.const 0) (i64.const 0) (i32.const 0))",
+        2,
+    ),
 ]
 
 
@@ -159,7 +163,7 @@ def test_without_the_capability_a_program_sees_an_empty_environment(engine: wasm
     source = (
         f'(module (import "{WASI}" "environ_sizes_get" (func $f (param i32 i32) (result i32))) {EXIT}'
         ' (memory (export "memory") 1) (data (i32.const 0) "\\07\\00\\00\\00")'
-        " (func (export \"_start\") (drop (call $f (i32.const 0) (i32.const 4)))"
+        ' (func (export "_start") (drop (call $f (i32.const 0) (i32.const 4)))'
         " (call $exit (i32.add (i32.const 10) (i32.load (i32.const 0))))))"
     )
     result = go(engine, source, env={"SECRET": "never seen"})

@@ -15,6 +15,7 @@ from tests.conftest import CapturingSink
 from tests.helpers import HOST, Account, signed_in
 from tests.workloads.test_execution_api import HELLO, upload
 from wcp360.runtime import Runtime
+from wcp360.store.scope import SYSTEM
 from wcp360.workloads.scheduler import Claim
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -32,7 +33,7 @@ def due_now(rt: Runtime, task_id: str, when: datetime = T0) -> None:
     """Put a task's next occurrence at `when` (tasks created through the API start at the real now)."""
     from wcp360.store.models import Task
 
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         task = s.get(Task, uuid.UUID(task_id))
         assert task is not None
         task.next_run_at = when
@@ -236,7 +237,7 @@ def test_runs_of_a_dead_process_are_marked_lost(client: TestClient, rt: Runtime,
     dev = signed_in(client, rt, "dev", ["developer"])
     module_id = uuid.UUID(upload(client, dev, HELLO))
     now = datetime.now(UTC)
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         # One left behind by a process that died a minute ago; one of this process, beating.
         dead = Run(module_id=module_id, user_id=uuid.UUID(dev.user_id), status="running", runner="gone:1:x")
         dead.heartbeat_at = now - timedelta(minutes=1)

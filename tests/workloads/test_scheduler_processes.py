@@ -26,6 +26,7 @@ from wcp360.authz import Principal
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
 from wcp360.store.models import Run
+from wcp360.store.scope import SYSTEM
 from wcp360.store.types import utcnow
 
 TASKS = 6
@@ -75,7 +76,7 @@ def wait_until(done: Callable[[], bool], what: str) -> None:
 
 
 def finished_runs(rt: Runtime, **where: object) -> list[Run]:
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         query = select(Run).where(Run.status == "finished")
         for name, value in where.items():
             column = getattr(Run, name)
@@ -112,7 +113,7 @@ def test_two_schedulers_run_each_occurrence_exactly_once(config_dir: Path, tmp_p
             wait_until(enough, f"{OCCURRENCES} finished occurrences of every task")
             for task_id in task_ids:
                 rt.tasks.pause(owner, task_id)
-        with rt.db.transaction(all_owners=True) as s:
+        with rt.db.transaction(SYSTEM) as s:
             runs = s.scalars(select(Run).where(Run.task_id.in_(task_ids))).all()
             rows = [(r.task_id, r.scheduled_for, r.status, r.outcome) for r in runs]
     finally:

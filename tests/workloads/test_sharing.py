@@ -12,6 +12,7 @@ from tests.helpers import HOST, signed_in
 from tests.workloads.test_execution_api import HELLO, upload
 from wcp360.runtime import Runtime
 from wcp360.store.models import Share
+from wcp360.store.scope import SYSTEM
 
 
 def test_share_execute_with_a_user_then_take_it_back(
@@ -110,7 +111,7 @@ def test_deleting_a_module_removes_its_shares(client: TestClient, rt: Runtime) -
     client.post(f"/api/v1/modules/{module_id}/shares", json={"user": "friend", "action": "read"}, headers=owner.headers)
     rt.modules.delete(HOST, uuid.UUID(module_id))  # developers hold no modules:delete; the host admin does
     assert client.get("/api/v1/modules", headers=friend.headers).json()["total"] == 0
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         assert s.scalar(select(func.count()).select_from(Share)) == 0
 
 

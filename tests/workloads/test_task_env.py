@@ -17,6 +17,7 @@ from tests.workloads.test_execution_api import upload
 from tests.workloads.test_scheduler import T0, create_task, due_now, wait_runs
 from wcp360.runtime import Runtime
 from wcp360.store.models import Task
+from wcp360.store.scope import SYSTEM
 
 SECRET = "s3cr3t-value-do-not-store"
 # Writes its whole environment block ("KEY=VALUE\0...") to stdout.
@@ -42,7 +43,7 @@ def config_dir(config_dir: Path) -> Path:
 
 
 def _raw_payload(rt: Runtime, task_id: str) -> str:
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         value = s.execute(text("SELECT payload FROM tasks WHERE id = :id"), {"id": _db_id(rt, task_id)}).scalar()
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -79,7 +80,7 @@ def test_a_moved_or_altered_sealed_env_refuses_the_run(
     module_id = upload(client, dev, PRINT_ENV, "envy")
     victim = create_task(client, dev, module_id, name="victim", env={"API_KEY": SECRET})
     thief = create_task(client, dev, module_id, name="thief", env={"OTHER": "x"})
-    with rt.db.transaction(all_owners=True) as s:
+    with rt.db.transaction(SYSTEM) as s:
         rows = {str(t.id): t for t in s.query(Task).all()}
         sealed = rows[victim["id"]].payload["env_sealed"]
         rows[thief["id"]].payload = {**rows[thief["id"]].payload, "env_sealed": sealed}

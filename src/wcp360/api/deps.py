@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from wcp360.authz import Principal
@@ -34,3 +35,22 @@ async def principal(request: Request, rt: Annotated[Runtime, Depends(runtime)]) 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+
+
+@dataclass(frozen=True)
+class Window:
+    """The page a listing asks for; every paged route takes it the same way."""
+
+    limit: int
+    offset: int
+
+
+async def window(
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    # Bounded: a huge offset only makes the database count and skip rows for nothing.
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Window:
+    return Window(limit, offset)
+
+
+WindowDep = Annotated[Window, Depends(window)]

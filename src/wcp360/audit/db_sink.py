@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from wcp360.audit.canonical import canonical
 from wcp360.store.database import Database
 from wcp360.store.models import AuditLog
+from wcp360.store.scope import SYSTEM
 
 
 def _uuid_or_none(value: Any) -> uuid.UUID | None:
@@ -49,5 +50,5 @@ class DatabaseSink:
         statement = insert(AuditLog).values(rows).on_conflict_do_nothing(index_elements=["seq"])
         # ON CONFLICT makes PostgreSQL check the SELECT policy too: the sink is a system component
         # that must see every existing row to skip it, so it acts for all owners.
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             s.execute(statement)

@@ -19,6 +19,7 @@ from sqlalchemy import CursorResult, func, insert, select, update
 from wcp360.audit.canonical import canonical
 from wcp360.store.database import Database
 from wcp360.store.models import AuditLog, AuditWitness
+from wcp360.store.scope import SYSTEM
 from wcp360.store.types import utcnow
 
 _log = structlog.get_logger("wcp360.audit")
@@ -51,7 +52,7 @@ class DatabaseWitness:
             "updated_at": utcnow(),
         }
         try:
-            with self.db.transaction(all_owners=True) as s:
+            with self.db.transaction(SYSTEM) as s:
                 moved = s.execute(
                     update(AuditWitness)
                     .where(AuditWitness.log == self.log, AuditWitness.seq < values["seq"])
@@ -63,7 +64,7 @@ class DatabaseWitness:
             _log.warning("audit witness not updated", error=f"{type(exc).__name__}: {str(exc)[:200]}")
 
     def anchor(self) -> Anchor | None:
-        with self.db.transaction(readonly=True, all_owners=True) as s:
+        with self.db.transaction(SYSTEM, readonly=True) as s:
             row = s.get(AuditWitness, self.log)
             if row is None:
                 return None
@@ -72,7 +73,7 @@ class DatabaseWitness:
 
 def database_copy_anchor(db: Database) -> Anchor | None:
     """The newest event of the database copy (audit.yml `type: database`), if it has one."""
-    with db.transaction(readonly=True, all_owners=True) as s:
+    with db.transaction(SYSTEM, readonly=True) as s:
         last = s.scalar(select(func.max(AuditLog.seq)))
         if last is None:
             return None

@@ -13,11 +13,15 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from wcp360 import audit, metrics
 from wcp360.authz.principal import Principal
+from wcp360.authz.resources import ResourceType
+from wcp360.authz.scope import Scope, grantee_keys
 from wcp360.config.rbac import RbacFile, ResourceRule
 from wcp360.errors import Forbidden
+from wcp360.store.scope import RowScope
 
 # Granted to every signed-in account for acting on itself; API tokens only keep those in their scope.
 SELF_PERMISSIONS = ("self:read", "self:update", "self:2fa", "self:api_tokens", "self:sessions")
@@ -137,17 +141,18 @@ class Policy:
         )
         raise Forbidden(f"{decision.reason}: {permission}")
 
-    def owner_filter(self, principal: Principal, resource_type: str) -> uuid.UUID | None:
-        """For listings: None when every owner's rows are visible, else the one owner to filter by."""
-        rule = self.rbac.resources.get(resource_type, _UNLISTED)
+    def scope(self, principal: Principal, kind: ResourceType[Any], action: str = "read") -> Scope:
+        """Who may see what of `kind` for `action`, once the principal holds the permission (a
+        denial is audited): every owner's rows with `system:any_owner` (or for an unowned type),
+        else the principal's own and, where rbac turns sharing on, those shared with it."""
+        self.require(principal, kind.permission(action))
+        rule = self.rbac.resources.get(kind.name, _UNLISTED)
+        grantees = grantee_keys(principal) if rule.sharing and kind.shareable else ()
         if not rule.ownership or covers(self.effective(principal), ANY_OWNER):
-            return None
+            return Scope(kind, RowScope(principal.user_id, all_owners=True, grantees=grantees), owner=None)
         if principal.user_id is None:
-            raise Forbidden(f"no owner to list {resource_type} for")
-        return principal.user_id
-
-    def sees_all_owners(self, principal: Principal) -> bool:
-        return covers(self.effective(principal), ANY_OWNER)
+            raise Forbidden(f"no owner to list {kind.name} for")
+        return Scope(kind, RowScope(principal.user_id, grantees=grantees), owner=principal.user_id)
 
     def grants_of_roles(self, roles: Iterable[str]) -> frozenset[str]:
         return self.role_permissions(roles) | frozenset(SELF_PERMISSIONS)

@@ -22,6 +22,7 @@ from wcp360.defense.views import BanView
 from wcp360.errors import InvalidInput, NotFound
 from wcp360.store.database import Database
 from wcp360.store.models import Ban
+from wcp360.store.scope import NOBODY, SYSTEM
 from wcp360.store.types import utcnow
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -149,7 +150,7 @@ class BanList:
 
     def reload(self) -> None:
         now = utcnow()
-        with self.db.transaction(readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:
             rows = s.execute(
                 select(Ban.network, Ban.expires_at, Ban.reason).where(
                     Ban.lifted_at.is_(None), or_(Ban.expires_at.is_(None), Ban.expires_at > now)
@@ -176,7 +177,7 @@ class BanList:
     def list(self, actor: Principal) -> list[BanView]:
         self.policy.require(actor, ("system:bans", "bans:read"))
         now = utcnow()
-        with self.db.transaction(readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:
             rows = s.scalars(
                 select(Ban)
                 .where(Ban.lifted_at.is_(None), or_(Ban.expires_at.is_(None), Ban.expires_at > now))
@@ -200,7 +201,7 @@ class BanList:
         if any(_inside(network, w) for w in self.whitelist):
             raise InvalidInput(f"{network} is whitelisted in rate_limit.yml and cannot be banned")
         reason = reason.strip()[:256] or "no reason given"
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             if escalate and duration is not None:
                 duration = self._escalated(s, str(network), duration)
             expires = utcnow() + duration if duration is not None else None
@@ -228,7 +229,7 @@ class BanList:
     def unblock(self, actor: Principal, target: str) -> int:
         self.policy.require(actor, ("system:bans", "bans:delete"))
         network = parse_network(target)
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             rows = s.scalars(select(Ban).where(Ban.network == str(network), Ban.lifted_at.is_(None))).all()
             if not rows:
                 raise NotFound(f"{network} is not banned")

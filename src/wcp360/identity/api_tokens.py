@@ -20,6 +20,7 @@ from wcp360.identity.two_factor import TwoFactor
 from wcp360.identity.views import ApiTokenView, NewApiTokenView, api_token_view
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, User
+from wcp360.store.scope import RowScope
 from wcp360.store.types import utcnow
 
 
@@ -58,7 +59,7 @@ class ApiTokenService:
         if lifetime <= timedelta(0) or lifetime > self.settings.max_expiry:
             raise InvalidInput(f"expiry must be between 1 day and {self.settings.max_expiry.days} days")
         cidrs = [str(_network(c)) for c in (allowed_cidrs or [])]
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._owner(s, actor)
             if self.two_factor.settings.required_for_api_tokens and not user.totp_enabled:
                 raise Forbidden("turn on two-factor authentication before creating API tokens")
@@ -85,14 +86,14 @@ class ApiTokenService:
 
     def list_tokens(self, actor: Principal) -> list[ApiTokenView]:
         self.policy.require(actor, "self:api_tokens")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             rows = s.scalars(select(ApiToken).where(ApiToken.user_id == actor.user_id).order_by(ApiToken.created_at))
             return [api_token_view(t) for t in rows]
 
     def rotate(self, actor: Principal, token_id: str) -> NewApiTokenView:
         """New secret now; the old one keeps working for `rotation_overlap` so clients can roll."""
         self.policy.require(actor, "self:api_tokens")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             token = self._own_token(s, actor, token_id)
             secret = new_secret()
             token.previous_secret_hash = token.secret_hash
@@ -103,7 +104,7 @@ class ApiTokenService:
 
     def revoke(self, actor: Principal, token_id: str) -> None:
         self.policy.require(actor, "self:api_tokens")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             token = self._own_token(s, actor, token_id)
             token.revoked_at = utcnow()
             token.previous_valid_until = None

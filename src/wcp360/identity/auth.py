@@ -27,6 +27,7 @@ from wcp360.identity.two_factor import TwoFactor
 from wcp360.identity.views import TokenPairView
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RefreshToken, Session, User, UserRole
+from wcp360.store.scope import NOBODY, RowScope
 from wcp360.store.types import utcnow
 
 API_TOKEN_PREFIX = "wcp_"  # noqa: S105 - a public prefix, not a secret
@@ -102,7 +103,7 @@ class AuthService:
         if "local" not in offered(self.settings):
             raise Unauthorized("password sign-in is not offered here")
         name = username.strip().lower()
-        with self.db.transaction() as s:
+        with self.db.transaction(NOBODY) as s:
             # Unknown user and wrong password cost the same and return the same body.
             verdict = self.local.check(s, name, password)
             user, password_ok = verdict.user, verdict.password_ok
@@ -141,7 +142,7 @@ class AuthService:
 
     def refresh(self, refresh_token: str) -> TokenPair:
         stored = digest(refresh_token)
-        with self.db.transaction() as s:
+        with self.db.transaction(NOBODY) as s:
             row = s.scalar(select(RefreshToken).where(RefreshToken.token_hash == stored))
             if row is None:
                 self._fail("unknown_refresh_token", None, None)
@@ -182,7 +183,7 @@ class AuthService:
         exists, else `unknown:` and a keyed hash. A password typed into the username field must
         not be stored, yet repeated guesses for one unknown name still count together."""
         name = username.strip().lower()
-        with self.db.transaction(readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:
             exists = s.scalar(select(User.id).where(User.username == name)) is not None
         return name if exists else self._unknown(name)
 
@@ -192,7 +193,7 @@ class AuthService:
     def notify_under_attack(self, username: str, alert: Callable[[str, str, dict[str, Any]], None]) -> None:
         """Tell the owner (through the alerts, de-duplicated per window) and record it."""
         name = username.strip().lower()
-        with self.db.transaction(readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:
             user = s.scalar(select(User).where(User.username == name))
         if user is None:
             return
@@ -218,7 +219,7 @@ class AuthService:
     def logout(self, actor: Principal) -> None:
         if actor.session_id is None:
             raise Forbidden("only a signed-in session can sign out")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             s.execute(
                 update(Session)
                 .where(Session.id == actor.session_id, Session.revoked_at.is_(None))
@@ -228,7 +229,7 @@ class AuthService:
 
     def change_password(self, actor: Principal, current: str, new: str) -> None:
         self.policy.require(actor, "self:update")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = s.get(User, actor.user_id) if actor.user_id else None
             if user is None or not self.hasher.verify(user.password_hash, current):
                 self._fail("bad_password", actor.username, user)
@@ -238,9 +239,7 @@ class AuthService:
             user.password_changed_at = utcnow()
             # Every other session and every API token ends; this session stays.
             ended = end_credentials(s, user.id, "password_change", keep=actor.session_id)
-            audit.record(
-                "password_change", actor=actor, resource_type="user", resource_id=str(user.id), details=ended
-            )
+            audit.record("password_change", actor=actor, resource_type="user", resource_id=str(user.id), details=ended)
 
     # -- every request -------------------------------------------------------------------
 
@@ -272,8 +271,7 @@ class AuthService:
             session_id=claims.session_id,
             # The second factor must have been proven in this session: enrolling it in another
             # session does not complete this one (confirm() ends the others anyway).
-            mfa_pending=not first.mfa
-            and (self.two_factor.required_for(roles) or first.totp_enabled_at is not None),
+            mfa_pending=not first.mfa and (self.two_factor.required_for(roles) or first.totp_enabled_at is not None),
         )
 
     def _authenticate_api_token(self, bearer: str, client_ip: str | None) -> Principal:
@@ -281,7 +279,7 @@ class AuthService:
         # A read: it takes no write lock (on SQLite every API-token request used to, so a flood of
         # refused requests queued other users' run inserts behind it). last_used_at is written
         # apart, at most once a minute per token.
-        with self.db.transaction(readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:
             token = s.get(ApiToken, token_id) if token_id and secret else None
             now = utcnow()
             if token is None or token.revoked_at is not None or token.expires_at <= now:
@@ -313,7 +311,7 @@ class AuthService:
                 token_id=token.id,
             )
         if stale:
-            with self.db.transaction() as s:
+            with self.db.transaction(NOBODY) as s:
                 s.execute(update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now))
         for listener in self.on_api_token_verified:
             listener(bearer, user_id)

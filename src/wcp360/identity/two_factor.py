@@ -23,6 +23,7 @@ from wcp360.identity.views import TotpEnrollmentView
 from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import ApiToken, RecoveryCode, Session, User
+from wcp360.store.scope import RowScope
 from wcp360.store.types import utcnow
 
 STEP_SECONDS = 30
@@ -51,7 +52,7 @@ class TwoFactor:
 
     def enroll(self, actor: Principal) -> TotpEnrollmentView:
         self.policy.require(actor, "self:2fa")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._user(s, actor)
             if user.totp_enabled:
                 raise Conflict("two-factor authentication is already on; disable it first")
@@ -64,7 +65,7 @@ class TwoFactor:
     def confirm(self, actor: Principal, code: str) -> list[str]:
         """Turn 2FA on with a first valid code; returns the recovery codes, shown this once."""
         self.policy.require(actor, "self:2fa")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._user(s, actor)
             if user.totp_enabled or user.totp_pending_secret is None:
                 raise Conflict("no two-factor enrolment is pending")
@@ -96,7 +97,7 @@ class TwoFactor:
 
     def disable(self, actor: Principal, password: str, code: str) -> None:
         self.policy.require(actor, "self:2fa")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._user(s, actor)
             if not user.totp_enabled:
                 raise Conflict("two-factor authentication is not on")

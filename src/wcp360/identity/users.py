@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit
 from wcp360.authz import Policy, Principal, Resource
+from wcp360.authz.owned import Owned
+from wcp360.authz.resources import USERS
 from wcp360.config.security import PasswordPolicy
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.identity.passwords import PasswordHasher, check_password
@@ -23,7 +25,7 @@ from wcp360.identity.revocation import end_credentials, end_sessions
 from wcp360.identity.views import UserView, user_view
 from wcp360.store.database import Database
 from wcp360.store.models import RecoveryCode, User, UserRole
-from wcp360.store.paging import page
+from wcp360.store.scope import NOBODY, RowScope
 from wcp360.store.types import utcnow
 
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
@@ -52,32 +54,28 @@ class UserService:
         self.policy = policy
         self.hasher = hasher
         self.password_policy = password_policy
+        self.owned = Owned(db, policy, USERS)
 
     # -- reading -------------------------------------------------------------------------
 
     def list_users(
         self, actor: Principal, limit: int = 50, offset: int = 0, status: str | None = None, role: str | None = None
     ) -> tuple[list[UserView], int]:
-        self.policy.require(actor, "users:read")
-        owner = self.policy.owner_filter(actor, "users")
-        query = select(User)
-        if owner is not None:
-            query = query.where(User.created_by == owner)
+        filters = []
         if status is not None:
-            query = query.where(User.status == status)
+            filters.append(User.status == status)
         if role is not None:
-            query = query.where(User.id.in_(select(UserRole.user_id).where(UserRole.role == role)))
-        with self.db.transaction(actor.user_id) as s:
-            return page(s, query, User.username, limit, offset, user_view)
+            filters.append(User.id.in_(select(UserRole.user_id).where(UserRole.role == role)))
+        return self.owned.page(actor, user_view, *filters, order_by=User.username, limit=limit, offset=offset)
 
     def get(self, actor: Principal, user_id: uuid.UUID) -> UserView:
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:read", self._resource(user, include_grants=False))
             return user_view(user)
 
     def find_id(self, username: str) -> uuid.UUID:
-        with self.db.transaction() as s:
+        with self.db.transaction(NOBODY) as s:
             user_id = s.scalar(select(User.id).where(User.username == username.strip().lower()))
         if user_id is None:
             raise NotFound(f"no user named {username!r}")
@@ -85,9 +83,7 @@ class UserService:
 
     # -- changing ------------------------------------------------------------------------
 
-    def create(
-        self, actor: Principal, username: str, email: str, password: str, roles: Iterable[str]
-    ) -> UserView:
+    def create(self, actor: Principal, username: str, email: str, password: str, roles: Iterable[str]) -> UserView:
         name, mail, role_list = normalize_username(username), normalize_email(email), self._valid_roles(roles)
         self.policy.require(
             actor,
@@ -95,7 +91,7 @@ class UserService:
             Resource("users", grants=self.policy.grants_of_roles(role_list), label=",".join(role_list)),
         )
         check_password(self.password_policy, password, name, mail)
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             if s.scalar(select(User.id).where((User.username == name) | (User.email == mail))):
                 raise Conflict("a user with that username or email already exists")
             user = User(
@@ -117,7 +113,7 @@ class UserService:
             return user_view(user)
 
     def update(self, actor: Principal, user_id: uuid.UUID, email: str | None = None) -> UserView:
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
             changed: dict[str, Any] = {}
@@ -137,7 +133,7 @@ class UserService:
         added, removed = self._valid_roles(add, allow_empty=True), self._valid_roles(remove, allow_empty=True)
         if set(added) & set(removed):
             raise InvalidInput("a role cannot be added and removed at once")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             # The actor must already hold everything the target holds and everything it is given.
             resource = self._resource(user, extra_roles=added)
@@ -167,7 +163,7 @@ class UserService:
     def set_status(self, actor: Principal, user_id: uuid.UUID, status: str) -> UserView:
         if status not in STATUSES:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}")
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
             if status == "disabled":
@@ -184,7 +180,7 @@ class UserService:
             return user_view(user)
 
     def reset_password(self, actor: Principal, user_id: uuid.UUID, password: str) -> UserView:
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
             check_password(self.password_policy, password, user.username, user.email)
@@ -201,7 +197,7 @@ class UserService:
             return user_view(user)
 
     def reset_two_factor(self, actor: Principal, user_id: uuid.UUID) -> UserView:
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
             user.totp_secret = user.totp_pending_secret = None
@@ -219,7 +215,7 @@ class UserService:
             return user_view(user)
 
     def delete(self, actor: Principal, user_id: uuid.UUID) -> None:
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:delete", self._resource(user))
             if actor.user_id == user.id:

@@ -1,6 +1,6 @@
 """Engines and transactions for SQLite (embedded default) and PostgreSQL.
 
-Every unit of work is one transaction opened by `Database.transaction(actor_id=...)`. On
+Every unit of work is one transaction opened by `Database.transaction(scope)` (store/scope.py). On
 PostgreSQL that transaction first runs `set_config('app.user_id', ..., true)` (the SET LOCAL of
 seed 003), so the row-level-security policies see who is acting and forget it at commit.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import sessionmaker
 
 from wcp360.config.database import DatabaseConfig
+from wcp360.store.scope import NOBODY, RowScope
 
 _log = structlog.get_logger("wcp360.database")
 
@@ -162,47 +162,30 @@ class Database:
                     _log.exception("deferred action failed")
 
     @contextmanager
-    def transaction(
-        self,
-        actor_id: uuid.UUID | None = None,
-        all_owners: bool = False,
-        readonly: bool = False,
-        grantees: Sequence[str] = (),
-    ) -> Iterator[OrmSession]:
-        """One transaction, committed on success and rolled back on any exception.
+    def transaction(self, scope: RowScope, readonly: bool = False) -> Iterator[OrmSession]:
+        """One transaction acting for `scope`, committed on success and rolled back on any exception.
 
-        `all_owners` is set only after the policy function granted `system:any_owner`; RLS then
-        lets the transaction see every owner's rows. `grantees` (the actor's user id and
-        `role:<name>` keys) let it read rows shared with them. `readonly` transactions do not take
-        SQLite's write lock, and PostgreSQL refuses any write in them.
+        `readonly` transactions do not take SQLite's write lock, and PostgreSQL refuses any write in them.
         """
         factory = self._readonly_sessions if readonly else self._sessions
         with self._writing(readonly), factory() as session, session.begin():
             if self.is_postgres:
-                self._acting(session, actor_id, all_owners, readonly, grantees)
+                self._acting(session, scope, readonly)
             yield session
 
     @contextmanager
-    def connection(
-        self, actor_id: uuid.UUID | None = None, all_owners: bool = False, readonly: bool = False
-    ) -> Iterator[Connection]:
+    def connection(self, scope: RowScope, readonly: bool = False) -> Iterator[Connection]:
         """The same transaction as `transaction()`, for Core statements without the ORM's unit of
         work: on the hottest paths (an execution's module lookup and run insert) the session
         machinery cost more than the statements (benchmarks/README.md)."""
         engine = self._readonly_engine if readonly else self.engine
         with self._writing(readonly), engine.begin() as connection:
             if self.is_postgres:
-                self._acting(connection, actor_id, all_owners, readonly, ())
+                self._acting(connection, scope, readonly)
             yield connection
 
     @staticmethod
-    def _acting(
-        target: OrmSession | Connection,
-        actor_id: uuid.UUID | None,
-        all_owners: bool,
-        readonly: bool,
-        grantees: Sequence[str],
-    ) -> None:
+    def _acting(target: OrmSession | Connection, scope: RowScope, readonly: bool) -> None:
         """PostgreSQL: who acts, for the RLS policies (SET LOCAL: forgotten at commit)."""
         if readonly:
             target.execute(text("SET TRANSACTION READ ONLY"))
@@ -212,29 +195,25 @@ class Database:
                 " set_config('app.grantees', :grantees, true)"
             ),
             {
-                "uid": str(actor_id) if actor_id else "",
-                "all": "on" if all_owners else "off",
-                "grantees": ",".join(g for g in grantees if "," not in g),
+                "uid": str(scope.actor_id) if scope.actor_id else "",
+                "all": "on" if scope.all_owners else "off",
+                "grantees": ",".join(g for g in scope.grantees if "," not in g),
             },
         )
 
     def read_one_statement(
-        self,
-        statement: Executable,
-        params: dict[str, Any],
-        actor_id: uuid.UUID | None = None,
-        all_owners: bool = False,
+        self, statement: Executable, params: dict[str, Any], scope: RowScope = NOBODY
     ) -> Sequence[Row[Any]]:
         """Run one SELECT on the autocommit reader: no BEGIN/COMMIT, no pool reset.
 
         One statement is atomic on its own, so nothing is lost; the transaction bookkeeping it
         skips was 80% of the cost of authenticating a request (benchmarks/README.md). SQLite has
         no row-level security, so every read may go this way. On PostgreSQL the RLS settings
-        (`actor_id`, `all_owners`) need a transaction to live in: a read of an RLS table that
+        (`scope`) need a transaction to live in: a read of an RLS table that
         names them takes a read-only one; without them the policies show such a read nothing.
         """
-        if self.is_postgres and (actor_id is not None or all_owners):
-            with self.connection(actor_id, all_owners=all_owners, readonly=True) as connection:
+        if self.is_postgres and scope != NOBODY:
+            with self.connection(scope, readonly=True) as connection:
                 return connection.execute(statement, params).all()
         with self.reader.connect() as connection:
             return connection.execute(statement, params).all()

@@ -11,39 +11,32 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, bindparam, delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit, metrics
-from wcp360.authz import Policy, Principal, Resource
+from wcp360.authz import Policy, Principal
+from wcp360.authz.owned import Owned
+from wcp360.authz.resources import MODULES
 from wcp360.config.sandbox import SandboxConfig
 from wcp360.config.static_analysis import StaticAnalysisConfig
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
-from wcp360.store.models import Module, Share, User
-from wcp360.store.paging import page
+from wcp360.store.models import Module, User
+from wcp360.store.scope import SYSTEM, RowScope
 from wcp360.store.types import utcnow
 from wcp360.workloads.engine.analysis import analyse
 from wcp360.workloads.engine.grants import Grant, Owner, capabilities_with, could_apply, grant_for
 from wcp360.workloads.engine.limits import limits_for, refuse_beyond_limits
 from wcp360.workloads.engine.wasm_reader import Buffer, WasmFormatError, read_module
 from wcp360.workloads.incoming import Incoming, TooLarge, mapped, move_into, validate
-from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared
 from wcp360.workloads.views import CompileView, ModuleView
 
 if TYPE_CHECKING:
     import wasmtime
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{0,127}$")
-# A module's row and its shares in one statement: this lookup is on every execution's path, so it
-# is built once (building the expression cost more than running it).
-_MODULE_WITH_SHARES = (
-    select(Module.__table__, Share.grantee.label("share_grantee"), Share.action.label("share_action"))
-    .outerjoin(Share, and_(Share.resource_type == "modules", Share.resource_id == Module.id))
-    .where(Module.id == bindparam("module_id"))
-)
-_MODULE_COLUMNS = frozenset(c.key for c in Module.__table__.columns)
 
 
 class QuotaExceeded(Conflict):
@@ -96,7 +89,8 @@ class ModuleService:
         self.sandbox = sandbox
         self.analysis = analysis
         self._engine: wasmtime.Engine | None = None
-        self.sharing = Sharing(db, policy)
+        self.owned = Owned(db, policy, MODULES)
+        self.sharing = self.owned.sharing
         # Called with the digest of every newly stored module (the executor compiles it ahead of time).
         self.on_stored: list[Callable[[str], object]] = []
         # ... and of every digest whose bytes were removed (no module names them any more).
@@ -138,7 +132,7 @@ class ModuleService:
                 "(sandbox.yml max_module_size)"
             )
         raw = self._binary(body, text_format)
-        with self.db.transaction(actor.user_id, readonly=True) as s:
+        with self.db.transaction(RowScope.of(actor.user_id), readonly=True) as s:
             self._within_quota(s, actor, len(raw))  # before any work; checked again under a lock below
         import wasmtime
 
@@ -160,50 +154,34 @@ class ModuleService:
             move_into(received, self.store / digest[:2] / digest)
         else:
             self._store(digest, bytes(raw))
-        try:
-            with self.db.transaction(actor.user_id) as s:
-                # The account's row lock (PostgreSQL; SQLite writes are serial) makes check-then-insert
-                # atomic: two uploads cannot both take the last place.
-                s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
-                self._within_quota(s, actor, len(raw))
-                version = (
-                    s.scalar(
-                        select(func.max(Module.version)).where(Module.owner_id == actor.user_id, Module.name == name)
-                    )
-                    or 0
-                ) + 1
-                module = Module(
-                    owner_id=actor.user_id,
-                    name=name,
-                    version=version,
-                    size=len(raw),
-                    digest=digest,
-                    status=report.status,
-                    risk_score=report.risk_score,
-                    findings=[f.as_dict() for f in report.findings],
-                    # Compiled ahead of time in a worker (executor.precompile), else on its first run.
-                    compile_state="compiling" if self.sandbox.precompile else "ready",
-                    compile_started_at=utcnow() if self.sandbox.precompile else None,
-                )
-                s.add(module)
-                s.flush()
-                view = module_view(module)
-        except QuotaExceeded:
-            self._discard_if_unused(digest)
-            raise
-        for callback in self.on_stored:
-            callback(digest)
-        if report.suspicious:
-            metrics.SUSPICIOUS_MODULES.inc()
-        # After the row exists: the IDS may act on this event (its quarantine hook needs the row).
-        audit.record(
-            "module_upload",
-            actor=actor,
-            resource_type="module",
-            resource_id=view.id,
-            details={
+        precompile = self.sandbox.precompile
+
+        def new_module(s: OrmSession) -> Module:
+            # The account's row lock (PostgreSQL; SQLite writes are serial) makes check-then-insert
+            # atomic: two uploads cannot both take the last place.
+            s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
+            self._within_quota(s, actor, len(raw))
+            latest = s.scalar(
+                select(func.max(Module.version)).where(Module.owner_id == actor.user_id, Module.name == name)
+            )
+            return Module(
+                owner_id=actor.user_id,
+                name=name,
+                version=(latest or 0) + 1,
+                size=len(raw),
+                digest=digest,
+                status=report.status,
+                risk_score=report.risk_score,
+                findings=[f.as_dict() for f in report.findings],
+                # Compiled ahead of time in a worker (executor.precompile), else on its first run.
+                compile_state="compiling" if precompile else "ready",
+                compile_started_at=utcnow() if precompile else None,
+            )
+
+        def recorded(module: Module) -> dict[str, object]:
+            return {
                 "name": name,
-                "version": version,
+                "version": module.version,
                 "size": len(raw),
                 "digest": digest,
                 "status": report.status,
@@ -211,9 +189,20 @@ class ModuleService:
                 "suspicious": report.suspicious,
                 # The module_capabilities entry that applies (capabilities, own limits), if any.
                 "grant": grant.key if grant else None,
-            },
-        )
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
+            }
+
+        try:
+            # The event is recorded after the row exists: the IDS may act on it (its quarantine hook
+            # needs the row).
+            view = self.owned.create(actor, new_module, module_view, recorded, event="module_upload")
+        except QuotaExceeded:
+            self._discard_if_unused(digest)
+            raise
+        if report.suspicious:
+            metrics.SUSPICIOUS_MODULES.inc()
+        for callback in self.on_stored:
+            callback(digest)
+        with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             current = s.get(Module, uuid.UUID(view.id))
             return module_view(current) if current is not None else view
 
@@ -248,7 +237,7 @@ class ModuleService:
 
     def _discard_if_unused(self, digest: str) -> None:
         """Remove stored bytes no module row names any more (content-addressed: rows share files)."""
-        with self.db.transaction(all_owners=True, readonly=True) as s:
+        with self.db.transaction(SYSTEM, readonly=True) as s:
             if s.scalar(select(Module.id).where(Module.digest == digest).limit(1)) is not None:
                 return
         (self.store / digest[:2] / digest).unlink(missing_ok=True)
@@ -273,18 +262,11 @@ class ModuleService:
         owner_id: uuid.UUID | None = None,
     ) -> tuple[list[ModuleView], int]:
         """The actor's modules and those shared with them (every owner's for administrators)."""
-        self.policy.require(actor, "modules:read")
-        visible_owner = self.policy.owner_filter(actor, "modules")
-        keys = grantee_keys(actor)
-        query = select(Module)
-        if visible_owner is not None:
-            query = owned_or_shared(query, Module.owner_id, Module.id, "modules", visible_owner, keys)
-        if owner_id is not None:
-            query = query.where(Module.owner_id == owner_id)
-        if status is not None:
-            query = query.where(Module.status == status)
-        with self.db.transaction(actor.user_id, all_owners=visible_owner is None, grantees=keys) as s:
-            return page(s, query, Module.created_at.desc(), limit, offset, module_view)
+        wanted = ((Module.owner_id, owner_id), (Module.status, status))
+        filters = [column == value for column, value in wanted if value is not None]
+        return self.owned.page(
+            actor, module_view, *filters, order_by=Module.created_at.desc(), limit=limit, offset=offset
+        )
 
     def get(self, actor: Principal, module_id: uuid.UUID) -> ModuleView:
         return module_view(self.authorised(actor, module_id, "modules:read"))
@@ -294,27 +276,17 @@ class ModuleService:
         return f"{module.name}-v{module.version}.wasm", (self.store / module.digest[:2] / module.digest).read_bytes()
 
     def delete(self, actor: Principal, module_id: uuid.UUID) -> None:
-        module = self.authorised(actor, module_id, "modules:delete")
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            row = s.get(Module, module.id)
-            if row is not None:
-                s.delete(row)
-            s.execute(delete(Share).where(Share.resource_type == "modules", Share.resource_id == module.id))
-        self._discard_if_unused(module.digest)
-        audit.record(
-            "module_delete",
-            actor=actor,
-            resource_type="module",
-            resource_id=str(module_id),
-            details={"name": module.name, "version": module.version, "status": module.status},
+        module = self.owned.delete(
+            actor, module_id, "modules:delete", lambda m: {"name": m.name, "version": m.version, "status": m.status}
         )
+        self._discard_if_unused(module.digest)
 
     # -- compile state ------------------------------------------------------------------
 
     def compile_finished(self, digest: str, error: str | None, seconds: float) -> None:
         """Every module with these bytes is ready (a success also mends earlier failures, e.g.
         after max_compile_time was raised), or those still compiling failed, with the reason."""
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             query = update(Module).where(Module.digest == digest)
             if error is None:
                 s.execute(query.values(compile_state="ready", compile_seconds=seconds, compile_error=None))
@@ -327,7 +299,7 @@ class ModuleService:
 
     def still_compiling(self) -> list[str]:
         """Digests whose compile a stopped server left unfinished (resumed when the next starts)."""
-        with self.db.transaction(all_owners=True, readonly=True) as s:
+        with self.db.transaction(SYSTEM, readonly=True) as s:
             return list(s.scalars(select(Module.digest).where(Module.compile_state == "compiling").distinct()))
 
     # -- quarantine -----------------------------------------------------------------------
@@ -335,7 +307,7 @@ class ModuleService:
     def release(self, actor: Principal, module_id: uuid.UUID) -> ModuleView:
         """An administrator's decision that a quarantined module may run."""
         self.policy.require(actor, "modules:release")
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
+        with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             module = s.get(Module, module_id)
             if module is None:
                 raise NotFound("no such module")
@@ -358,7 +330,7 @@ class ModuleService:
             key = uuid.UUID(module_id)
         except ValueError:
             return
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             module = s.get(Module, key)
             if module is None or module.status == "quarantined":
                 return
@@ -373,32 +345,14 @@ class ModuleService:
         )
 
     def authorised(self, actor: Principal, module_id: uuid.UUID, permission: str) -> Module:
-        # The row is read for the policy function to decide on (and audit a denial); RLS stays the
-        # second fence for listings and writes. Nothing of the row leaves here unless allowed.
-        rows = self.db.read_one_statement(
-            _MODULE_WITH_SHARES, {"module_id": module_id}, actor_id=actor.user_id, all_owners=True
-        )
-        if not rows:
-            raise NotFound("no such module")
-        module = Module(**{key: value for key, value in rows[0]._mapping.items() if key in _MODULE_COLUMNS})
-        shares = frozenset((r.share_grantee, r.share_action) for r in rows if r.share_grantee is not None)
-        resource = Resource("modules", id=str(module.id), owner_id=module.owner_id, shared_with=shares)
-        self.policy.require(actor, permission, resource)
-        return module
+        return self.owned.authorised(actor, module_id, permission)
 
     def grant(self, module: Module) -> Grant | None:
         """The `module_capabilities` entry that applies to this module (its owner is read only when
         an entry names the module at all)."""
         if not could_apply(self.sandbox, module.name):
             return None
-        with self.db.transaction(readonly=True, all_owners=True) as s:
+        with self.db.transaction(SYSTEM, readonly=True) as s:
             user = s.get(User, module.owner_id)
             owner = Owner(user.username, tuple(user.role_names)) if user is not None else None
         return grant_for(self.sandbox, module.name, module.digest, owner)
-
-    # -- sharing --------------------------------------------------------------------------
-
-    def owned(self, actor: Principal, module_id: uuid.UUID) -> Resource:
-        """The module as a resource only its owner (or an administrator) reaches: for managing shares."""
-        module = self.authorised(actor, module_id, "modules:read")
-        return Resource("modules", id=str(module.id), owner_id=module.owner_id)

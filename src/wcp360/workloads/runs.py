@@ -20,12 +20,14 @@ import structlog
 from sqlalchemy import func, insert, select, update
 
 from wcp360 import audit, metrics
-from wcp360.authz import Policy, Principal, Resource
+from wcp360.authz import Policy, Principal
+from wcp360.authz.owned import Owned
+from wcp360.authz.resources import RUNS
 from wcp360.config.sandbox import Quotas
-from wcp360.errors import NotFound, TooManyRequests
+from wcp360.errors import TooManyRequests
 from wcp360.store.database import Database
 from wcp360.store.models import Run, User
-from wcp360.store.paging import page
+from wcp360.store.scope import SYSTEM, RowScope
 from wcp360.store.types import utcnow
 from wcp360.workloads.engine.outcomes import RunResult
 from wcp360.workloads.views import RunView
@@ -99,6 +101,7 @@ class RunStore:
         self.policy = policy
         self.max_output = max_output
         self.quotas = quotas
+        self.owned = Owned(db, policy, RUNS)
         # Output stored per account since its quota was last summed: the sum reads all its runs, so
         # it is taken once a tenth of the quota (at most 1 MiB) has been written, not on every run.
         self._unsummed: dict[uuid.UUID | None, int] = {}
@@ -108,7 +111,7 @@ class RunStore:
 
     def queue(self, actor: Principal, module_id: uuid.UUID, request: ExecuteRequest, limit: int) -> RunView:
         """Store a queued run for this process to run, unless the user has `limit` queued already."""
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             # The user's row lock (PostgreSQL; SQLite's write transactions are serial anyway) makes
             # count-then-insert atomic: two requests cannot both take the last place.
             s.execute(select(User.id).where(User.id == actor.user_id).with_for_update())
@@ -137,7 +140,7 @@ class RunStore:
         return view
 
     def start(self, actor: Principal, run_id: uuid.UUID) -> None:
-        with self.db.transaction(actor.user_id) as s:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
             s.execute(update(Run).where(Run.id == run_id).values(status="running"))
 
     def finish(
@@ -169,7 +172,7 @@ class RunStore:
             "finished_at": utcnow(),
         }
         if queued:
-            with self.db.transaction(actor.user_id) as s:
+            with self.db.transaction(RowScope.of(actor.user_id)) as s:
                 run = s.get(Run, run_id)
                 assert run is not None
                 for key, value in outputs.items():
@@ -189,7 +192,7 @@ class RunStore:
             "created_at": outputs["finished_at"],
             **outputs,
         }
-        with self.db.connection(actor.user_id) as connection:
+        with self.db.connection(RowScope.of(actor.user_id)) as connection:
             connection.execute(insert(Run), values)
         self._note_output(actor.user_id, stored)
         return run_view(Run(**values))
@@ -211,7 +214,7 @@ class RunStore:
         """Remove the oldest runs' output until the account is within
         `quotas.max_run_output_bytes_per_user` (the runs' records stay). Returns runs cleared."""
         limit = self.quotas.max_run_output_bytes_per_user
-        with self.db.transaction(user_id, all_owners=True) as s:
+        with self.db.transaction(RowScope.decided(user_id)) as s:
             kept = s.scalar(select(func.coalesce(func.sum(Run.output_bytes), 0)).where(Run.user_id == user_id)) or 0
             if kept <= limit:
                 return 0
@@ -235,7 +238,7 @@ class RunStore:
         if not retention:
             return 0
         cutoff = (now or utcnow()) - retention
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             result = s.execute(
                 update(Run)
                 .where(Run.finished_at < cutoff, Run.output_bytes > 0)
@@ -244,16 +247,8 @@ class RunStore:
             return int(getattr(result, "rowcount", 0) or 0)
 
     def get(self, actor: Principal, run_id: uuid.UUID) -> RunView:
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            run = s.get(Run, run_id)
-            view = run_view(run) if run is not None else None
-        if view is None:
-            raise NotFound("no such run")
         # Runs are owned and never shared: the policy function decides (and audits a denial).
-        self.policy.require(
-            actor, "modules:read", Resource("runs", id=view.run_id, owner_id=uuid.UUID(view.user_id))
-        )
-        return view
+        return run_view(self.owned.authorised(actor, run_id, "modules:read"))
 
     def list(
         self,
@@ -265,20 +260,13 @@ class RunStore:
         status: str | None = None,
     ) -> tuple[list[RunView], int]:
         """The actor's runs, newest first (every user's for administrators)."""
-        self.policy.require(actor, "modules:read")
-        owner = self.policy.owner_filter(actor, "runs")
-        query = select(Run)
-        if owner is not None:
-            query = query.where(Run.user_id == owner)
-        for column, wanted in ((Run.module_id, module_id), (Run.task_id, task_id), (Run.status, status)):
-            if wanted is not None:
-                query = query.where(column == wanted)
-        with self.db.transaction(actor.user_id, all_owners=owner is None, readonly=True) as s:
-            return page(s, query, Run.created_at.desc(), limit, offset, run_view)
+        wanted = ((Run.module_id, module_id), (Run.task_id, task_id), (Run.status, status))
+        filters = [column == value for column, value in wanted if value is not None]
+        return self.owned.page(actor, run_view, *filters, order_by=Run.created_at.desc(), limit=limit, offset=offset)
 
     def mark(self, run_id: uuid.UUID, status: str, message: str) -> None:
         """End a run that will not run (cancelled at shutdown, refused at start); audited."""
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             row = s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.status.in_(ACTIVE))
@@ -290,7 +278,7 @@ class RunStore:
 
     def heartbeat(self) -> int:
         """Tell the database this process still owns its queued and running runs."""
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             result = s.execute(
                 update(Run).where(Run.runner == self.runner_id, Run.status.in_(ACTIVE)).values(heartbeat_at=utcnow())
             )
@@ -302,7 +290,7 @@ class RunStore:
         Any process may sweep: a live runner beats every HEARTBEAT, so three missed beats mean
         nobody will finish the run. A lost scheduled occurrence is not run again (at most once)."""
         cutoff = (now or utcnow()) - 3 * HEARTBEAT
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             lost = s.execute(
                 update(Run)
                 .where(Run.status.in_(ACTIVE), Run.heartbeat_at < cutoff)

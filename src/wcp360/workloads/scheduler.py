@@ -31,6 +31,7 @@ from wcp360.errors import WcpError
 from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import Run, Task, User
+from wcp360.store.scope import SYSTEM
 from wcp360.store.types import utcnow
 from wcp360.workloads.execution import Executor
 from wcp360.workloads.runs import ACTIVE, ExecuteRequest
@@ -110,7 +111,7 @@ class Scheduler:
 
     def _claim(self, now: datetime) -> list[Claim]:
         claims: list[Claim] = []
-        with self.db.transaction(all_owners=True) as s:
+        with self.db.transaction(SYSTEM) as s:
             due = s.scalars(
                 select(Task)
                 .where(Task.status == "active", Task.next_run_at <= now)
@@ -192,7 +193,7 @@ class Scheduler:
             self.executor.runs.mark(claim.run_id, "refused", exc.detail if isinstance(exc, WcpError) else str(exc))
 
     def _owner(self, user_id: uuid.UUID) -> Principal:
-        with self.db.transaction(all_owners=True, readonly=True) as s:
+        with self.db.transaction(SYSTEM, readonly=True) as s:
             user = s.get(User, user_id)
             if user is None or user.status != "active":
                 raise _OwnerGone("the task's owner is not an active account")

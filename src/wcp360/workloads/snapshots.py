@@ -12,17 +12,18 @@ import hashlib
 import uuid
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from wcp360 import audit
-from wcp360.authz import Policy, Principal, Resource
-from wcp360.errors import Conflict, NotFound
+from wcp360.authz import Policy, Principal
+from wcp360.authz.owned import Owned
+from wcp360.authz.resources import SNAPSHOTS
+from wcp360.errors import Conflict
 from wcp360.keys import ensure_private_dir, write_private
 from wcp360.store.database import Database
-from wcp360.store.models import Module, Share, Snapshot
-from wcp360.store.paging import page
+from wcp360.store.models import Module, Snapshot
+from wcp360.store.scope import RowScope
 from wcp360.workloads.modules import ModuleService
-from wcp360.workloads.sharing import Sharing, grantee_keys, owned_or_shared, shared_with
 from wcp360.workloads.views import SnapshotView
 
 
@@ -50,7 +51,7 @@ class SnapshotService:
         self.policy = policy
         self.modules = modules
         self.directory = directory
-        self.sharing = Sharing(db, policy)
+        self.owned = Owned(db, policy, SNAPSHOTS)
 
     def _path(self, snapshot_id: uuid.UUID) -> Path:
         return self.directory / f"{snapshot_id}.state"
@@ -61,32 +62,22 @@ class SnapshotService:
         snapshot_id = uuid.uuid4()
         ensure_private_dir(self.directory)
         write_private(self._path(snapshot_id), state)
-        with self.db.transaction(actor.user_id) as s:
-            snapshot = Snapshot(
-                id=snapshot_id,
-                owner_id=actor.user_id,
-                module_id=module.id,
-                module_digest=module.digest,
-                run_id=run_id,
-                size=len(state),
-                checksum=hashlib.sha256(state).hexdigest(),
-            )
-            s.add(snapshot)
-            s.flush()
-            view = snapshot_view(snapshot)
-        audit.record(
-            "snapshot_create",
-            actor=actor,
-            resource_type="snapshot",
-            resource_id=view.id,
-            details={"module_id": str(module.id), "run_id": str(run_id), "size": len(state)},
+        snapshot = Snapshot(
+            id=snapshot_id,
+            owner_id=actor.user_id,
+            module_id=module.id,
+            module_digest=module.digest,
+            run_id=run_id,
+            size=len(state),
+            checksum=hashlib.sha256(state).hexdigest(),
         )
-        return view
+        details = {"module_id": str(module.id), "run_id": str(run_id), "size": len(state)}
+        return self.owned.create(actor, lambda _s: snapshot, snapshot_view, lambda _row: details)
 
     def check_quota(self, actor: Principal, limit: int, byte_limit: int) -> None:
         """Refuse a new snapshot once the actor keeps `limit` of them or `byte_limit` bytes in them
         (before the run, not after: one snapshot, at most max_memory, may pass the byte limit)."""
-        with self.db.transaction(actor.user_id, readonly=True) as s:
+        with self.db.transaction(RowScope.of(actor.user_id), readonly=True) as s:
             kept, size = s.execute(
                 select(func.count(), func.coalesce(func.sum(Snapshot.size), 0)).where(
                     Snapshot.owner_id == actor.user_id
@@ -105,33 +96,19 @@ class SnapshotService:
     def list_snapshots(
         self, actor: Principal, limit: int = 50, offset: int = 0, module_id: uuid.UUID | None = None
     ) -> tuple[list[SnapshotView], int]:
-        self.policy.require(actor, "snapshots:read")
-        visible_owner = self.policy.owner_filter(actor, "snapshots")
-        keys = grantee_keys(actor)
-        query = select(Snapshot)
-        if visible_owner is not None:
-            query = owned_or_shared(query, Snapshot.owner_id, Snapshot.id, "snapshots", visible_owner, keys)
-        if module_id is not None:
-            query = query.where(Snapshot.module_id == module_id)
-        with self.db.transaction(actor.user_id, all_owners=visible_owner is None, grantees=keys) as s:
-            return page(s, query, Snapshot.created_at.desc(), limit, offset, snapshot_view)
+        filters = [Snapshot.module_id == module_id] if module_id is not None else []
+        return self.owned.page(
+            actor, snapshot_view, *filters, order_by=Snapshot.created_at.desc(), limit=limit, offset=offset
+        )
 
     def get(self, actor: Principal, snapshot_id: uuid.UUID) -> SnapshotView:
         return snapshot_view(self.authorised(actor, snapshot_id, "snapshots:read"))
 
     def delete(self, actor: Principal, snapshot_id: uuid.UUID) -> None:
-        snapshot = self.authorised(actor, snapshot_id, ("snapshots:delete", "snapshots:create"), owner_only=True)
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            s.execute(delete(Snapshot).where(Snapshot.id == snapshot_id))
-            s.execute(delete(Share).where(Share.resource_type == "snapshots", Share.resource_id == snapshot_id))
-        self._path(snapshot_id).unlink(missing_ok=True)
-        audit.record(
-            "snapshot_delete",
-            actor=actor,
-            resource_type="snapshot",
-            resource_id=str(snapshot_id),
-            details={"module_id": str(snapshot.module_id)},
+        self.owned.delete(
+            actor, snapshot_id, ("snapshots:delete", "snapshots:create"), lambda row: {"module_id": str(row.module_id)}
         )
+        self._path(snapshot_id).unlink(missing_ok=True)
 
     def state_for_restore(
         self, actor: Principal, snapshot_id: uuid.UUID, module_id: uuid.UUID | None = None
@@ -160,23 +137,5 @@ class SnapshotService:
             raise SnapshotMismatch(f"snapshot {snapshot_id}: checksum mismatch, the stored state was altered")
         return module, state
 
-    def authorised(
-        self,
-        actor: Principal,
-        snapshot_id: uuid.UUID,
-        permission: str | tuple[str, ...],
-        owner_only: bool = False,
-    ) -> Snapshot:
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            snapshot = s.get(Snapshot, snapshot_id)
-            if snapshot is None:
-                raise NotFound("no such snapshot")
-            shares = frozenset() if owner_only else shared_with(s, "snapshots", snapshot.id)
-            s.expunge(snapshot)
-        resource = Resource("snapshots", id=str(snapshot.id), owner_id=snapshot.owner_id, shared_with=shares)
-        self.policy.require(actor, permission, resource)
-        return snapshot
-
-    def owned(self, actor: Principal, snapshot_id: uuid.UUID) -> Resource:
-        snapshot = self.authorised(actor, snapshot_id, "snapshots:read")
-        return Resource("snapshots", id=str(snapshot.id), owner_id=snapshot.owner_id)
+    def authorised(self, actor: Principal, snapshot_id: uuid.UUID, permission: str) -> Snapshot:
+        return self.owned.authorised(actor, snapshot_id, permission)

@@ -14,16 +14,17 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import select
 
 from wcp360 import audit
-from wcp360.authz import Policy, Principal, Resource
+from wcp360.authz import Policy, Principal
+from wcp360.authz.owned import Owned
+from wcp360.authz.resources import TASKS
 from wcp360.config.server import SchedulerConfig
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.keys import HostKeys
 from wcp360.store.database import Database
 from wcp360.store.models import Task
-from wcp360.store.paging import page
+from wcp360.store.scope import RowScope
 from wcp360.store.types import utcnow
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.schedules import Schedule, ScheduleError
@@ -86,6 +87,7 @@ class TaskService:
         self.modules = modules
         self.config = config
         self.keys = keys
+        self.owned = Owned(db, policy, TASKS)
 
     def create(
         self,
@@ -111,43 +113,26 @@ class TaskService:
         task_id = uuid.uuid4()
         stored = {key: value for key, value in payload.items() if key != "env"}
         stored.update(seal_env(self.keys, task_id, dict(payload.get("env", {}))))
-        with self.db.transaction(actor.user_id) as s:
-            task = Task(
-                id=task_id,
-                user_id=actor.user_id,
-                module_id=module.id,
-                name=name,
-                kind=parsed.kind,
-                schedule=parsed.expression,
-                payload=stored,
-                priority=priority,
-                missed=missed,
-                next_run_at=first,
-            )
-            s.add(task)
-            s.flush()
-            view = task_view(task)
-        audit.record(
-            "task_create",
-            actor=actor,
-            resource_type="task",
-            resource_id=view.id,
-            details={"module_id": str(module_id), "kind": parsed.kind, "schedule": parsed.expression},
+        task = Task(
+            id=task_id,
+            user_id=actor.user_id,
+            module_id=module.id,
+            name=name,
+            kind=parsed.kind,
+            schedule=parsed.expression,
+            payload=stored,
+            priority=priority,
+            missed=missed,
+            next_run_at=first,
         )
-        return view
+        details = {"module_id": str(module_id), "kind": parsed.kind, "schedule": parsed.expression}
+        return self.owned.create(actor, lambda _s: task, task_view, lambda _row: details)
 
     def list_tasks(
         self, actor: Principal, limit: int = 50, offset: int = 0, status: str | None = None
     ) -> tuple[list[TaskView], int]:
-        self.policy.require(actor, "scheduler:read")
-        owner = self.policy.owner_filter(actor, "tasks")
-        query = select(Task)
-        if owner is not None:
-            query = query.where(Task.user_id == owner)
-        if status is not None:
-            query = query.where(Task.status == status)
-        with self.db.transaction(actor.user_id, all_owners=owner is None, readonly=True) as s:
-            return page(s, query, Task.created_at.desc(), limit, offset, task_view)
+        filters = [Task.status == status] if status is not None else []
+        return self.owned.page(actor, task_view, *filters, order_by=Task.created_at.desc(), limit=limit, offset=offset)
 
     def get(self, actor: Principal, task_id: uuid.UUID) -> TaskView:
         return task_view(self._authorised(actor, task_id, "scheduler:read"))
@@ -159,18 +144,13 @@ class TaskService:
         return self._set_status(actor, task_id, "active", {"paused"}, now or utcnow())
 
     def delete(self, actor: Principal, task_id: uuid.UUID) -> None:
-        task = self._authorised(actor, task_id, REMOVE)
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            row = s.get(Task, task.id)
-            if row is not None:
-                s.delete(row)  # its runs stay in the history, with task_id cleared
-        audit.record("task_delete", actor=actor, resource_type="task", resource_id=str(task_id))
+        self.owned.delete(actor, task_id, REMOVE)  # its runs stay in the history, with task_id cleared
 
     def _set_status(
         self, actor: Principal, task_id: uuid.UUID, status: str, allowed_from: set[str], now: datetime | None = None
     ) -> TaskView:
         self._authorised(actor, task_id, MANAGE)
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
+        with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             task = s.get(Task, task_id, with_for_update=True)
             if task is None:
                 raise NotFound("no such task")
@@ -191,10 +171,4 @@ class TaskService:
         return view
 
     def _authorised(self, actor: Principal, task_id: uuid.UUID, permission: str | tuple[str, ...]) -> Task:
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
-            task = s.get(Task, task_id)
-            if task is None:
-                raise NotFound("no such task")
-            s.expunge(task)
-        self.policy.require(actor, permission, Resource("tasks", id=str(task.id), owner_id=task.user_id))
-        return task
+        return self.owned.authorised(actor, task_id, permission)

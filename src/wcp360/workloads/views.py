@@ -76,14 +76,3 @@ class TaskView(View):
     next_run_at: str | None
     last_run_at: str | None
     created_at: str
-
-
-class ShareView(View):
-    id: str
-    resource_type: str
-    resource_id: str
-    grantee: str
-    user: str | None
-    role: str | None
-    action: str
-    created_at: str

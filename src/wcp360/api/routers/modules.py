@@ -10,14 +10,15 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.responses import ViewResponse
-from wcp360.api.schemas import ShareBody, StrictBody
+from wcp360.api.routers.shares import add_share_routes
+from wcp360.api.schemas import StrictBody
 from wcp360.errors import InvalidInput
-from wcp360.views import Items, Page
+from wcp360.views import Page
 from wcp360.workloads.runs import ExecuteRequest
-from wcp360.workloads.views import ModuleView, RunView, ShareView
+from wcp360.workloads.views import ModuleView, RunView
 
 router = APIRouter(prefix=f"{API_PREFIX}/modules", tags=["modules"])
 MODULE_MEDIA_TYPES = (
@@ -62,13 +63,12 @@ async def upload(
 def list_modules(
     actor: PrincipalDep,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    window: WindowDep,
     status: Literal["active", "quarantined", "rejected"] | None = None,
     owner_id: uuid.UUID | None = None,
 ) -> Page[ModuleView]:
-    items, total = rt.modules.list_modules(actor, limit, offset, status, owner_id)
-    return Page[ModuleView](items=items, total=total, limit=limit, offset=offset)
+    items, total = rt.modules.list_modules(actor, window.limit, window.offset, status, owner_id)
+    return Page[ModuleView](items=items, total=total, limit=window.limit, offset=window.offset)
 
 
 @router.get("/{module_id}")
@@ -104,21 +104,7 @@ def release(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Module
     return rt.modules.release(actor, module_id)
 
 
-@router.post("/{module_id}/shares", status_code=201)
-def share(module_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> ShareView:
-    resource = rt.modules.owned(actor, module_id)
-    return rt.modules.sharing.share(actor, resource, body.action, body.user, body.role)
-
-
-@router.get("/{module_id}/shares")
-def list_shares(module_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Items[ShareView]:
-    return Items[ShareView](items=rt.modules.sharing.list_shares(actor, rt.modules.owned(actor, module_id)))
-
-
-@router.delete("/{module_id}/shares/{share_id}", status_code=204)
-def unshare(module_id: uuid.UUID, share_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
-    rt.modules.sharing.unshare(actor, rt.modules.owned(actor, module_id), share_id)
-    return Response(status_code=204)
+add_share_routes(router, "module_id", lambda rt: rt.modules.owned)
 
 
 class ExecuteBody(StrictBody):
@@ -156,14 +142,13 @@ runs_router = APIRouter(prefix=f"{API_PREFIX}/runs", tags=["modules"])
 def list_runs(
     actor: PrincipalDep,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    window: WindowDep,
     module_id: uuid.UUID | None = None,
     task_id: uuid.UUID | None = None,
     status: Literal["queued", "running", "finished", "skipped", "refused"] | None = None,
 ) -> Page[RunView]:
-    items, total = rt.executor.runs.list(actor, limit, offset, module_id, task_id, status)
-    return Page[RunView](items=items, total=total, limit=limit, offset=offset)
+    items, total = rt.executor.runs.list(actor, window.limit, window.offset, module_id, task_id, status)
+    return Page[RunView](items=items, total=total, limit=window.limit, offset=window.offset)
 
 
 @runs_router.get("/{run_id}")

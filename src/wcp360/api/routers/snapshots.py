@@ -5,17 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.responses import ViewResponse
 from wcp360.api.routers.modules import ExecuteBody
-from wcp360.api.schemas import ShareBody
-from wcp360.views import Items, Page
-from wcp360.workloads.views import RunView, ShareView, SnapshotView
+from wcp360.api.routers.shares import add_share_routes
+from wcp360.views import Page
+from wcp360.workloads.views import RunView, SnapshotView
 
 router = APIRouter(prefix=f"{API_PREFIX}/snapshots", tags=["snapshots"])
 
@@ -24,12 +24,11 @@ router = APIRouter(prefix=f"{API_PREFIX}/snapshots", tags=["snapshots"])
 def list_snapshots(
     actor: PrincipalDep,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    window: WindowDep,
     module_id: uuid.UUID | None = None,
 ) -> Page[SnapshotView]:
-    items, total = rt.executor.snapshots.list_snapshots(actor, limit, offset, module_id)
-    return Page[SnapshotView](items=items, total=total, limit=limit, offset=offset)
+    items, total = rt.executor.snapshots.list_snapshots(actor, window.limit, window.offset, module_id)
+    return Page[SnapshotView](items=items, total=total, limit=window.limit, offset=window.offset)
 
 
 @router.get("/{snapshot_id}")
@@ -58,20 +57,4 @@ async def restore(snapshot_id: uuid.UUID, body: RestoreBody, actor: PrincipalDep
     return ViewResponse(await rt.executor.execute_async(actor, body.module_id, request))
 
 
-@router.post("/{snapshot_id}/shares", status_code=201)
-def share(snapshot_id: uuid.UUID, body: ShareBody, actor: PrincipalDep, rt: RuntimeDep) -> ShareView:
-    snapshots = rt.executor.snapshots
-    return snapshots.sharing.share(actor, snapshots.owned(actor, snapshot_id), body.action, body.user, body.role)
-
-
-@router.get("/{snapshot_id}/shares")
-def list_shares(snapshot_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Items[ShareView]:
-    snapshots = rt.executor.snapshots
-    return Items[ShareView](items=snapshots.sharing.list_shares(actor, snapshots.owned(actor, snapshot_id)))
-
-
-@router.delete("/{snapshot_id}/shares/{share_id}", status_code=204)
-def unshare(snapshot_id: uuid.UUID, share_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> Response:
-    snapshots = rt.executor.snapshots
-    snapshots.sharing.unshare(actor, snapshots.owned(actor, snapshot_id), share_id)
-    return Response(status_code=204)
+add_share_routes(router, "snapshot_id", lambda rt: rt.executor.snapshots.owned)

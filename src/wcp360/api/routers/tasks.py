@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import Field
 
-from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import StrictBody
 from wcp360.views import Page
@@ -42,12 +42,11 @@ def create_task(body: TaskBody, actor: PrincipalDep, rt: RuntimeDep) -> TaskView
 def list_tasks(
     actor: PrincipalDep,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    window: WindowDep,
     status: Literal["active", "paused", "finished"] | None = None,
 ) -> Page[TaskView]:
-    items, total = rt.tasks.list_tasks(actor, limit, offset, status)
-    return Page[TaskView](items=items, total=total, limit=limit, offset=offset)
+    items, total = rt.tasks.list_tasks(actor, window.limit, window.offset, status)
+    return Page[TaskView](items=items, total=total, limit=window.limit, offset=window.offset)
 
 
 @router.get("/{task_id}")
@@ -76,9 +75,8 @@ def history(
     task_id: uuid.UUID,
     actor: PrincipalDep,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    window: WindowDep,
 ) -> Page[RunView]:
     rt.tasks.get(actor, task_id)  # the task's owner (or an administrator) only
-    items, total = rt.executor.runs.list(actor, limit, offset, task_id=task_id)
-    return Page[RunView](items=items, total=total, limit=limit, offset=offset)
+    items, total = rt.executor.runs.list(actor, window.limit, window.offset, task_id=task_id)
+    return Page[RunView](items=items, total=total, limit=window.limit, offset=window.offset)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from wcp360.api.deps import PrincipalDep, RuntimeDep
+from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.schemas import PasswordResetBody, UserCreateBody, UserUpdateBody
 from wcp360.identity.views import UserView
@@ -25,13 +25,12 @@ def create_user(body: UserCreateBody, actor: PrincipalDep, rt: RuntimeDep) -> Us
 def list_users(
     actor: PrincipalDep,
     rt: RuntimeDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    window: WindowDep,
     status: Literal["active", "disabled"] | None = None,
     role: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[UserView]:
-    items, total = rt.users.list_users(actor, limit, offset, status, role)
-    return Page[UserView](items=items, total=total, limit=limit, offset=offset)
+    items, total = rt.users.list_users(actor, window.limit, window.offset, status, role)
+    return Page[UserView](items=items, total=total, limit=window.limit, offset=window.offset)
 
 
 @router.get("/{user_id}")

@@ -1,4 +1,5 @@
-"""Sharing an owned resource (a module or a snapshot) with a user or a role, for one action.
+"""Sharing an owned resource with a user or a role, for one action; one implementation for every
+resource type whose declaration (authz/resources.py) names shareable actions.
 
 Only the owner (or a principal holding `system:any_owner`) shares, and only an action they hold
 themselves: sharing never hands out more than the sharer has. The policy function reads the shares
@@ -8,51 +9,20 @@ as `Resource.shared_with`; on PostgreSQL, RLS lets grantees SELECT the shared ro
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, or_, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit
-from wcp360.authz import Policy, Principal, Resource
+from wcp360.authz.policy import Policy, Resource
+from wcp360.authz.principal import Principal
+from wcp360.authz.resources import ResourceType
+from wcp360.authz.views import ShareView
 from wcp360.errors import Conflict, InvalidInput, NotFound
 from wcp360.store.database import Database
 from wcp360.store.models import Share, User
-from wcp360.workloads.views import ShareView
-
-# What may be shared, per resource type (rbac `sharing: true` decides whether at all).
-SHAREABLE_ACTIONS = {"modules": ("read", "execute"), "snapshots": ("read", "restore")}
-
-
-def grantee_keys(actor: Principal) -> tuple[str, ...]:
-    """The keys a share may name to reach this principal: its user id and its roles."""
-    keys = [f"role:{role}" for role in actor.roles]
-    if actor.user_id is not None:
-        keys.insert(0, str(actor.user_id))
-    return tuple(keys)
-
-
-def owned_or_shared(
-    query: Select[Any],
-    owner: Any,
-    resource_id: Any,
-    resource_type: str,
-    owner_id: uuid.UUID,
-    keys: Sequence[str],
-) -> Select[Any]:
-    """Listings: the rows `owner_id` owns and those shared with any of `keys` (for any action)."""
-    shared = select(Share.resource_id).where(Share.resource_type == resource_type, Share.grantee.in_(keys))
-    return query.where(or_(owner == owner_id, resource_id.in_(shared)))
-
-
-def shared_with(s: OrmSession, resource_type: str, resource_id: uuid.UUID) -> frozenset[tuple[str, str]]:
-    rows = s.execute(
-        select(Share.grantee, Share.action).where(
-            Share.resource_type == resource_type, Share.resource_id == resource_id
-        )
-    ).all()
-    return frozenset((grantee, action) for grantee, action in rows)
+from wcp360.store.scope import RowScope
 
 
 def share_view(share: Share) -> ShareView:
@@ -72,9 +42,10 @@ def share_view(share: Share) -> ShareView:
 
 
 class Sharing:
-    def __init__(self, db: Database, policy: Policy) -> None:
+    def __init__(self, db: Database, policy: Policy, kind: ResourceType[Any]) -> None:
         self.db = db
         self.policy = policy
+        self.kind = kind
 
     def share(
         self,
@@ -84,18 +55,19 @@ class Sharing:
         user: str | None = None,
         role: str | None = None,
     ) -> ShareView:
+        assert resource.type == self.kind.name
         rule = self.policy.rbac.resources.get(resource.type)
-        if rule is None or not rule.sharing:
+        if rule is None or not rule.sharing or not self.kind.shareable:
             raise InvalidInput(f"{resource.type} cannot be shared")
-        if action not in SHAREABLE_ACTIONS.get(resource.type, ()):
-            raise InvalidInput(f"action must be one of {', '.join(SHAREABLE_ACTIONS[resource.type])}")
+        if action not in self.kind.shareable:
+            raise InvalidInput(f"action must be one of {', '.join(self.kind.shareable)}")
         if (user is None) == (role is None):
             raise InvalidInput("share with exactly one of `user` (a username or id) or `role`")
         # The sharer must reach the resource as its owner (shares of shares are not a thing:
         # `resource` carries no shared_with here) and hold the action being shared.
         self.policy.require(actor, f"{resource.type}:{action}", resource)
         assert resource.id is not None and resource.owner_id is not None
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
+        with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             label: str | None = None
             if role is not None:
                 if role not in self.policy.rbac.roles:
@@ -143,7 +115,7 @@ class Sharing:
         return view
 
     def unshare(self, actor: Principal, resource: Resource, share_id: uuid.UUID) -> None:
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
+        with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             share = s.get(Share, share_id)
             if share is None or str(share.resource_id) != resource.id:
                 raise NotFound("no such share")
@@ -159,7 +131,7 @@ class Sharing:
         """Who the owner shared with; grantees do not see each other."""
         self.policy.require(actor, f"{resource.type}:read", resource)
         assert resource.id is not None
-        with self.db.transaction(actor.user_id, all_owners=True) as s:
+        with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             rows = s.scalars(
                 select(Share)
                 .where(Share.resource_type == resource.type, Share.resource_id == uuid.UUID(resource.id))
