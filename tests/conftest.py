@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
+from tests.helpers import TEST_UID_MAX, TEST_UID_MIN, dev_wcp360_yml
 from wcp360 import audit
 from wcp360.api.app import create_app
 from wcp360.audit import AuditEvent
@@ -24,6 +25,7 @@ from wcp360.config.database import DatabaseConfig
 from wcp360.runtime import Runtime
 from wcp360.store import migrate
 from wcp360.store.provision import provision_postgres
+from wcp360.system import accounts
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SEED_CONFIG = FIXTURES / "seed-config"
@@ -129,7 +131,7 @@ def config_dir(tmp_path: Path, backend: str, request: pytest.FixtureRequest, mon
     # Rate limits are off here (the suites sign in far more than 5 times a minute); the defense
     # tests switch them on with their own rate_limit.yml.
     files = {
-        "wcp360.yml": "mode: dev\n",
+        "wcp360.yml": dev_wcp360_yml(tmp_path),
         "security.yml": TEST_SECURITY_YML,
         "rate_limit.yml": "rate_limiting:\n  enabled: false\n",
         # Ahead-of-time compiles would start worker processes on every upload; the tests that want
@@ -218,3 +220,15 @@ def problem_of(response: Any) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == response.status_code
     return body
+
+
+@pytest.fixture(autouse=True)
+def _remove_test_tenants() -> Iterator[None]:
+    """Tenants are real Linux users when the tests run as root: none outlives its test."""
+    yield
+    import pwd
+
+    for entry in pwd.getpwall():
+        if TEST_UID_MIN <= entry.pw_uid <= TEST_UID_MAX and entry.pw_gecos == "WCP360 tenant":
+            accounts.kill_all(entry.pw_uid)
+            accounts.remove_user(entry.pw_name)

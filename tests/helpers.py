@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyotp
@@ -13,6 +14,21 @@ from wcp360.authz import Principal
 from wcp360.runtime import Runtime
 
 STRONG = "Str0ng!Passphrase#42"
+# Tenants made by tests are real Linux users (as root) in this id range, with homes beneath the
+# test's own directory; whatever a test leaves is removed after it (conftest).
+TEST_UID_MIN, TEST_UID_MAX = 42000, 42999
+
+
+def dev_wcp360_yml(root: Path) -> str:
+    """wcp360.yml for a test server: dev mode, tenants beneath `root`, in the tests' id range."""
+    return (
+        "mode: dev\n"
+        "tenants:\n"
+        f"  home_root: {root / 'srv' / 'www'}\n"
+        f"  archive_dir: {root / 'tenant-archives'}\n"
+        f"  uid_min: {TEST_UID_MIN}\n"
+        f"  uid_max: {TEST_UID_MAX}\n"
+    )
 HOST = Principal.host_admin("tests")
 
 

@@ -13,11 +13,14 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "wcp360"
 FORBIDDEN = {
     "config": ["audit", "api", "identity", "defense", "workloads", "store", "cli", "authz"],
     "audit": ["api", "identity", "defense", "workloads", "cli"],
-    "defense": ["api", "identity", "cli", "workloads"],
+    "defense": ["api", "identity", "cli", "workloads", "system", "hosting"],
     "identity": ["api", "cli", "workloads"],
-    "authz": ["api", "identity", "defense", "workloads", "cli"],
+    "authz": ["api", "identity", "defense", "workloads", "cli", "system", "hosting"],
     "store": ["api", "identity", "defense", "workloads", "cli"],
-    "workloads": ["api", "cli"],
+    "workloads": ["api", "cli", "system", "hosting"],
+    # The system tier (the root agent) knows nothing of the panel: no identity, policy or API.
+    "system": ["api", "cli", "identity", "authz", "workloads", "hosting", "runtime"],
+    "hosting": ["api", "cli", "workloads"],
     # The engine touches neither the store, the audit trail nor authz, nor the rest of workloads.
     "workloads/engine": ["store", "audit", "authz", "api", "cli", "identity", "defense", "runtime"],
     "api": ["cli"],

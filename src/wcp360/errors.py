@@ -60,3 +60,17 @@ class ServiceBusy(WcpError):
     status = 503
     code = "busy"
     title = "Service busy"
+
+
+class HostFailed(WcpError):
+    """The system agent could not do it (a host command failed); nothing was changed."""
+
+    status = 502
+    code = "host-failed"
+    title = "The host could not do it"
+
+
+class AgentUnreachable(WcpError):
+    status = 503
+    code = "agent-unavailable"
+    title = "System agent unavailable"

@@ -17,8 +17,29 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 
 
+def adopt(fd: int, parent: Path) -> None:
+    """Give a file root just made in `parent` to `parent`'s owner.
+
+    Root runs the agent and the host administrator's CLI against the service user's data and log
+    directories; a secret, audit file or directory they create there must stay the service user's,
+    or the server (which runs as that user) could no longer read or append to it."""
+    if os.geteuid() != 0:
+        return
+    owner = os.stat(parent)
+    if owner.st_uid != 0:
+        os.fchown(fd, owner.st_uid, owner.st_gid)
+
+
 def ensure_private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.is_dir():
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for made in reversed(missing):  # outermost first, so each adopts its parent's owner
+            fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                adopt(fd, made.parent)
+            finally:
+                os.close(fd)
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         os.chmod(path, 0o700)
     return path
@@ -35,6 +56,7 @@ def read_or_create(path: Path, make: bytes) -> bytes:
     if not path.exists():
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        adopt(fd, path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(make + b"\n")
             handle.flush()
@@ -59,6 +81,7 @@ def write_private(path: Path, data: bytes) -> None:
     """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    adopt(fd, path.parent)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
         handle.flush()

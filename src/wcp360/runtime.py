@@ -19,6 +19,7 @@ from wcp360.defense.login_guard import LoginGuard
 from wcp360.defense.policy import Defense
 from wcp360.defense.throttles import Throttles
 from wcp360.defense.windows import windows_for
+from wcp360.hosting.tenants import TenantService
 from wcp360.identity.api_tokens import ApiTokenService
 from wcp360.identity.auth import AuthService
 from wcp360.identity.jwt_codec import JwtCodec
@@ -30,6 +31,7 @@ from wcp360.store import migrate
 from wcp360.store.database import Database
 from wcp360.store.models import User
 from wcp360.store.scope import NOBODY
+from wcp360.system.client import AgentClient, connect_agent
 from wcp360.workloads.execution import Executor
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.scheduler import Scheduler
@@ -54,6 +56,8 @@ class Runtime:
     executor: Executor
     tasks: TaskService
     scheduler: Scheduler
+    agent: AgentClient
+    tenants: TenantService
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -75,6 +79,7 @@ class Runtime:
             config.data_dir / "workers",
             keys.derive("wcp360 compiled wasm artifacts"),
         )
+        agent = connect_agent(config)
         return cls(
             config=config,
             keys=keys,
@@ -93,6 +98,8 @@ class Runtime:
             executor=executor,
             tasks=TaskService(db, policy, modules, config.server.scheduler, keys),
             scheduler=Scheduler(db, executor, config.server.scheduler, keys),
+            agent=agent,
+            tenants=TenantService(db, policy, agent, config.server.tenants),
         )
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from schemathesis.checks import (
 )
 
 from tests.conftest import NO_PRECOMPILE, TEST_SECURITY_YML, write_files
-from tests.helpers import Account, signed_in
+from tests.helpers import Account, dev_wcp360_yml, signed_in
 from wcp360.api.app import create_app
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
@@ -32,7 +32,7 @@ def fuzzed(tmp_path: Path) -> Iterator[tuple[object, Account]]:
     etc = write_files(
         tmp_path / "etc",
         {
-            "wcp360.yml": "mode: dev\n",
+            "wcp360.yml": dev_wcp360_yml(tmp_path),
             "security.yml": TEST_SECURITY_YML,
             "rate_limit.yml": "rate_limiting:\n  enabled: false\n",
             "sandbox.yml": NO_PRECOMPILE,
@@ -89,7 +89,7 @@ def test_a_live_server_answers_as_its_document_says(tmp_path: Path) -> None:
     write_files(
         tmp_path / "etc",
         {
-            "wcp360.yml": "mode: dev\n",
+            "wcp360.yml": dev_wcp360_yml(tmp_path),
             "security.yml": TEST_SECURITY_YML,
             "rate_limit.yml": "rate_limiting:\n  enabled: false\n",
             "sandbox.yml": NO_PRECOMPILE,

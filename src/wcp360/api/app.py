@@ -12,7 +12,7 @@ from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.openapi import install_openapi
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.routers import audit, auth, ids, metrics, modules, snapshots, tasks, users
+from wcp360.api.routers import audit, auth, ids, metrics, modules, snapshots, tasks, tenants, users
 from wcp360.api.routers.modules import MODULE_MEDIA_TYPES
 from wcp360.runtime import Runtime
 from wcp360.views import View
@@ -44,6 +44,7 @@ def create_app(rt: Runtime) -> FastAPI:
         modules.runs_router,
         snapshots.router,
         tasks.router,
+        tenants.router,
         metrics.router,
     ):
         app.include_router(router)

@@ -27,7 +27,7 @@ from typing import Any
 from wcp360.audit.append_only import set_append_only
 from wcp360.audit.canonical import GENESIS, canonical, chain_hash
 from wcp360.audit.signing import SigningKeys
-from wcp360.keys import ensure_private_dir
+from wcp360.keys import adopt, ensure_private_dir
 
 CURRENT = "audit.log"
 _TAIL_CHUNK = 256 * 1024
@@ -96,6 +96,7 @@ class AuditLogFile:
         self.checkpoint_every = checkpoint_every
         self.path = directory / name
         self._lock_fd = os.open(directory / "audit.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        adopt(self._lock_fd, directory)
         self._fd = -1
         self._identity: tuple[int, int] | None = None  # (inode, size) after our last write
         self._head: Head | None = None
@@ -193,6 +194,7 @@ class AuditLogFile:
         self._identity = None
         if self.compress:
             with open(target, "rb") as source, gzip.open(f"{target}.gz.tmp", "wb") as sink:
+                adopt(sink.fileno(), self.directory)
                 shutil.copyfileobj(source, sink)
             os.chmod(f"{target}.gz.tmp", 0o600)
             os.replace(f"{target}.gz.tmp", f"{target}.gz")
@@ -210,6 +212,7 @@ class AuditLogFile:
     def _open(self) -> int:
         if self._fd < 0:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            adopt(self._fd, self.directory)
             self._protect(self.path)
         return self._fd
 

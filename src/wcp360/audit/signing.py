@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from wcp360.keys import ensure_private_dir, write_private
+from wcp360.keys import adopt, ensure_private_dir, write_private
 
 
 def key_id_of(public: Ed25519PublicKey) -> str:
@@ -64,9 +64,10 @@ class SigningKeys:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
         fd = os.open(self.directory / f"{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        adopt(fd, self.directory)
         with os.fdopen(fd, "wb") as handle:
             handle.write(pem)
-        (self.directory / f"{key_id}.pub").write_text(public_pem(private.public_key()))
+        write_private(self.directory / f"{key_id}.pub", public_pem(private.public_key()).encode())
         write_private(self.directory / "current", f"{key_id}\n".encode())
         self.key_id = key_id
         self._private = private

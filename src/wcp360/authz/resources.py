@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import InstrumentedAttribute
 
-from wcp360.store.models import Base, Module, Run, Snapshot, Task, User
+from wcp360.store.models import Base, Module, Run, Snapshot, Task, Tenant, User
 
 RowT = TypeVar("RowT", bound=Base)
 
@@ -62,3 +62,5 @@ TASKS = ResourceType("tasks", Task, "task", owner="user_id", permissions="schedu
 RUNS = ResourceType("runs", Run, "run", owner="user_id", permissions="modules")
 # A user account is owned by whoever created it (administrators see all).
 USERS = ResourceType("users", User, "user", owner="created_by")
+# A hosting customer: owned by a reseller or by its own `tenant`-role account; never shared.
+TENANTS = ResourceType("tenants", Tenant, "tenant")

@@ -89,6 +89,7 @@ DEFAULT_ROLES: dict[str, Role] = {
 }
 
 DEFAULT_RESOURCES: dict[str, ResourceRule] = {
+    "tenants": ResourceRule(ownership=True, sharing=False),
     "modules": ResourceRule(ownership=True, sharing=True),
     "tasks": ResourceRule(ownership=True, sharing=False),
     "snapshots": ResourceRule(ownership=True, sharing=True),

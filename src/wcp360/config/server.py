@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from wcp360.config.base import ByteSize, ConfigPath, Duration, Network, Section
 
@@ -65,6 +65,56 @@ class SchedulerConfig(Section):
     missed_after: Duration = timedelta(seconds=60)
 
 
+class AgentConfig(Section):
+    """The system tier (seed 000 "Three-Tier Domain Separation"): `wcp360 agent`, root, the only
+    process that does privileged work, reached over a Unix socket."""
+
+    socket: ConfigPath = Path("/run/wcp360/agent.sock")
+    # `socket`: always the agent at `socket` (production); `in_process`: the panel does the
+    # agent's work itself, with what its own privileges allow (development); `auto`: the socket
+    # when an agent listens there, else in process (doctor says which, and what is degraded).
+    mode: Literal["auto", "socket", "in_process"] = "auto"
+    # Where the agent keeps its own state (tenant limits); root 0700.
+    state_dir: ConfigPath = Path("/var/lib/wcp360-agent")
+
+
+class TenantLimits(Section):
+    """Per-tenant limits, stored with the tenant and enforced by its jail (cgroups, quotas)."""
+
+    disk: ByteSize = 10 * 1024**3
+    processes: int = Field(default=256, ge=1, le=65536)
+    memory: ByteSize = 1024**3
+    cpu_percent: int = Field(default=100, ge=1, le=100_000)  # 100 = one full CPU
+    io_weight: int = Field(default=100, ge=1, le=10_000)
+
+
+class TenantsConfig(Section):
+    """Tenants are Linux users and groups with a home beneath `home_root` (seed 000 §2, 001 §6)."""
+
+    home_root: ConfigPath = Path("/srv/www")
+    uid_min: int = Field(default=20000, ge=1000, le=2**31 - 2)
+    uid_max: int = Field(default=29999, ge=1000, le=2**31 - 2)
+    # A deleted tenant's home is archived here and kept this long.
+    archive_dir: ConfigPath = Path("/var/backups/wcp360/tenants")
+    archive_retention: Duration = timedelta(days=30)
+    # Names no tenant may take (beyond every existing system user and group, always refused).
+    reserved_names: list[str] = [
+        "root", "admin", "administrator", "wcp360", "www", "www-data", "nginx", "nobody", "postgres",
+        "mysql", "mariadb", "redis", "rabbitmq", "nats", "mail", "postmaster", "hostmaster", "webmaster",
+        "abuse", "daemon", "bin", "sys", "sync", "games", "man", "lp", "news", "uucp", "proxy", "backup",
+        "list", "irc", "gnats", "systemd", "sshd", "ftp", "api", "panel", "localhost",
+    ]  # fmt: skip
+    max_per_owner: int = Field(default=100, ge=1)
+    default_limits: TenantLimits = TenantLimits()
+
+    @field_validator("uid_max")
+    @classmethod
+    def _range(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("uid_min", 0):
+            raise ValueError("uid_max must not be below uid_min")
+        return value
+
+
 class BootstrapAdmin(Section):
     username: str = "admin"
     email: str = "admin@localhost"
@@ -79,6 +129,11 @@ class ServerFile(Section):
     firewall: FirewallConfig = FirewallConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     bootstrap_admin: BootstrapAdmin = BootstrapAdmin()
+    # `serve` started as root binds its listener, then runs as this user and its group (seed 001
+    # "Never run WCP360 as root"); `wcp360 install` creates it.
+    user: str = Field(default="wcp360", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    agent: AgentConfig = AgentConfig()
+    tenants: TenantsConfig = TenantsConfig()
 
     @field_validator("listen")
     @classmethod

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 
@@ -63,6 +64,19 @@ table inet {TABLE} {{
 """
 
 
+class Firewall(Protocol):
+    """What the ban list mirrors into: nftables in the system agent (the panel's `AgentFirewall`),
+    or directly where the process may (the agent's own `NftFirewall`)."""
+
+    status: FirewallStatus
+
+    def apply(self) -> FirewallStatus: ...
+
+    def ban(self, network: Network, expires_at: datetime | None) -> bool: ...
+
+    def unban(self, network: Network) -> bool: ...
+
+
 class NftFirewall:
     def __init__(self, config: FirewallConfig) -> None:
         self.config = config
@@ -91,6 +105,26 @@ class NftFirewall:
             self.status = FirewallStatus(ok, reason)
         if not self.status.active:
             _log.warning("firewall degraded", reason=self.status.reason)
+        return self.status
+
+    def replace(self, bans: list[tuple[Network, int | None]]) -> FirewallStatus:
+        """Install the table with exactly `bans` in its sets (seconds left, None: permanent), in one
+        transaction: the system agent's `firewall.sync`."""
+        elements = []
+        for network, seconds in bans:
+            family = "banned_v4" if network.version == 4 else "banned_v6"
+            timeout = f" timeout {seconds}s" if seconds is not None else ""
+            elements.append(f"add element inet {TABLE} {family} {{ {network}{timeout} }}")
+        try:
+            result = self._run(["-f", "-"], ruleset(self.config) + "\n".join(elements) + "\n")
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.status = FirewallStatus(False, str(exc))
+            return self.status
+        ok = result.returncode == 0
+        reason = "applied" if ok else (result.stderr.strip().splitlines() or ["nft failed"])[-1]
+        if not ok and "Operation not permitted" in result.stderr:
+            reason = "no CAP_NET_ADMIN: bans are enforced by the application only"
+        self.status = FirewallStatus(ok, reason)
         return self.status
 
     def ban(self, network: Network, expires_at: datetime | None) -> bool:

@@ -20,7 +20,7 @@ from wcp360.config.rate_limit import Limit, RateLimitConfig
 from wcp360.defense.alerts import Alerter
 from wcp360.defense.bans import BanList
 from wcp360.defense.credentials import VerifiedCredentials
-from wcp360.defense.firewall import FirewallStatus, NftFirewall
+from wcp360.defense.firewall import Firewall, FirewallStatus
 from wcp360.defense.gcra import Limiter, Quota, Verdict
 from wcp360.defense.ids import Ids
 from wcp360.defense.login_guard import LoginGuard
@@ -65,7 +65,7 @@ class Defense:
     alerter: Alerter
     # The account a bearer JWT was issued to; raises for one whose signature does not check.
     subject_of: Callable[[str], str]
-    firewall: NftFirewall | None = None
+    firewall: Firewall | None = None
     endpoints: list[tuple[re.Pattern[str], str, Limit]] = field(default_factory=list)
     verified: VerifiedCredentials = field(default_factory=VerifiedCredentials)
 
@@ -135,7 +135,7 @@ class Defense:
         async with self.guard.password_check_slot():
             return await self.guard.run_check(attempt)
 
-    def attach_firewall(self, firewall: NftFirewall) -> FirewallStatus:
+    def attach_firewall(self, firewall: Firewall) -> FirewallStatus:
         """Apply the ruleset and mirror every ban into it from now on (the server does this)."""
         self.firewall = firewall
         status = firewall.apply()

@@ -42,6 +42,10 @@ class User(Base):
     # Last accepted TOTP time step, so a code cannot be replayed within its window.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
 
+    # The tenant this account belongs to (a `tenant`-role account made for it): suspending the
+    # tenant suspends the account (status "suspended"), resuming restores it.
+    tenant_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("tenants.id", ondelete="SET NULL"))
+
     roles: Mapped[list[UserRole]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="UserRole.role"
     )
@@ -291,3 +295,25 @@ class Snapshot(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     checksum: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Tenant(Base):
+    """A hosting customer: a Linux user and group with a home beneath tenants.home_root, made by
+    the system agent; owned by a `tenant`-role account or a reseller (rbac `tenants`)."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
+    # active | suspended
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    uid: Mapped[int] = mapped_column(Integer)
+    gid: Mapped[int] = mapped_column(Integer)
+    home: Mapped[str] = mapped_column(String(4096))
+    # tenants.default_limits with the tenant's own values (TenantLimits fields).
+    limits: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # What the agent could not do when it made the tenant (development mode without root).
+    degraded: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    suspended_at: Mapped[datetime | None]

@@ -1,0 +1,89 @@
+"""/api/v1/tenants: hosting customers (a Linux user, group and home each, made by the system
+agent): create, list, show, suspend, resume, limits, delete."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Response
+from pydantic import Field
+from starlette.concurrency import run_in_threadpool
+
+from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
+from wcp360.api.paths import API_PREFIX
+from wcp360.api.schemas import StrictBody
+from wcp360.hosting.views import TenantView
+from wcp360.views import Page
+
+router = APIRouter(prefix=f"{API_PREFIX}/tenants", tags=["tenants"])
+
+
+
+class LimitsBody(StrictBody):
+    """Any of the limits; the others keep their value (wcp360.yml tenants.default_limits at first)."""
+
+    disk: Annotated[int, Field(ge=1, le=2**50)] | Annotated[str, Field(max_length=32)] | None = None
+    processes: Annotated[int, Field(ge=1, le=65536)] | None = None
+    memory: Annotated[int, Field(ge=1, le=2**50)] | Annotated[str, Field(max_length=32)] | None = None
+    cpu_percent: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    io_weight: Annotated[int, Field(ge=1, le=10_000)] | None = None
+
+    def changes(self) -> dict[str, int | str]:
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class TenantBody(StrictBody):
+    name: Annotated[str, Field(min_length=1, max_length=32)]
+    # Administrators only: the account that owns it (default: the caller).
+    owner: Annotated[str | None, Field(max_length=64)] = None
+    # An account the caller manages that belongs to the tenant (suspended with it).
+    member: Annotated[str | None, Field(max_length=64)] = None
+    limits: LimitsBody | None = None
+
+
+@router.post("", status_code=201)
+async def create_tenant(body: TenantBody, actor: PrincipalDep, rt: RuntimeDep) -> TenantView:
+    limits = body.limits.changes() if body.limits else None
+    return await run_in_threadpool(rt.tenants.create, actor, body.name, body.owner, body.member, limits)
+
+
+@router.get("")
+def list_tenants(
+    actor: PrincipalDep, rt: RuntimeDep, window: WindowDep, status: Literal["active", "suspended"] | None = None
+) -> Page[TenantView]:
+    items, total = rt.tenants.list_tenants(actor, window.limit, window.offset, status)
+    return Page[TenantView](items=items, total=total, limit=window.limit, offset=window.offset)
+
+
+@router.get("/{tenant_id}")
+def get_tenant(tenant_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TenantView:
+    return rt.tenants.get(actor, tenant_id)
+
+
+@router.post("/{tenant_id}/suspend")
+def suspend(tenant_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TenantView:
+    return rt.tenants.suspend(actor, tenant_id)
+
+
+@router.post("/{tenant_id}/resume")
+def resume(tenant_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TenantView:
+    return rt.tenants.resume(actor, tenant_id)
+
+
+@router.patch("/{tenant_id}/limits")
+def set_limits(tenant_id: uuid.UUID, body: LimitsBody, actor: PrincipalDep, rt: RuntimeDep) -> TenantView:
+    return rt.tenants.set_limits(actor, tenant_id, body.changes())
+
+
+@router.delete("/{tenant_id}", status_code=204)
+def delete_tenant(
+    tenant_id: uuid.UUID,
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+    confirm: Annotated[str, Query(min_length=1, max_length=32, description="the tenant's name, again")],
+) -> Response:
+    """The home is archived (wcp360.yml tenants.archive_dir, kept tenants.archive_retention),
+    then the home, the Linux user and its group are removed."""
+    rt.tenants.delete(actor, tenant_id, confirm)
+    return Response(status_code=204)

@@ -1,0 +1,77 @@
+"""`wcp360 agent` (the system tier) and `wcp360 install` (the production layout), both as root."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+
+UNITS = Path(__file__).resolve().parents[3] / "packaging"
+
+
+def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) -> None:
+    """Run the system agent: root, the only process that does privileged work, for the panel
+    (the `wcp360.yml user`) and root only, over the socket `agent.socket`."""
+    from wcp360.audit.setup import trail_scope
+    from wcp360.privileges import DropFailed, group_id, service_account
+    from wcp360.system.dispatch import Dispatcher
+    from wcp360.system.host import HostAgent
+    from wcp360.system.server import AgentServer, bind_socket
+
+    if os.geteuid() != 0:
+        fail("the agent runs as root (it makes Linux users, owns tenant homes, installs the firewall)", 2)
+    config = config_from(config_dir, data_dir, data_must_exist=False)
+    settings = config.server.agent
+    try:
+        service = service_account(config.server.user)
+    except DropFailed as exc:
+        fail(str(exc), 2)
+    host = HostAgent(config.server.tenants, config.server.firewall, settings.state_dir)
+    os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
+    listener = bind_socket(settings.socket, group_id(config.server.user))
+    server = AgentServer(Dispatcher(host), listener, allowed_uids={0, service.uid})
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    from wcp360 import audit
+
+    with trail_scope(config):
+        host.prune_archives()
+        audit.record(
+            "agent_start",
+            actor_id="system",
+            resource_type="agent",
+            resource_id=str(settings.socket),
+            details={"serves_uid": service.uid, "pid": os.getpid()},
+        )
+        print(f"wcp360 agent: listening on {settings.socket} for uid 0 and {service.uid}", flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            audit.record("agent_stop", actor_id="system", resource_type="agent", resource_id=str(settings.socket))
+
+
+def install(
+    units_dir: Annotated[Path, typer.Option("--units-dir", help="where the systemd units go")] = Path(
+        "/etc/systemd/system"
+    ),
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Create the service user and the directories with the seed's owners and modes, and write the
+    systemd units (idempotent: run it again after changing wcp360.yml)."""
+    from wcp360.install import install_layout
+    from wcp360.system.accounts import HostCommandFailed
+
+    if os.geteuid() != 0:
+        fail("install runs as root (it creates the service user and root-owned directories)", 2)
+    config = config_from(config_dir, data_dir, data_must_exist=False)
+    try:
+        for line in install_layout(config, units_dir, UNITS):
+            typer.echo(line)
+    except (OSError, HostCommandFailed) as exc:
+        fail(f"install: {exc}")

@@ -1,0 +1,59 @@
+"""One verb at a time, audited: the part of the agent the socket server and the in-process agent share.
+
+Every verb is an event on the trail (`channel: agent`) carrying the panel-side actor and request
+id, whatever its outcome. Verbs run one at a time: privileged changes are rare, and two verbs on
+one tenant must not interleave (a delete while its create is still making the home).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from wcp360 import audit
+from wcp360.request_context import RequestContext, bind_request
+from wcp360.system.host import AgentFailure, HostAgent
+from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, FirewallSync
+
+
+class Dispatcher:
+    def __init__(self, host: HostAgent) -> None:
+        self.host = host
+        self._lock = threading.Lock()
+
+    def handle(self, request: AgentRequest, peer: str | None = None) -> AgentReply:
+        call = request.call
+        context = RequestContext(ip_address=None, user_agent=peer, request_id=request.request_id, channel="agent")
+        with bind_request(context):
+            try:
+                with self._lock:
+                    result = self.host.run(call)
+            except AgentFailure as failure:
+                self._record(request, "failure", {"error": failure.code, "reason": failure.message[:300]})
+                return AgentReply(
+                    request_id=request.request_id, error=AgentError(code=failure.code, message=failure.message)
+                )
+            except Exception as exc:  # an agent bug must answer, not leave the panel waiting
+                self._record(request, "failure", {"error": "failed", "reason": type(exc).__name__})
+                message = f"the agent failed: {type(exc).__name__}"
+                return AgentReply(request_id=request.request_id, error=AgentError(code="failed", message=message))
+            details: dict[str, Any] = result.model_dump(mode="json")
+            self._record(request, "success", details)
+            return AgentReply(request_id=request.request_id, result=result)
+
+    @staticmethod
+    def _record(request: AgentRequest, outcome: str, details: dict[str, Any]) -> None:
+        call = request.call
+        is_firewall = isinstance(call, FirewallSync)
+        if isinstance(call, FirewallSync):
+            arguments: dict[str, Any] = {"bans": len(call.bans)}
+        else:
+            arguments = call.model_dump(mode="json", exclude={"verb"})
+        audit.record(
+            "agent_" + call.verb.replace(".", "_"),
+            actor_id=request.actor,
+            outcome=outcome,
+            resource_type="firewall" if is_firewall else "tenant",
+            resource_id="inet wcp360" if is_firewall else getattr(call, "tenant", None),
+            details={"arguments": arguments, **details},
+        )

@@ -1,0 +1,217 @@
+"""What each verb does to the host: the agent's privileged work, and nothing else does it.
+
+A verb either completes or undoes what it did (tenant.create removes the user, group and home it
+made when a later step fails), and answers a typed result or an `AgentFailure`. Without root (the
+in-process agent of development mode) tenants get a home owned by the server's own user and no
+system account; every reply says so in `degraded`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
+from wcp360.defense.firewall import NftFirewall
+from wcp360.system import accounts, beneath
+from wcp360.system.names import NameRefused, check_name, system_user_exists
+from wcp360.system.protocol import (
+    Call,
+    ErrorCode,
+    FirewallState,
+    FirewallSync,
+    TenantCreate,
+    TenantDelete,
+    TenantHost,
+    TenantResume,
+    TenantSetLimits,
+    TenantSuspend,
+)
+
+HOME_MODE = 0o750  # seed 001 §6: "750 or stricter"; nginx reads public/ through the group (websites issue)
+SUBDIRECTORIES = {"public": 0o750, "logs": 0o750, "tmp": 0o700}
+UNPRIVILEGED = "not root: no system user or group; the home belongs to the server's own user"
+
+
+class AgentFailure(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+
+
+class HostAgent:
+    def __init__(self, tenants: TenantsConfig, firewall: FirewallConfig, state_dir: Path) -> None:
+        self.tenants = tenants
+        self.firewall_config = firewall
+        self.state_dir = state_dir
+        self.privileged = os.geteuid() == 0
+        self._firewall: NftFirewall | None = None
+
+    def run(self, call: Call) -> TenantHost | FirewallState:
+        handlers: dict[type, Callable[..., TenantHost | FirewallState]] = {
+            TenantCreate: self.create,
+            TenantSuspend: self.suspend,
+            TenantResume: self.resume,
+            TenantDelete: self.delete,
+            TenantSetLimits: self.set_limits,
+            FirewallSync: self.firewall_sync,
+        }
+        try:
+            return handlers[type(call)](call)
+        except NameRefused as exc:
+            raise AgentFailure("invalid", str(exc)) from None
+        except beneath.Escape as exc:
+            raise AgentFailure("invalid", str(exc)) from None
+        except accounts.HostCommandFailed as exc:
+            raise AgentFailure("failed", str(exc)) from None
+
+    # -- tenants ------------------------------------------------------------------------------
+
+    def create(self, call: TenantCreate) -> TenantHost:
+        name = check_name(call.tenant, self.tenants.reserved_names)
+        if self._state(name) is not None:
+            raise AgentFailure("conflict", f"tenant {name} exists")
+        if self.privileged and system_user_exists(name):
+            raise AgentFailure("conflict", f"{name!r} is already a user or group on this host")
+        home = self.tenants.home_root / name
+        undo: list[Callable[[], None]] = []
+        try:
+            if self.privileged:
+                uid = gid = accounts.free_id(self.tenants.uid_min, self.tenants.uid_max)
+                accounts.add_user(name, uid, home)
+                undo.append(lambda: accounts.remove_user(name))
+            else:
+                uid, gid = os.geteuid(), os.getegid()
+            with beneath.opened_root(self.tenants.home_root, create_mode=0o755) as root:
+                if beneath.exists(root, name):
+                    raise AgentFailure("conflict", f"{home} exists already; it is left as it is")
+                home_fd = beneath.make_directory(root, name, uid, gid, HOME_MODE)
+                undo.append(lambda: self._remove_home(name))
+                try:
+                    for sub, mode in SUBDIRECTORIES.items():
+                        os.close(beneath.make_directory(home_fd, sub, uid, gid, mode))
+                finally:
+                    os.close(home_fd)
+            host = TenantHost(name=name, uid=uid, gid=gid, home=str(home), state="active", degraded=self._degraded())
+            self._save(host, call.limits)
+        except BaseException:
+            for step in reversed(undo):
+                step()
+            raise
+        return host
+
+    def suspend(self, call: TenantSuspend) -> TenantHost:
+        host, limits = self._existing(call.tenant)
+        if self.privileged:
+            accounts.expire(host.name)  # first: nothing new can sign in while the rest is stopped
+            accounts.kill_all(host.uid)
+        suspended = host.model_copy(update={"state": "suspended"})
+        self._save(suspended, limits)
+        return suspended
+
+    def resume(self, call: TenantResume) -> TenantHost:
+        host, limits = self._existing(call.tenant)
+        if self.privileged:
+            accounts.unexpire(host.name)
+        active = host.model_copy(update={"state": "active"})
+        self._save(active, limits)
+        return active
+
+    def set_limits(self, call: TenantSetLimits) -> TenantHost:
+        host, _ = self._existing(call.tenant)
+        self._save(host, call.limits)  # enforced by the tenant's jail (cgroups), which reads them here
+        return host
+
+    def delete(self, call: TenantDelete) -> TenantHost:
+        """Stop everything the tenant runs, archive its home, then remove the home, user and group.
+        The tenant's processes are gone before the archive is read, so nothing can swap a
+        directory for a symlink under it; tarfile stores links as links and never follows them."""
+        host, _ = self._existing(call.tenant)
+        if self.privileged:
+            accounts.expire(host.name)
+            accounts.kill_all(host.uid)
+        archive = self._archive(host.name)
+        self._remove_home(host.name)
+        if self.privileged:
+            accounts.remove_user(host.name)
+        (self._tenant_dir() / f"{host.name}.json").unlink(missing_ok=True)
+        self.prune_archives()
+        return host.model_copy(update={"state": "deleted", "archive": str(archive) if archive else None})
+
+    def prune_archives(self, now: float | None = None) -> int:
+        """Remove archives older than `tenants.archive_retention`; how many went."""
+        directory = self.tenants.archive_dir
+        if not directory.is_dir():
+            return 0
+        cutoff = (now or time.time()) - self.tenants.archive_retention.total_seconds()
+        removed = 0
+        for entry in os.scandir(directory):
+            archive = entry.name.endswith(".tar.gz") and entry.is_file(follow_symlinks=False)
+            if archive and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        return removed
+
+    def _archive(self, name: str) -> Path | None:
+        with beneath.opened_root(self.tenants.home_root) as root:
+            if not beneath.is_directory(root, name):
+                return None
+        self.tenants.archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.tenants.archive_dir, 0o700)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        target = self.tenants.archive_dir / f"{name}-{stamp}.tar.gz"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as tar:
+            tar.add(self.tenants.home_root / name, arcname=name)  # lstat-based: links stay links
+        return target
+
+    def _remove_home(self, name: str) -> None:
+        with beneath.opened_root(self.tenants.home_root) as root:
+            beneath.remove_tree(root, name)
+
+    # -- firewall -----------------------------------------------------------------------------
+
+    def firewall_sync(self, call: FirewallSync) -> FirewallState:
+        if self._firewall is None:
+            self._firewall = NftFirewall(self.firewall_config)
+        status = self._firewall.replace([(ban.network, ban.expires_in) for ban in call.bans])
+        return FirewallState(active=status.active, bans=len(call.bans) if status.active else 0, reason=status.reason)
+
+    # -- the agent's own record of tenants -------------------------------------------------------
+
+    def _degraded(self) -> list[str]:
+        return [] if self.privileged else [UNPRIVILEGED]
+
+    def _tenant_dir(self) -> Path:
+        directory = self.state_dir / "tenants"
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return directory
+
+    def _state(self, name: str) -> tuple[TenantHost, TenantLimits] | None:
+        try:
+            stored = json.loads((self._tenant_dir() / f"{name}.json").read_text())
+        except FileNotFoundError:
+            return None
+        return TenantHost.model_validate(stored["host"]), TenantLimits.model_validate(stored["limits"])
+
+    def _existing(self, name: str) -> tuple[TenantHost, TenantLimits]:
+        check_name(name, ())
+        found = self._state(name)
+        if found is None:
+            raise AgentFailure("not_found", f"no tenant {name} on this host")
+        return found
+
+    def _save(self, host: TenantHost, limits: TenantLimits) -> None:
+        path = self._tenant_dir() / f"{host.name}.json"
+        temporary = path.with_suffix(".tmp")
+        document = {"host": host.model_dump(), "limits": limits.model_dump(mode="json")}
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(document, out)
+        os.replace(temporary, path)

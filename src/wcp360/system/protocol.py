@@ -1,0 +1,167 @@
+"""The agent's protocol: versioned, typed, small.
+
+One request per connection: a 4-byte big-endian length, then a JSON object (an `AgentRequest`);
+the agent answers the same way with an `AgentReply`. Every verb is a model with typed, bounded
+arguments, validated by the client before sending and again by the agent on receipt (the agent
+trusts nothing the panel says). No verb takes a path, a shell string or a command: the agent
+derives every path from a validated name beneath a root its own configuration names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import struct
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError
+
+from wcp360.config.server import TenantLimits
+from wcp360.system.names import TENANT_NAME
+from wcp360.views import View
+
+PROTOCOL_VERSION: Literal[1] = 1
+MAX_FRAME = 1024 * 1024  # a firewall sync of ~20,000 bans; anything bigger is refused unread
+_LENGTH = struct.Struct(">I")
+
+TenantName = Annotated[str, Field(pattern=TENANT_NAME.pattern)]
+# A request id as the API's middleware makes them, or the CLI's; printable, bounded.
+RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+# Who asked, on the panel side: a user id, `host:<name>`, `system`, `ids`.
+Actor = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:@-]{1,128}$")]
+
+
+class TenantCreate(View):
+    verb: Literal["tenant.create"] = "tenant.create"
+    tenant: TenantName
+    limits: TenantLimits
+
+
+class TenantSuspend(View):
+    verb: Literal["tenant.suspend"] = "tenant.suspend"
+    tenant: TenantName
+
+
+class TenantResume(View):
+    verb: Literal["tenant.resume"] = "tenant.resume"
+    tenant: TenantName
+
+
+class TenantDelete(View):
+    verb: Literal["tenant.delete"] = "tenant.delete"
+    tenant: TenantName
+
+
+class TenantSetLimits(View):
+    verb: Literal["tenant.set_limits"] = "tenant.set_limits"
+    tenant: TenantName
+    limits: TenantLimits
+
+
+class Ban(View):
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    expires_in: Annotated[int, Field(ge=1, le=10 * 365 * 86400)] | None = None  # seconds; None: permanent
+
+
+class FirewallSync(View):
+    """The whole ban list: the agent replaces its table's sets with exactly these (atomically)."""
+
+    verb: Literal["firewall.sync"] = "firewall.sync"
+    bans: Annotated[list[Ban], Field(max_length=20_000)]
+
+
+Call = Annotated[
+    TenantCreate | TenantSuspend | TenantResume | TenantDelete | TenantSetLimits | FirewallSync,
+    Field(discriminator="verb"),
+]
+
+
+class AgentRequest(View):
+    version: Literal[1] = PROTOCOL_VERSION
+    request_id: RequestId
+    actor: Actor
+    call: Call
+
+
+class TenantHost(View):
+    """A tenant as the host has it."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    state: Literal["active", "suspended", "deleted"]
+    # What the agent could not do with the privileges it has (in-process development mode).
+    degraded: list[str] = []
+    archive: str | None = None  # tenant.delete: where the home was archived
+
+
+class FirewallState(View):
+    active: bool
+    bans: int
+    reason: str
+
+
+ErrorCode = Literal["invalid", "conflict", "not_found", "failed", "unsupported"]
+
+
+class AgentError(View):
+    code: ErrorCode
+    message: str
+
+
+class AgentReply(View):
+    version: Literal[1] = PROTOCOL_VERSION
+    request_id: str
+    result: TenantHost | FirewallState | None = None
+    error: AgentError | None = None
+
+
+class ProtocolError(Exception):
+    """A frame that is not a valid message: the connection is closed without an answer."""
+
+
+def send(sock: socket.socket, message: View) -> None:
+    body = message.model_dump_json().encode()
+    if len(body) > MAX_FRAME:
+        raise ProtocolError(f"message of {len(body)} bytes; the limit is {MAX_FRAME}")
+    sock.sendall(_LENGTH.pack(len(body)) + body)
+
+
+def receive_bytes(sock: socket.socket) -> bytes:
+    (length,) = _LENGTH.unpack(_exactly(sock, _LENGTH.size))
+    if length > MAX_FRAME:
+        raise ProtocolError(f"frame of {length} bytes; the limit is {MAX_FRAME}")
+    return _exactly(sock, length)
+
+
+def parse_request(body: bytes) -> AgentRequest:
+    try:
+        return AgentRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise ProtocolError(_first_error(exc)) from None
+
+
+def parse_reply(body: bytes) -> AgentReply:
+    try:
+        return AgentReply.model_validate_json(body)
+    except ValidationError as exc:
+        raise ProtocolError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return json.dumps(f"{where}: {first['msg']}")[1:-1][:300]
+
+
+def _exactly(sock: socket.socket, size: int) -> bytes:
+    chunks, left = [], size
+    while left:
+        chunk = sock.recv(min(left, 65536))
+        if not chunk:
+            raise ProtocolError("connection closed mid-frame")
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
