@@ -4,11 +4,16 @@
 down, the firewall enabled but not applied); `warn` means it runs degraded (a kernel feature
 missing, so a protection is weaker than designed); `ok` means as designed. The sandbox check
 spawns a worker-like process that confines itself and reports what the kernel granted.
+
+It is also the seed's security self-audit (seed 000 §6): every check has a stable ID
+(`WCP-<area>-<n>`, never reused), a severity, a one-line finding and a remedy. Exit status: 0
+nothing failed, 1 something failed, and with `--strict` 3 when warnings are all there is.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -24,11 +29,55 @@ Status = Literal["ok", "warn", "fail"]
 CGROUP_CONTROLLERS = ("cpu", "memory", "pids", "io")
 
 
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
     status: Status
     detail: str
+    id: str = "WCP-GEN-000"
+    severity: Severity = "info"
+    remedy: str = ""
+
+
+# id: (check name, severity when it is not ok, remedy). Names are what `doctor` prints; IDs are
+# what a CI job or a cron alert keys on, so they never change meaning.
+CATALOGUE: dict[str, tuple[str, Severity, str]] = {
+    "WCP-CFG-001": ("config", "critical", "fix the file named in the error"),
+    "WCP-CFG-002": ("config directory", "critical", "chown root: and chmod 0700 the config directory"),
+    "WCP-DB-001": ("database", "critical", "start the database, or run `wcp360 db upgrade`"),
+    "WCP-DB-002": ("redis (rate limits)", "high", "start Redis, or set rate_limit.yml storage to memory://"),
+    "WCP-DB-003": ("redis (ids windows)", "high", "start Redis, or set ids.yml storage to memory://"),
+    "WCP-SBX-001": ("landlock", "medium", "a kernel with Landlock (5.13+, lsm=landlock)"),
+    "WCP-SBX-002": ("seccomp", "high", "a kernel with seccomp filters; libseccomp installed"),
+    "WCP-SBX-003": ("no_new_privs", "high", "a kernel with PR_SET_NO_NEW_PRIVS (3.5+)"),
+    "WCP-SBX-004": ("wasmtime", "critical", "reinstall WCP360's dependencies"),
+    "WCP-SBX-000": ("sandbox workers", "critical", "see the error; the confined probe could not start"),
+    "WCP-KRN-001": ("cgroup v2", "medium", "boot with systemd.unified_cgroup_hierarchy=1 (cgroup_no_v1=all)"),
+    "WCP-KRN-002": ("pressure stall info", "low", "boot with psi=1"),
+    "WCP-NET-001": ("listening sockets", "medium", "close or bind to loopback every port but 443 (and 80, 22)"),
+    "WCP-NET-002": ("firewall", "medium", "wcp360.yml firewall.enabled: true, with the agent running"),
+    "WCP-AUD-001": ("audit log", "medium", "run on a filesystem with chattr +a, with CAP_LINUX_IMMUTABLE"),
+    "WCP-AGT-001": ("system agent", "high", "run `wcp360 agent` as root (systemctl enable --now wcp360-agent)"),
+    "WCP-AGT-002": ("agent socket", "critical", "restart the agent: it makes its socket 0660 root:<group> in 0750"),
+    "WCP-USR-001": ("service user", "high", "run `wcp360 install`; never run the panel as root"),
+    "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
+    "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
+}
+
+
+def check(id: str, status: Status, detail: str, name: str | None = None) -> Check:
+    known_name, severity, remedy = CATALOGUE[id]
+    return Check(
+        name or known_name,
+        status,
+        detail,
+        id=id,
+        severity="info" if status == "ok" else severity,
+        remedy="" if status == "ok" else remedy,
+    )
 
 
 def run_checks(config: Config) -> list[Check]:
@@ -40,13 +89,19 @@ def run_checks(config: Config) -> list[Check]:
         _pressure,
         _firewall,
         _audit_log,
+        _config_directory,
+        _listening,
+        _agent,
+        _service_user,
+        _tenant_homes,
+        _units,
     ]
-    results: list[Check] = [Check("config", "ok", f"{config.server.mode} mode, {config.config_dir}")]
-    for check in checks:
+    results: list[Check] = [check("WCP-CFG-001", "ok", f"{config.server.mode} mode, {config.config_dir}")]
+    for probe in checks:
         try:
-            results += check(config)
+            results += probe(config)
         except Exception as exc:  # a check that breaks is a finding, not a crash of the doctor
-            results.append(Check(check.__name__.strip("_"), "fail", f"{type(exc).__name__}: {str(exc)[:200]}"))
+            results.append(Check(probe.__name__.strip("_"), "fail", f"{type(exc).__name__}: {str(exc)[:200]}"))
     return results
 
 
@@ -58,7 +113,7 @@ def _database(config: Config) -> list[Check]:
     if db.type == "sqlite":
         path = db.path if db.path.is_absolute() else config.data_dir / db.path
         if not path.exists():  # do not create it here: serve or `db upgrade` does
-            return [Check("database", "fail", f"sqlite: {path} does not exist yet (wcp360 db upgrade)")]
+            return [check("WCP-DB-001", "fail", f"sqlite: {path} does not exist yet (wcp360 db upgrade)")]
     engine = create_db_engine(db, config.data_dir)
     try:
         with engine.connect():
@@ -71,29 +126,29 @@ def _database(config: Config) -> list[Check]:
         config.database.type if config.database.type == "sqlite" else f"{config.database.host}:{config.database.port}"
     )
     if current != head:
-        return [Check("database", "fail", f"{where}: schema at {current}, code expects {head} (wcp360 db upgrade)")]
-    return [Check("database", "ok", f"{where}, schema {current}")]
+        return [check("WCP-DB-001", "fail", f"{where}: schema at {current}, code expects {head} (wcp360 db upgrade)")]
+    return [check("WCP-DB-001", "ok", f"{where}, schema {current}")]
 
 
 def _redis(config: Config) -> list[Check]:
     found = []
-    for name, url in (
-        ("redis (rate limits)", config.rate_limiting.storage),
-        ("redis (ids windows)", config.intrusion_detection.storage),
+    for id_, url in (
+        ("WCP-DB-002", config.rate_limiting.storage),
+        ("WCP-DB-003", config.intrusion_detection.storage),
     ):
         if not url.startswith(("redis://", "rediss://", "unix://")):
             # Said, not left out: one process keeps these in memory, and several servers would not
             # share them (rate_limit.yml storage / ids.yml storage).
-            found.append(Check(name, "ok", f"not used: {url} (one server; share with redis:// for several)"))
+            found.append(check(id_, "ok", f"not used: {url} (one server; share with redis:// for several)"))
             continue
         import redis
 
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
-            found.append(Check(name, "ok", url.split("@")[-1]))
+            found.append(check(id_, "ok", url.split("@")[-1]))
         except redis.RedisError as exc:
-            found.append(Check(name, "fail", f"{url.split('@')[-1]}: {exc}"))
+            found.append(check(id_, "fail", f"{url.split('@')[-1]}: {exc}"))
         finally:
             client.close()
     return found
@@ -115,47 +170,72 @@ def _sandbox(config: Config) -> list[Check]:
         state: dict[str, Any] = parent.recv() if parent.poll(60) else {}
         process.join(10)
     if not state:
-        return [Check("sandbox workers", "fail", "a confined probe process did not start")]
+        return [check("WCP-SBX-000", "fail", "a confined probe process did not start")]
     notes = "; ".join(state["notes"])
     abi = state["landlock_abi"]
     return [
-        Check(
-            "landlock",
+        check("WCP-SBX-001",
             "ok" if state["landlock"] else "warn",
             f"ABI {abi}, workers' filesystem confined" if state["landlock"] else f"not applied: {notes}",
         ),
-        Check(
-            "seccomp",
+        check("WCP-SBX-002",
             "ok" if state["seccomp"] else "warn",
             "allowlist filter loads" if state["seccomp"] else f"not applied: {notes}",
         ),
-        Check("no_new_privs", "ok" if state["no_new_privs"] else "warn", "set by workers"),
-        Check(
-            "wasmtime",
+        check("WCP-SBX-003", "ok" if state["no_new_privs"] else "warn", "set by workers"),
+        check("WCP-SBX-004",
             "ok",
             f"wasmtime-py {_version('wasmtime')}, {config.sandbox.workers} workers configured",
         ),
     ]
 
 
+def cgroup_layout(mounts: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """(controllers the cgroup v2 hierarchy offers, {v1 controller: its mount}) from /proc/mounts.
+
+    A hybrid host mounts v2 (at /sys/fs/cgroup/unified) with no controllers, the controllers
+    being bound to v1 hierarchies; a pure v2 host mounts it at /sys/fs/cgroup with all of them."""
+    text = mounts if mounts is not None else Path("/proc/mounts").read_text()
+    v2: list[str] = []
+    v1: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        if parts[2] == "cgroup2":
+            controllers = Path(parts[1]) / "cgroup.controllers"
+            v2 = controllers.read_text().split() if controllers.exists() else []
+        elif parts[2] == "cgroup":
+            for option in parts[3].split(","):
+                if option in ("cpu", "memory", "pids", "blkio", "io", "cpuset", "freezer"):
+                    v1[option] = parts[1]
+    return v2, v1
+
+
 def _cgroups(config: Config) -> list[Check]:
-    controllers_file = Path("/sys/fs/cgroup/cgroup.controllers")
-    if not controllers_file.exists():
+    v2, v1 = cgroup_layout()
+    missing = [c for c in CGROUP_CONTROLLERS if c not in v2]
+    if not missing:
+        return [check("WCP-KRN-001", "ok", f"cgroup v2 with {' '.join(v2)}")]
+    on_v1 = [c for c in missing if c in v1 or (c == "io" and "blkio" in v1)]
+    if on_v1:
+        where = ", ".join(f"{c} ({v1.get(c) or v1.get('blkio')})" for c in on_v1)
         return [
-            Check("cgroup v2", "warn", "no unified hierarchy at /sys/fs/cgroup: resource limits for jails unavailable")
+            check(
+                "WCP-KRN-001",
+                "warn",
+                f"hybrid layout: cgroup v2 offers {' '.join(v2) or 'no controllers'}; on v1: {where}; "
+                "tenant limits use the v1 fallback",
+            )
         ]
-    controllers = controllers_file.read_text().split()
-    missing = [c for c in CGROUP_CONTROLLERS if c not in controllers]
-    if missing:
-        return [Check("cgroup v2", "warn", f"controllers missing: {', '.join(missing)} (have {' '.join(controllers)})")]
-    return [Check("cgroup v2", "ok", " ".join(controllers))]
+    return [check("WCP-KRN-001", "warn", f"controllers missing: {', '.join(missing)}: tenant limits unavailable")]
 
 
 def _pressure(config: Config) -> list[Check]:
     readable = [name for name in ("cpu", "memory", "io") if _readable(Path("/proc/pressure") / name)]
     if len(readable) < 3:
-        return [Check("pressure stall info", "warn", f"readable: {', '.join(readable) or 'none'} (kernel psi=1)")]
-    return [Check("pressure stall info", "ok", "cpu memory io")]
+        return [check("WCP-KRN-002", "warn", f"readable: {', '.join(readable) or 'none'} (kernel psi=1)")]
+    return [check("WCP-KRN-002", "ok", "cpu memory io")]
 
 
 def _firewall(config: Config) -> list[Check]:
@@ -164,17 +244,17 @@ def _firewall(config: Config) -> list[Check]:
     if not settings.enabled:
         available = "nft available" if nft else "nft not installed"
         return [
-            Check("firewall", "warn", f"disabled in wcp360.yml (opt-in); {available}; bans are enforced in the app")
+            check("WCP-NET-002", "warn", f"disabled in wcp360.yml (opt-in); {available}; bans are enforced in the app")
         ]
     if nft is None:
-        return [Check("firewall", "fail", "enabled but nft is not installed (Debian package nftables)")]
+        return [check("WCP-NET-002", "fail", "enabled but nft is not installed (Debian package nftables)")]
     command = [nft, "list", "table", "inet", "wcp360"]
     if settings.netns:
         command = ["ip", "netns", "exec", settings.netns, *command]
     result = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)  # noqa: S603
     if result.returncode != 0:
-        return [Check("firewall", "fail", f"table inet wcp360 not present: {result.stderr.strip()[:200]}")]
-    return [Check("firewall", "ok", "table inet wcp360 applied")]
+        return [check("WCP-NET-002", "fail", f"table inet wcp360 not present: {result.stderr.strip()[:200]}")]
+    return [check("WCP-NET-002", "ok", "table inet wcp360 applied")]
 
 
 def _audit_log(config: Config) -> list[Check]:
@@ -184,13 +264,12 @@ def _audit_log(config: Config) -> list[Check]:
     directory, name, _ = audit_file(config)
     path = directory / name
     if not path.exists():
-        return [Check("audit log", "warn", f"{path} not written yet (the server creates it)")]
+        return [check("WCP-AUD-001", "warn", f"{path} not written yet (the server creates it)")]
     if is_append_only(path):
-        return [Check("audit log", "ok", f"{path}, append-only (chattr +a)")]
+        return [check("WCP-AUD-001", "ok", f"{path}, append-only (chattr +a)")]
     status: Status = "warn" if config.production else "ok"
     return [
-        Check(
-            "audit log",
+        check("WCP-AUD-001",
             status,
             f"{path}, not append-only ({'needs CAP_LINUX_IMMUTABLE' if config.production else 'dev mode'})",
         )
@@ -209,3 +288,166 @@ def _version(package: str) -> str:
     from importlib.metadata import version
 
     return version(package)
+
+
+def _config_directory(config: Config) -> list[Check]:
+    info = config.config_dir.stat()
+    mode = info.st_mode & 0o777
+    if mode & 0o077:
+        return [check("WCP-CFG-002", "fail", f"{config.config_dir} is mode {mode:04o}; must be 0700")]
+    if config.production and info.st_uid != 0:
+        return [check("WCP-CFG-002", "warn", f"{config.config_dir} is 0700 but owned by uid {info.st_uid}, not root")]
+    return [check("WCP-CFG-002", "ok", f"{config.config_dir} 0700, uid {info.st_uid}")]
+
+
+def listening_sockets(tables: list[str] | None = None) -> list[tuple[str, int]]:
+    """TCP sockets in LISTEN on an address other than loopback (seed 000 §6 "leaking ports"), from
+    /proc/net/tcp and tcp6 (or the given tables' text)."""
+    import ipaddress
+
+    if tables is None:
+        tables = []
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                tables.append(Path(path).read_text())
+            except OSError:
+                continue
+    found = []
+    for table in tables:
+        for line in table.splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            address_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(address_hex)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            address = ipaddress.ip_address(b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4)))
+            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
+            if not address.is_loopback:
+                found.append((str(address), int(port_hex, 16)))
+    return sorted(set(found))
+
+
+def _listening(config: Config) -> list[Check]:
+    allowed = {443}
+    if config.server.firewall.http:
+        allowed.add(80)
+    if config.server.firewall.ssh:
+        allowed.add(22)
+    leaking = [f"{host}:{port}" for host, port in listening_sockets() if port not in allowed]
+    if leaking:
+        return [check("WCP-NET-001", "warn", f"listening beyond loopback: {', '.join(leaking[:12])}")]
+    return [check("WCP-NET-001", "ok", "only allowed ports listen beyond loopback")]
+
+
+def _agent(config: Config) -> list[Check]:
+    import stat as stat_module
+
+    from wcp360.system.client import agent_listening
+
+    settings = config.server.agent
+    path = settings.socket
+    if not agent_listening(path):
+        detail = (
+            f"no agent at {path}: the panel does the agent's work in process with its own privileges"
+            + ("" if os.geteuid() == 0 else " (not root: tenants get no Linux user, the firewall is not applied)")
+        )
+        status: Status = "fail" if settings.mode == "socket" or config.production else "warn"
+        return [check("WCP-AGT-001", status, detail)]
+    found = [check("WCP-AGT-001", "ok", f"agent listening at {path}")]
+    sock, directory = os.lstat(path), os.lstat(path.parent)
+    problems = []
+    if sock.st_uid != 0 or stat_module.S_IMODE(sock.st_mode) & 0o007:
+        problems.append(f"socket uid {sock.st_uid} mode {stat_module.S_IMODE(sock.st_mode):04o}")
+    if directory.st_uid != 0 or stat_module.S_IMODE(directory.st_mode) & 0o027:
+        problems.append(f"directory uid {directory.st_uid} mode {stat_module.S_IMODE(directory.st_mode):04o}")
+    found.append(
+        check("WCP-AGT-002", "fail", "; ".join(problems))
+        if problems
+        else check("WCP-AGT-002", "ok", "socket root 0660 in a root 0750 directory (or stricter)")
+    )
+    return found
+
+
+def _service_user(config: Config) -> list[Check]:
+    import pwd
+
+    name = config.server.user
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        status: Status = "fail" if config.production else "warn"
+        return [check("WCP-USR-001", status, f"no user {name}: serve started as root would refuse (production)")]
+    if entry.pw_uid == 0:
+        return [check("WCP-USR-001", "fail", f"{name} is uid 0")]
+    serving_as_root = [pid for pid, args, uid in _processes() if uid == 0 and "serve" in args and "wcp360" in args]
+    if serving_as_root:
+        pids = ", ".join(map(str, serving_as_root))
+        return [check("WCP-USR-001", "fail", f"wcp360 serve running as root: pid {pids}")]
+    return [check("WCP-USR-001", "ok", f"{name} uid {entry.pw_uid}, shell {entry.pw_shell}")]
+
+
+def _processes() -> list[tuple[int, str, int]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            uid = entry.stat().st_uid
+        except OSError:
+            continue
+        found.append((int(entry.name), args, uid))
+    return found
+
+
+def _tenant_homes(config: Config) -> list[Check]:
+    root = config.server.tenants.home_root
+    if not root.is_dir():
+        return [check("WCP-TEN-001", "ok", f"{root} does not exist yet (no tenant)")]
+    loose = []
+    homes = 0
+    for home in root.iterdir():
+        info = os.lstat(home)
+        homes += 1
+        if home.is_symlink() or info.st_mode & 0o027 or info.st_uid == 0:
+            loose.append(f"{home.name} ({info.st_mode & 0o777:04o}, uid {info.st_uid})")
+    if loose:
+        return [check("WCP-TEN-001", "fail", f"homes open to others or not the tenant's: {', '.join(loose[:10])}")]
+    return [check("WCP-TEN-001", "ok", f"{homes} homes in {root}, 0750 or stricter")]
+
+
+UNIT_LIMITS = {"wcp360.service": 2.0, "wcp360-agent.service": 2.5}
+
+
+def unit_exposure(path: Path) -> float | None:
+    """`systemd-analyze security --offline=true` (works without systemd as PID 1); None if absent."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return None
+    result = subprocess.run(  # noqa: S603
+        [analyze, "security", "--offline=true", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    for line in result.stdout.splitlines():
+        if "Overall exposure level" in line:
+            return float(line.split(":", 1)[1].split()[0])
+    return None
+
+
+def _units(config: Config) -> list[Check]:
+    installed = Path("/etc/systemd/system")
+    source = Path(__file__).resolve().parents[2] / "packaging"
+    found = []
+    for name, limit in UNIT_LIMITS.items():
+        path = installed / name if (installed / name).exists() else source / name
+        if not path.exists():
+            found.append(check("WCP-UNIT-001", "warn", f"{name} not installed", name=f"unit {name}"))
+            continue
+        score = unit_exposure(path)
+        if score is None:
+            found.append(check("WCP-UNIT-001", "warn", f"{path}: systemd-analyze unavailable", name=f"unit {name}"))
+            continue
+        status: Status = "ok" if score <= limit else "warn"
+        found.append(check("WCP-UNIT-001", status, f"{path}: exposure {score} (limit {limit})", name=f"unit {name}"))
+    return found

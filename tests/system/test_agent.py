@@ -129,9 +129,15 @@ def test_root_is_served_and_the_trail_carries_actor_and_request_id(
         b"not json",
         json.dumps({"version": 2, "request_id": "r", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "ok"}}),
         json.dumps({"version": 1, "request_id": "r", "actor": "a", "call": {"verb": "shell", "command": "id"}}),
-        json.dumps({"version": 1, "request_id": "r", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "../etc"}}),
-        json.dumps({"version": 1, "request_id": "r", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "a;id"}}),
-        json.dumps({"version": 1, "request_id": "r\n", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "ok"}}),
+        json.dumps(
+            {"version": 1, "request_id": "r", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "../etc"}}
+        ),
+        json.dumps(
+            {"version": 1, "request_id": "r", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "a;id"}}
+        ),
+        json.dumps(
+            {"version": 1, "request_id": "r\n", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "ok"}}
+        ),
         json.dumps(
             {"version": 1, "request_id": "r", "actor": "a", "call": {"verb": "tenant.suspend", "tenant": "ok", "x": 1}}
         ),

@@ -27,10 +27,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs r
 @pytest.fixture
 def service_user() -> Iterator[str]:
     name = f"wtsvc{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name], check=True)  # noqa: S607
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name], check=True
+    )
     yield name
-    subprocess.run(["userdel", name], check=False)  # noqa: S607
-    subprocess.run(["groupdel", name], check=False, capture_output=True)  # noqa: S607
+    subprocess.run(["userdel", name], check=False)
+    subprocess.run(["groupdel", name], check=False, capture_output=True)
 
 
 SRC = Path(__file__).resolve().parents[2] / "src"

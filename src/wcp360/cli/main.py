@@ -49,24 +49,32 @@ def serve(
 @app.command("doctor")
 def doctor(
     output: Annotated[Literal["table", "json"], typer.Option("--format")] = "table",
+    strict: Annotated[bool, typer.Option("--strict", help="exit 3 when there are warnings (and no failure)")] = False,
     config_dir: ConfigDirOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Check what this host gives WCP360 (database, Redis, Landlock, seccomp, cgroups, firewall,
-    audit log); exit 1 when a check fails."""
+    """Check what this host gives WCP360 and audit its security (seed 000 §6): database, Redis,
+    Landlock, seccomp, cgroups, PSI, ports, firewall, the agent, users, homes, units, audit log.
+    Exit 1 when a check fails."""
     import json
+    from dataclasses import asdict
 
     from wcp360.doctor import run_checks
 
     checks = run_checks(config_from(config_dir, data_dir))
     if output == "json":
-        typer.echo(json.dumps([{"name": c.name, "status": c.status, "detail": c.detail} for c in checks], indent=2))
+        typer.echo(json.dumps([asdict(c) for c in checks], indent=2))
     else:
         width = max(len(c.name) for c in checks)
         for check in checks:
-            typer.echo(f"{check.status:<4}  {check.name:<{width}}  {terminal_safe(check.detail)}")
+            line = f"{check.status:<4}  {check.id:<12} {check.name:<{width}}  {terminal_safe(check.detail)}"
+            if check.remedy:
+                line += f"  -> {terminal_safe(check.remedy)}"
+            typer.echo(line)
     if any(c.status == "fail" for c in checks):
         raise typer.Exit(1)
+    if strict and any(c.status == "warn" for c in checks):
+        raise typer.Exit(3)
 
 
 @app.command("version")

@@ -1,0 +1,82 @@
+"""`wcp360 agent` as its own root process, and the panel reaching it through its socket: the verbs
+run in the agent, and their events land on the same verified trail as the panel's."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_admin_cli import wcp360
+from tests.helpers import HOST, TEST_UID_MAX, TEST_UID_MIN, make_user
+from wcp360.config import load_config
+from wcp360.runtime import Runtime
+from wcp360.system.client import SocketAgent
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent runs as root: the suite runs as root")
+
+
+@pytest.fixture
+def installation() -> Iterator[tuple[dict[str, str], Path]]:
+    user = f"wtsvc{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", user], check=True)
+    root = Path(tempfile.mkdtemp(prefix="wcp360-agent-", dir="/tmp"))
+    root.chmod(0o755)
+    etc = root / "etc"
+    etc.mkdir(mode=0o700)
+    (etc / "wcp360.yml").write_text(
+        f"mode: dev\nuser: {user}\n"
+        f"agent:\n  mode: socket\n  socket: {root / 'run' / 'agent.sock'}\n  state_dir: {root / 'agent-state'}\n"
+        f"tenants:\n  home_root: {root / 'www'}\n  archive_dir: {root / 'archives'}\n"
+        f"  uid_min: {TEST_UID_MIN}\n  uid_max: {TEST_UID_MAX}\n"
+    )
+    (etc / "wcp360.yml").chmod(0o600)
+    env = {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(root / "data")}
+    yield env, root
+    shutil.rmtree(root)
+    subprocess.run(["userdel", user], check=False, capture_output=True)
+    subprocess.run(["groupdel", user], check=False, capture_output=True)
+
+
+def test_the_panel_creates_tenants_through_the_agent_process(installation: tuple[dict[str, str], Path]) -> None:
+    env, root = installation
+    config = load_config(Path(env["WCP360_CONFIG_DIR"]), Path(env["WCP360_DATA_DIR"]))
+    rt = Runtime.open(config)  # the panel's state exists before the agent writes to its trail
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "wcp360.cli", "agent"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert agent.stdout is not None
+        ready = agent.stdout.readline().decode()  # printed once the socket listens
+        assert "listening on" in ready, agent.stderr.read().decode() if agent.stderr else ""
+        assert isinstance(rt.agent, SocketAgent)
+        from wcp360.audit.setup import trail_scope
+
+        with trail_scope(config, rt.db):
+            make_user(rt, "owner", ["reseller"])
+            name = f"wt{uuid.uuid4().hex[:8]}"
+            tenant = rt.tenants.create(HOST, name, owner="owner")
+            assert pwd.getpwnam(name).pw_uid == tenant.uid
+            rt.tenants.suspend(HOST, uuid.UUID(tenant.id))
+            rt.tenants.resume(HOST, uuid.UUID(tenant.id))
+            rt.tenants.delete(HOST, uuid.UUID(tenant.id), confirm=name)
+            assert not (root / "www" / name).exists()
+    finally:
+        rt.close()
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait() == 0
+    trail = "".join(p.read_text() for p in (root / "data" / "log").glob("audit.log*"))
+    for action in ("agent_start", "agent_tenant_create", "agent_tenant_suspend", "agent_tenant_delete", "agent_stop"):
+        assert f'"action":"{action}"' in trail.replace(" ", ""), action
+    assert '"channel":"agent"' in trail.replace(" ", "")
+    verified = wcp360(env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
