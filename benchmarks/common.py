@@ -149,10 +149,15 @@ def summary(latencies: list[float]) -> dict[str, float]:
 
 @contextmanager
 def wcp360_server(
-    root: Path, files: dict[str, str], username: str, password: str, address: str | None = None
+    root: Path,
+    files: dict[str, str],
+    username: str,
+    password: str,
+    address: str | None = None,
+    roles: str = "developer",
 ) -> Iterator[tuple[int, str]]:
-    """A real `wcp360 serve` in its own process (config `files`, data under `root`) with one developer
-    account; yields (port, that account's access token). `address` is sent as X-Forwarded-For."""
+    """A real `wcp360 serve` in its own process (config `files`, data under `root`) with one account
+    (`roles`); yields (port, that account's access token). `address` is sent as X-Forwarded-For."""
     etc = root / "etc"
     etc.mkdir(mode=0o700)
     for name, text in {"wcp360.yml": "mode: dev\n", **files}.items():
@@ -176,7 +181,7 @@ def wcp360_server(
             "--email",
             f"{username}@example.test",
             "--roles",
-            "developer",
+            roles,
             "--password",
             "-",
         ],

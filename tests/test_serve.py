@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import socket
 import stat
 import subprocess
@@ -14,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dropping import searchable, serve_command, serve_env, service_user
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -23,20 +26,33 @@ def free_port() -> int:
 
 
 class Server:
+    """`wcp360 serve` in production mode (the default). Run by root, as in production, it drops to
+    a service user (tests/dropping.py) that owns the data directory."""
+
     def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = tmp_path / "data"
+        if os.geteuid() == 0:
+            user = (tmp_path / "service-user").read_text()
+            etc = tmp_path / "etc"
+            etc.mkdir(mode=0o700, exist_ok=True)
+            (etc / "wcp360.yml").write_text(f"user: {user}\n")
+            (etc / "wcp360.yml").chmod(0o600)
+            self.data.mkdir(mode=0o700, exist_ok=True)
+            account = pwd.getpwnam(user)
+            os.chown(self.data, account.pw_uid, account.pw_gid)
         env = {
             **os.environ,
             "WCP360_DATA_DIR": str(self.data),
             "WCP360_CONFIG_DIR": str(tmp_path / "etc"),
+            **serve_env(),
             **(extra_env or {}),
         }
         env.pop("WCP360_ADMIN_PASSWORD", None) if "WCP360_ADMIN_PASSWORD" not in (extra_env or {}) else None
         self.log = tmp_path / "server.log"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wcp360.cli", "serve", "--listen", f"127.0.0.1:{self.port}"],
+            [*serve_command(), "serve", "--listen", f"127.0.0.1:{self.port}"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=self.log.open("w"),
@@ -56,6 +72,17 @@ class Server:
         self.process.terminate()
         self.process.wait(timeout=30)
         return self.log.read_text()
+
+
+@pytest.fixture(autouse=True)
+def _as_production_does(tmp_path: Path) -> Iterator[None]:
+    """As root, each test's server drops to a service user of its own, which must reach tmp_path."""
+    if os.geteuid() != 0:
+        yield
+        return
+    with service_user() as user, searchable(tmp_path):
+        (tmp_path / "service-user").write_text(user)
+        yield
 
 
 @pytest.fixture

@@ -11,13 +11,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.dropping import SITE_PACKAGES, SRC, SYSTEM_PYTHON, searchable
+from tests.dropping import service_user as making_service_user
 from tests.test_serve import free_port
 from wcp360.privileges import drop_to, service_account
 
@@ -26,35 +27,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs r
 
 @pytest.fixture
 def service_user() -> Iterator[str]:
-    name = f"wtsvc{uuid.uuid4().hex[:8]}"
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", name], check=True
-    )
-    yield name
-    subprocess.run(["userdel", name], check=False)
-    subprocess.run(["groupdel", name], check=False, capture_output=True)
-
-
-SRC = Path(__file__).resolve().parents[2] / "src"
-SITE_PACKAGES = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-# An interpreter the dropped user can run: the suite's own may live beneath /root (pyenv), which
-# only root may enter; Debian's has the same version and ABI, and imports the same packages.
-SYSTEM_PYTHON = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    with making_service_user() as name:
+        yield name
 
 
 @pytest.fixture
 def traversable() -> Iterator[None]:
-    """The checkout (src, the venv's packages) reachable by another user for the test's length: a
-    clean clone lives in a 0700 temporary directory. Only the search bit is added, and taken back."""
-    changed = []
-    for path in {*SRC.parents, *SITE_PACKAGES.parents, SRC, SITE_PACKAGES}:
-        mode = path.stat().st_mode
-        if not mode & 0o001:
-            path.chmod(mode | 0o001)
-            changed.append((path, mode))
-    yield
-    for path, mode in changed:
-        path.chmod(mode)
+    with searchable():
+        yield
 
 
 @pytest.fixture

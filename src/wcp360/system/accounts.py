@@ -130,11 +130,6 @@ def kill_all(uid: int) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
         killed.update(pids)
-        for pid in pids:
-            _reap(pid)
+        # Not reaped here: a killed process is a zombie until its own parent waits for it (which
+        # `processes_of` skips), and reaping another's child would steal its exit status.
     raise HostCommandFailed(f"processes of uid {uid} kept appearing")
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # our own children (tests) would stay zombies otherwise
