@@ -103,6 +103,7 @@ def main() -> None:
             ),
         }
         results: dict[str, list[dict[str, float]]] = {"bare": [], "api": []}
+        (root / "server").mkdir()
         with wcp360_server(root / "server", files, "bench", PASSWORD, roles="reseller") as (port, token):
             for round_number in range(args.rounds):
                 names = [f"wb{round_number}x{i}" for i in range(args.tenants)]

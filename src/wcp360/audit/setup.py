@@ -45,8 +45,11 @@ def open_trail(
     forward: bool = False,
     log_events: bool = False,
     extra_sinks: list[AuditSink] | None = None,
+    protect: bool = True,
 ) -> Trail:
-    """Install the trail for this process. `forward` (the server) also starts the syslog/DB copies."""
+    """Install the trail for this process. `forward` (the server) also starts the syslog/DB copies.
+    `protect: False` never sets the append-only attribute (the agent: a file it made append-only
+    could no longer be rotated by the panel, which lacks CAP_LINUX_IMMUTABLE to lift it)."""
     sensitive = tuple(config.audit.sensitive_fields) if config.audit.filter_sensitive_data else ()
     sensitive = tuple(sorted({*sensitive, *ALWAYS_SENSITIVE}))
     sinks: list[AuditSink] = ([LogSink()] if log_events else []) + list(extra_sinks or [])
@@ -62,7 +65,7 @@ def open_trail(
         checkpoint_every=config.audit.checkpoints.every_records,
         name=name,
         # Production only: in dev mode a developer must be able to delete the data dir.
-        append_only=destination.append_only and config.production,
+        append_only=destination.append_only and config.production and protect,
     )
     if db is not None:
         logfile.on_checkpoint.append(DatabaseWitness(db, name).record)
@@ -97,10 +100,11 @@ def trail_scope(
     forward: bool = False,
     log_events: bool = False,
     extra_sinks: list[AuditSink] | None = None,
+    protect: bool = True,
 ) -> Iterator[Trail]:
     """The trail for one process lifetime (or one CLI command): closed with a final checkpoint."""
     previous = current_trail()
-    trail = open_trail(config, db, forward, log_events, extra_sinks)
+    trail = open_trail(config, db, forward, log_events, extra_sinks, protect)
     try:
         yield trail
     finally:

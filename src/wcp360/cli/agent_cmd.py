@@ -39,7 +39,7 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     from wcp360 import audit
 
-    with trail_scope(config):
+    with trail_scope(config, protect=False):
         host.prune_archives()
         audit.record(
             "agent_start",

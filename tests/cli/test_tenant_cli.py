@@ -1,0 +1,70 @@
+"""`wcp360 tenant ...` as the host administrator: the same service and events as the API, one
+line and a non-zero exit for bad input, and nothing changed by it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from tests.cli.test_admin_cli import wcp360
+from tests.conftest import TEST_SECURITY_YML, write_files
+from tests.helpers import STRONG, dev_wcp360_yml
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenants are Linux users: the suite runs as root")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    config_dir = write_files(
+        tmp_path / "etc", {"wcp360.yml": dev_wcp360_yml(tmp_path), "security.yml": TEST_SECURITY_YML}
+    )
+    (tmp_path / "data").mkdir(mode=0o700)
+    environment = {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(tmp_path / "data")}
+    created = wcp360(
+        environment, "admin", "create-user", "--username", "shopowner", "--email", "s@example.test",
+        "--roles", "reseller", "--password", "-", stdin=STRONG + "\n",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    return environment
+
+
+def test_the_whole_life_of_a_tenant(env: dict[str, str], tmp_path: Path) -> None:
+    created = wcp360(env, "tenant", "create", "wtcli1", "--owner", "shopowner", "--processes", "32", "--format", "json")
+    assert created.returncode == 0, created.stderr
+    tenant = json.loads(created.stdout)
+    assert tenant["limits"]["processes"] == 32 and pwd.getpwnam("wtcli1").pw_uid == tenant["uid"]
+    listed = json.loads(wcp360(env, "tenant", "list", "--format", "json").stdout)
+    assert [t["name"] for t in listed] == ["wtcli1"]
+    assert "limits: disk" in wcp360(env, "tenant", "show", "wtcli1").stdout
+    assert "suspended" in wcp360(env, "tenant", "suspend", "wtcli1").stdout
+    assert "active" in wcp360(env, "tenant", "resume", "wtcli1").stdout
+    assert (
+        '"memory": 268435456'
+        in wcp360(env, "tenant", "limits", "wtcli1", "--memory", "256MiB", "--format", "json").stdout
+    )
+    refused = wcp360(env, "tenant", "delete", "wtcli1", "--confirm", "wtcli2")
+    assert (
+        refused.returncode == 1 and refused.stderr.count("\n") == 1 and (tmp_path / "srv" / "www" / "wtcli1").is_dir()
+    )
+    deleted = wcp360(env, "tenant", "delete", "wtcli1", "--confirm", "wtcli1")
+    assert deleted.returncode == 0, deleted.stderr
+    assert not (tmp_path / "srv" / "www" / "wtcli1").exists()
+    audit = wcp360(env, "audit", "search", "--action", "tenant_create", "--format", "json")
+    assert "wtcli1" in audit.stdout
+
+
+@pytest.mark.parametrize("name", ["root", "x;id", "../x", "Big"])
+def test_bad_names_are_one_line_and_change_nothing(env: dict[str, str], tmp_path: Path, name: str) -> None:
+    result = wcp360(env, "tenant", "create", name, "--owner", "shopowner")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert not (tmp_path / "srv" / "www").exists() or not any((tmp_path / "srv" / "www").iterdir())
+
+
+def test_an_unknown_tenant_is_one_line(env: dict[str, str]) -> None:
+    result = wcp360(env, "tenant", "suspend", "wtnosuch")
+    assert result.returncode == 1 and "no tenant named 'wtnosuch'" in result.stderr
