@@ -21,6 +21,7 @@ from wcp360.defense.firewall import TABLE, allowed_ports
 from wcp360.net import is_loopback, parse_listen
 from wcp360.privileges import DropFailed, drop_to, service_account, shed_capabilities
 from wcp360.runtime import Runtime
+from wcp360.system.client import append_only_through, audit_directory
 from wcp360.system.firewall import AgentFirewall
 
 
@@ -52,7 +53,9 @@ def serve(config: Config, listen: str | None = None) -> None:
     app.app = create_app(rt)
     try:
         # The IDS reads the audit stream: it is a sink of the server's trail.
-        with trail_scope(config, rt.db, forward=True, extra_sinks=[rt.defense.ids]):
+        # Unprivileged, the server sets and lifts its log's append-only attribute through the agent.
+        attribute = append_only_through(rt.agent, audit_directory(config))
+        with trail_scope(config, rt.db, forward=True, extra_sinks=[rt.defense.ids], attribute=attribute):
             _bootstrap(rt)
             record_config_changes(config)
             audit.record(

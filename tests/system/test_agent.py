@@ -22,14 +22,22 @@ from hypothesis import strategies as st
 
 from tests.conftest import CapturingSink
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
+from wcp360.audit.append_only import is_append_only, set_append_only
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.request_context import RequestContext, bind_request
 from wcp360.system import protocol
-from wcp360.system.client import AgentRefused, AgentUnavailable, SocketAgent
+from wcp360.system.client import AgentRefused, AgentUnavailable, SocketAgent, append_only_through
 from wcp360.system.dispatch import Dispatcher
 from wcp360.system.host import HostAgent
 from wcp360.system.names import TENANT_NAME
-from wcp360.system.protocol import AgentRequest, TenantCreate, TenantDelete, TenantHost, TenantSuspend
+from wcp360.system.protocol import (
+    AgentRequest,
+    AuditAppendOnly,
+    TenantCreate,
+    TenantDelete,
+    TenantHost,
+    TenantSuspend,
+)
 from wcp360.system.server import AgentServer, bind_socket
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent runs as root: the suite runs as root")
@@ -37,20 +45,22 @@ NOBODY = pwd.getpwnam("nobody")
 
 
 @pytest.fixture
-def agent(tmp_path: Path, audit_events: CapturingSink) -> Iterator[tuple[Path, HostAgent]]:
+def agent(tmp_path: Path, audit_events: CapturingSink) -> Iterator[tuple[Path, HostAgent, Dispatcher]]:
     tenants = TenantsConfig(
         home_root=tmp_path / "www", archive_dir=tmp_path / "archives", uid_min=TEST_UID_MIN, uid_max=TEST_UID_MAX
     )
-    host = HostAgent(tenants, FirewallConfig(), tmp_path / "state")
+    (tmp_path / "log").mkdir()
+    host = HostAgent(tenants, FirewallConfig(), tmp_path / "state", audit_dir=tmp_path / "log")
     # Beneath a directory anyone may traverse (pytest's own are root's alone), as /run is.
     reachable = Path(tempfile.mkdtemp(prefix="wcp360-agent-", dir="/tmp"))
     reachable.chmod(0o755)
     path = reachable / "run" / "agent.sock"
     # The panel's group may reach the socket: `nogroup` stands in for it; only uid 0 is allowed.
-    server = AgentServer(Dispatcher(host), bind_socket(path, NOBODY.pw_gid), allowed_uids={0})
+    dispatcher = Dispatcher(host)
+    server = AgentServer(dispatcher, bind_socket(path, NOBODY.pw_gid), allowed_uids={0})
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield path, host
+    yield path, host, dispatcher
     server.stop()
     thread.join()
     shutil.rmtree(reachable)
@@ -70,8 +80,8 @@ def _as_user(uid: int, gid: int, work: object) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def test_socket_and_directory_modes(agent: tuple[Path, HostAgent]) -> None:
-    path, _ = agent
+def test_socket_and_directory_modes(agent: tuple[Path, HostAgent, Dispatcher]) -> None:
+    path, *_ = agent
     sock, directory = os.lstat(path), os.lstat(path.parent)
     assert stat.S_ISSOCK(sock.st_mode) and stat.S_IMODE(sock.st_mode) == 0o660
     assert (sock.st_uid, sock.st_gid) == (0, NOBODY.pw_gid)
@@ -79,9 +89,9 @@ def test_socket_and_directory_modes(agent: tuple[Path, HostAgent]) -> None:
 
 
 def test_another_uid_is_refused_before_anything_is_read(
-    agent: tuple[Path, HostAgent], audit_events: CapturingSink
+    agent: tuple[Path, HostAgent, Dispatcher], audit_events: CapturingSink
 ) -> None:
-    path, _ = agent
+    path, *_ = agent
     request = AgentRequest(request_id="r1", actor="attacker", call=TenantCreate(tenant="wtx", limits=TenantLimits()))
 
     def attempt() -> int:
@@ -108,9 +118,9 @@ def test_another_uid_is_refused_before_anything_is_read(
 
 
 def test_root_is_served_and_the_trail_carries_actor_and_request_id(
-    agent: tuple[Path, HostAgent], audit_events: CapturingSink
+    agent: tuple[Path, HostAgent, Dispatcher], audit_events: CapturingSink
 ) -> None:
-    path, _ = agent
+    path, *_ = agent
     name = f"wt{uuid.uuid4().hex[:8]}"
     client = SocketAgent(path)
     with bind_request(RequestContext(request_id="req-42", channel="api")):
@@ -144,9 +154,9 @@ def test_root_is_served_and_the_trail_carries_actor_and_request_id(
     ],
 )
 def test_malformed_requests_get_no_answer_and_change_nothing(
-    agent: tuple[Path, HostAgent], audit_events: CapturingSink, raw: bytes | str
+    agent: tuple[Path, HostAgent, Dispatcher], audit_events: CapturingSink, raw: bytes | str
 ) -> None:
-    path, _ = agent
+    path, *_ = agent
     body = raw.encode() if isinstance(raw, str) else raw
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(str(path))
@@ -155,8 +165,10 @@ def test_malformed_requests_get_no_answer_and_change_nothing(
     assert audit_events.of("agent_bad_request")
 
 
-def test_an_oversized_frame_is_refused_unread(agent: tuple[Path, HostAgent], audit_events: CapturingSink) -> None:
-    path, _ = agent
+def test_an_oversized_frame_is_refused_unread(
+    agent: tuple[Path, HostAgent, Dispatcher], audit_events: CapturingSink
+) -> None:
+    path, *_ = agent
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(str(path))
         conn.sendall(struct.pack(">I", protocol.MAX_FRAME + 1))
@@ -164,8 +176,8 @@ def test_an_oversized_frame_is_refused_unread(agent: tuple[Path, HostAgent], aud
     assert "frame of" in audit_events.of("agent_bad_request")[-1].details["reason"]
 
 
-def test_typed_errors_for_valid_requests_the_host_refuses(agent: tuple[Path, HostAgent]) -> None:
-    path, _ = agent
+def test_typed_errors_for_valid_requests_the_host_refuses(agent: tuple[Path, HostAgent, Dispatcher]) -> None:
+    path, *_ = agent
     client = SocketAgent(path)
     with pytest.raises(AgentRefused) as reserved:
         client.call(TenantCreate(tenant="root", limits=TenantLimits()), actor="a")
@@ -219,3 +231,33 @@ def test_any_frame_is_a_request_or_a_protocol_error(body: bytes) -> None:
     except protocol.ProtocolError:
         return
     assert request.version == 1
+
+
+def test_the_audit_logs_attribute_through_the_agent(
+    agent: tuple[Path, HostAgent, Dispatcher], tmp_path: Path, audit_events: CapturingSink
+) -> None:
+    """The unprivileged server protects and rotates its log through the agent's verb."""
+    path, _, dispatcher = agent
+    log = tmp_path / "log"
+    (log / "audit.log").write_text("line\n")
+    attribute = append_only_through(SocketAgent(path), log)
+    assert attribute is not None
+    try:
+        assert attribute(log / "audit.log", True) and is_append_only(log / "audit.log")
+        with pytest.raises(PermissionError):
+            (log / "audit.log").write_text("rewritten")  # not even root may overwrite it now
+        assert attribute(log / "audit.log", False) and not is_append_only(log / "audit.log")
+    finally:
+        set_append_only(log / "audit.log", False)
+    dispatcher.settle()
+    assert [e.details["on"] for e in audit_events.of("agent_audit_append_only")] == [True, False]
+    # Nothing outside the audit directory, no link, nothing but the log's own names.
+    elsewhere = tmp_path / "victim"
+    elsewhere.write_text("x")
+    assert not attribute(elsewhere, True)
+    (log / "audit.log.1").symlink_to(elsewhere)
+    assert not attribute(log / "audit.log.1", True) and not is_append_only(elsewhere)
+    with pytest.raises(ValueError):
+        AuditAppendOnly(file="../victim", on=True)
+    with pytest.raises(ValueError):
+        AuditAppendOnly(file="passwd", on=True)

@@ -30,6 +30,13 @@ def set_append_only(path: Path, on: bool) -> bool:
     except OSError:
         return False
     try:
+        return set_append_only_fd(fd, on)
+    finally:
+        os.close(fd)
+
+
+def set_append_only_fd(fd: int, on: bool) -> bool:
+    try:
         flags = _flags(fd)
         wanted = flags | FS_APPEND_FL if on else flags & ~FS_APPEND_FL
         if wanted != flags:
@@ -37,8 +44,6 @@ def set_append_only(path: Path, on: bool) -> bool:
         return True
     except OSError:
         return False
-    finally:
-        os.close(fd)
 
 
 def is_append_only(path: Path) -> bool:

@@ -86,6 +86,7 @@ class AuditLogFile:
         checkpoint_every: int,
         name: str = CURRENT,
         append_only: bool = False,
+        attribute: Callable[[Path, bool], bool] = set_append_only,
     ) -> None:
         self.directory = ensure_private_dir(directory)
         self.name = name
@@ -103,6 +104,9 @@ class AuditLogFile:
         self.tamper_notes: list[dict[str, Any]] = []
         # Ask for `chattr +a` on every file we write; remember whether the filesystem granted it.
         self.append_only = append_only
+        # How the attribute is set and lifted: directly (a process holding CAP_LINUX_IMMUTABLE),
+        # or by asking the system agent (the unprivileged server).
+        self.attribute = attribute
         self.append_only_active: bool | None = None
         # Told of every checkpoint once it is written (the witness outside the log directory).
         self.on_checkpoint: list[Callable[[dict[str, Any]], None]] = []
@@ -219,7 +223,7 @@ class AuditLogFile:
     def _protect(self, path: Path) -> None:
         if not self.append_only:
             return
-        granted = set_append_only(path, True)
+        granted = self.attribute(path, True)
         if self.append_only_active is None and not granted:
             # Degraded, and said so in the trail itself.
             self.tamper_notes.append(
@@ -233,7 +237,7 @@ class AuditLogFile:
     def _release(self, path: Path) -> None:
         # Only this writer's own maintenance (rotation, retention, torn-tail repair) lifts it.
         if self.append_only:
-            set_append_only(path, False)
+            self.attribute(path, False)
 
     def _size(self) -> int:
         return os.fstat(self._open()).st_size

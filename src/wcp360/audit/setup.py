@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wcp360.audit.append_only import set_append_only
 from wcp360.audit.db_sink import DatabaseSink
 from wcp360.audit.forwarder import Forwarder
 from wcp360.audit.logfile import AuditLogFile
@@ -46,10 +47,12 @@ def open_trail(
     log_events: bool = False,
     extra_sinks: list[AuditSink] | None = None,
     protect: bool = True,
+    attribute: Callable[[Path, bool], bool] | None = None,
 ) -> Trail:
     """Install the trail for this process. `forward` (the server) also starts the syslog/DB copies.
-    `protect: False` never sets the append-only attribute (the agent: a file it made append-only
-    could no longer be rotated by the panel, which lacks CAP_LINUX_IMMUTABLE to lift it)."""
+    `attribute` sets and lifts the append-only attribute (default: directly, which needs
+    CAP_LINUX_IMMUTABLE; the unprivileged server passes the agent's verb); `protect: False` never
+    sets it."""
     sensitive = tuple(config.audit.sensitive_fields) if config.audit.filter_sensitive_data else ()
     sensitive = tuple(sorted({*sensitive, *ALWAYS_SENSITIVE}))
     sinks: list[AuditSink] = ([LogSink()] if log_events else []) + list(extra_sinks or [])
@@ -66,6 +69,7 @@ def open_trail(
         name=name,
         # Production only: in dev mode a developer must be able to delete the data dir.
         append_only=destination.append_only and config.production and protect,
+        attribute=attribute or set_append_only,
     )
     if db is not None:
         logfile.on_checkpoint.append(DatabaseWitness(db, name).record)
@@ -101,10 +105,11 @@ def trail_scope(
     log_events: bool = False,
     extra_sinks: list[AuditSink] | None = None,
     protect: bool = True,
+    attribute: Callable[[Path, bool], bool] | None = None,
 ) -> Iterator[Trail]:
     """The trail for one process lifetime (or one CLI command): closed with a final checkpoint."""
     previous = current_trail()
-    trail = open_trail(config, db, forward, log_events, extra_sinks, protect)
+    trail = open_trail(config, db, forward, log_events, extra_sinks, protect, attribute)
     try:
         yield trail
     finally:

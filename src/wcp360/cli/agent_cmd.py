@@ -19,6 +19,7 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
     (the `wcp360.yml user`) and root only, over the socket `agent.socket`."""
     from wcp360.audit.setup import trail_scope
     from wcp360.privileges import DropFailed, group_id, service_account
+    from wcp360.system.client import audit_directory
     from wcp360.system.dispatch import Dispatcher
     from wcp360.system.host import HostAgent
     from wcp360.system.server import AgentServer, bind_socket
@@ -31,15 +32,16 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
         service = service_account(config.server.user)
     except DropFailed as exc:
         fail(str(exc), 2)
-    host = HostAgent(config.server.tenants, config.server.firewall, settings.state_dir)
+    host = HostAgent(config.server.tenants, config.server.firewall, settings.state_dir, audit_directory(config))
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     listener = bind_socket(settings.socket, group_id(config.server.user))
-    server = AgentServer(Dispatcher(host), listener, allowed_uids={0, service.uid})
+    dispatcher = Dispatcher(host)
+    server = AgentServer(dispatcher, listener, allowed_uids={0, service.uid})
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     from wcp360 import audit
 
-    with trail_scope(config, protect=False):
+    with trail_scope(config):
         host.prune_archives()
         audit.record(
             "agent_start",
@@ -52,6 +54,7 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
         try:
             server.serve_forever()
         finally:
+            dispatcher.settle()
             audit.record("agent_stop", actor_id="system", resource_type="agent", resource_id=str(settings.socket))
 
 

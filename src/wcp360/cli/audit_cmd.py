@@ -85,7 +85,7 @@ def rotate_key(config_dir: ConfigDirOption = None, data_dir: DataDirOption = Non
     config = config_from(config_dir, data_dir)
     keys = signing_keys(config)
     old = keys.key_id
-    with trail_scope(config, protect=False):
+    with trail_scope(config):
         # Sign what the old key covers first, then switch.
         audit.current_trail().writer.logfile.checkpoint()  # type: ignore[union-attr]
         new = keys.rotate()

@@ -96,9 +96,7 @@ def runtime_from(config_dir: Path | None, data_dir: Path | None) -> Iterator[Run
         fail(str(exc))
     try:
         with (
-            # Never sets the append-only attribute: run as root it would leave a file the server,
-            # which runs without CAP_LINUX_IMMUTABLE, could not rotate (docs/system.md).
-            trail_scope(config, rt.db, protect=False),
+            trail_scope(config, rt.db),
             bind_request(RequestContext(channel="cli", user_agent=" ".join(sys.argv[:3])[:512])),
         ):
             yield rt

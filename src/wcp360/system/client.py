@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -20,7 +21,16 @@ from wcp360.request_context import current_request
 from wcp360.system import protocol
 from wcp360.system.dispatch import Dispatcher
 from wcp360.system.host import HostAgent
-from wcp360.system.protocol import AgentReply, AgentRequest, Call, ErrorCode, FirewallState, TenantHost
+from wcp360.system.protocol import (
+    AgentReply,
+    AgentRequest,
+    AuditAppendOnly,
+    Call,
+    ErrorCode,
+    FileState,
+    FirewallState,
+    TenantHost,
+)
 
 CONNECT_TIMEOUT = 5.0
 # A verb may take a while (archiving a large home before deleting it); the agent always answers.
@@ -42,7 +52,7 @@ class AgentUnavailable(Exception):
 class AgentClient(Protocol):
     kind: str  # "socket" or "in_process", for doctor and the replies' readers
 
-    def call(self, call: Call, actor: str) -> TenantHost | FirewallState: ...
+    def call(self, call: Call, actor: str) -> TenantHost | FirewallState | FileState: ...
 
 
 def _request(call: Call, actor: str) -> AgentRequest:
@@ -50,7 +60,7 @@ def _request(call: Call, actor: str) -> AgentRequest:
     return AgentRequest(request_id=request_id, actor=actor, call=call)
 
 
-def _result(reply: AgentReply) -> TenantHost | FirewallState:
+def _result(reply: AgentReply) -> TenantHost | FirewallState | FileState:
     if reply.error is not None:
         raise AgentRefused(reply.error.code, reply.error.message)
     if reply.result is None:
@@ -64,7 +74,7 @@ class SocketAgent:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def call(self, call: Call, actor: str) -> TenantHost | FirewallState:
+    def call(self, call: Call, actor: str) -> TenantHost | FirewallState | FileState:
         request = _request(call, actor)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -84,7 +94,7 @@ class InProcessAgent:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def call(self, call: Call, actor: str) -> TenantHost | FirewallState:
+    def call(self, call: Call, actor: str) -> TenantHost | FirewallState | FileState:
         try:
             # Validated again, as the agent would on receipt: a verb built in code is re-read.
             request = AgentRequest.model_validate_json(_request(call, actor).model_dump_json())
@@ -107,5 +117,30 @@ def connect_agent(config: Config) -> AgentClient:
     settings = config.server.agent
     if settings.mode == "socket" or (settings.mode == "auto" and agent_listening(settings.socket)):
         return SocketAgent(settings.socket)
-    host = HostAgent(config.server.tenants, config.server.firewall, config.data_dir / "agent")
+    host = HostAgent(config.server.tenants, config.server.firewall, config.data_dir / "agent", audit_directory(config))
     return InProcessAgent(Dispatcher(host))
+
+
+def audit_directory(config: Config) -> Path:
+    from wcp360.audit.setup import audit_file
+
+    return audit_file(config)[0]
+
+
+def append_only_through(agent: AgentClient, directory: Path) -> Callable[[Path, bool], bool] | None:
+    """The audit log's attribute setter for a server without CAP_LINUX_IMMUTABLE: the agent's verb.
+    None (set directly, or degraded) without an agent process: an in-process agent has no more
+    privilege than the server."""
+    if not isinstance(agent, SocketAgent):
+        return None
+
+    def attribute(path: Path, on: bool) -> bool:
+        if path.parent != directory:
+            return False
+        try:
+            state = agent.call(AuditAppendOnly(file=path.name, on=on), "system")
+        except (AgentRefused, AgentUnavailable, ValueError):
+            return False
+        return isinstance(state, FileState) and state.append_only == on
+
+    return attribute

@@ -13,18 +13,21 @@ from typing import Any
 from wcp360 import audit
 from wcp360.request_context import RequestContext, bind_request
 from wcp360.system.host import AgentFailure, HostAgent
-from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, FirewallSync
+from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, AuditAppendOnly, FirewallSync
 
 
 class Dispatcher:
     def __init__(self, host: HostAgent) -> None:
         self.host = host
         self._lock = threading.Lock()
+        self._settling: list[threading.Thread] = []
 
     def handle(self, request: AgentRequest, peer: str | None = None) -> AgentReply:
         call = request.call
         context = RequestContext(ip_address=None, user_agent=peer, request_id=request.request_id, channel="agent")
         with bind_request(context):
+            if isinstance(call, AuditAppendOnly):
+                return self._audit_attribute(request, call)
             try:
                 with self._lock:
                     result = self.host.run(call)
@@ -40,6 +43,44 @@ class Dispatcher:
             details: dict[str, Any] = result.model_dump(mode="json")
             self._record(request, "success", details)
             return AgentReply(request_id=request.request_id, result=result)
+
+    def _audit_attribute(self, request: AgentRequest, call: AuditAppendOnly) -> AgentReply:
+        """Outside the verb lock, and its event queued without waiting: the server asks while it
+        holds the audit log's lock (rotating it), so waiting for our own event to be written, or
+        for a verb whose event is, would wait for the server, which waits for this answer."""
+        try:
+            result = self.host.audit_append_only(call)
+        except AgentFailure as failure:
+            self._later(
+                "agent_audit_append_only",
+                actor_id=request.actor,
+                outcome="failure",
+                resource_type="audit",
+                resource_id=call.file,
+                details={"on": call.on, "error": failure.code, "reason": failure.message[:300]},
+            )
+            error = AgentError(code=failure.code, message=failure.message)
+            return AgentReply(request_id=request.request_id, error=error)
+        self._later(
+            "agent_audit_append_only",
+            actor_id=request.actor,
+            resource_type="audit",
+            resource_id=call.file,
+            details={"on": call.on},
+        )
+        return AgentReply(request_id=request.request_id, result=result)
+
+    def _later(self, action: str, **fields: Any) -> None:
+        """Queue the event and let a thread of its own wait for it (and feed the sinks)."""
+        pending = audit.submit(action, **fields)
+        waiter = threading.Thread(target=pending.wait, daemon=True)
+        self._settling = [t for t in self._settling if t.is_alive()] + [waiter]
+        waiter.start()
+
+    def settle(self) -> None:
+        """Wait for every event queued by `_later` (the agent stopping; tests)."""
+        for waiter in list(self._settling):
+            waiter.join()
 
     @staticmethod
     def _record(request: AgentRequest, outcome: str, details: dict[str, Any]) -> None:

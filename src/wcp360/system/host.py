@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tarfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from wcp360.audit.append_only import set_append_only_fd
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.defense.firewall import NftFirewall
 from wcp360.system import accounts, beneath
 from wcp360.system.names import NameRefused, check_name, system_user_exists
 from wcp360.system.protocol import (
+    AuditAppendOnly,
     Call,
     ErrorCode,
+    FileState,
     FirewallState,
     FirewallSync,
     TenantCreate,
@@ -46,15 +50,19 @@ class AgentFailure(Exception):
 
 
 class HostAgent:
-    def __init__(self, tenants: TenantsConfig, firewall: FirewallConfig, state_dir: Path) -> None:
+    def __init__(
+        self, tenants: TenantsConfig, firewall: FirewallConfig, state_dir: Path, audit_dir: Path | None = None
+    ) -> None:
         self.tenants = tenants
         self.firewall_config = firewall
         self.state_dir = state_dir
+        self.audit_dir = audit_dir
         self.privileged = os.geteuid() == 0
         self._firewall: NftFirewall | None = None
 
-    def run(self, call: Call) -> TenantHost | FirewallState:
-        handlers: dict[type, Callable[..., TenantHost | FirewallState]] = {
+    def run(self, call: Call) -> TenantHost | FirewallState | FileState:
+        handlers: dict[type, Callable[..., TenantHost | FirewallState | FileState]] = {
+            AuditAppendOnly: self.audit_append_only,
             TenantCreate: self.create,
             TenantSuspend: self.suspend,
             TenantResume: self.resume,
@@ -182,6 +190,30 @@ class HostAgent:
             self._firewall = NftFirewall(self.firewall_config)
         status = self._firewall.replace([(ban.network, ban.expires_in) for ban in call.bans])
         return FirewallState(active=status.active, bans=len(call.bans) if status.active else 0, reason=status.reason)
+
+    # -- the audit log's append-only attribute -------------------------------------------------
+
+    def audit_append_only(self, call: AuditAppendOnly) -> FileState:
+        """Only a regular file directly in the configured audit directory, opened without following
+        a link; the name pattern admits the log and its rotated files and nothing else."""
+        if self.audit_dir is None:
+            raise AgentFailure("unsupported", "this agent has no audit directory configured")
+        with beneath.opened_root(self.audit_dir) as directory:
+            try:
+                fd = os.open(call.file, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+            except FileNotFoundError:
+                raise AgentFailure("not_found", f"no {call.file} in the audit directory") from None
+            except OSError as exc:
+                raise AgentFailure("invalid", f"{call.file}: {exc.strerror}") from None
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise AgentFailure("invalid", f"{call.file} is not a regular file")
+                granted = set_append_only_fd(fd, call.on)
+            finally:
+                os.close(fd)
+        if not granted:
+            raise AgentFailure("failed", f"{call.file}: the filesystem or the agent's privileges refuse chattr")
+        return FileState(file=call.file, append_only=call.on)
 
     # -- the agent's own record of tenants -------------------------------------------------------
 

@@ -71,8 +71,17 @@ class FirewallSync(View):
     bans: Annotated[list[Ban], Field(max_length=20_000)]
 
 
+class AuditAppendOnly(View):
+    """Set or lift `chattr +a` on one file of the audit log's directory (the server rotating its
+    log, which it may not do itself without CAP_LINUX_IMMUTABLE)."""
+
+    verb: Literal["audit.append_only"] = "audit.append_only"
+    file: Annotated[str, Field(pattern=r"^audit[A-Za-z0-9._-]{0,120}$")]
+    on: bool
+
+
 Call = Annotated[
-    TenantCreate | TenantSuspend | TenantResume | TenantDelete | TenantSetLimits | FirewallSync,
+    TenantCreate | TenantSuspend | TenantResume | TenantDelete | TenantSetLimits | FirewallSync | AuditAppendOnly,
     Field(discriminator="verb"),
 ]
 
@@ -103,6 +112,11 @@ class FirewallState(View):
     reason: str
 
 
+class FileState(View):
+    file: str
+    append_only: bool
+
+
 ErrorCode = Literal["invalid", "conflict", "not_found", "failed", "unsupported"]
 
 
@@ -114,7 +128,7 @@ class AgentError(View):
 class AgentReply(View):
     version: Literal[1] = PROTOCOL_VERSION
     request_id: str
-    result: TenantHost | FirewallState | None = None
+    result: TenantHost | FirewallState | FileState | None = None
     error: AgentError | None = None
 
 
