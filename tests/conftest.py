@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
 
+from tests.dropping import searchable, service_user
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN, dev_wcp360_yml
 from wcp360 import audit
 from wcp360.api.app import create_app
@@ -232,3 +233,15 @@ def _remove_test_tenants() -> Iterator[None]:
         if TEST_UID_MIN <= entry.pw_uid <= TEST_UID_MAX and entry.pw_gecos == "WCP360 tenant":
             accounts.kill_all(entry.pw_uid)
             accounts.remove_user(entry.pw_name)
+
+
+@pytest.fixture
+def serving_as_production_does(tmp_path: Path) -> Iterator[None]:
+    """For tests that start `wcp360 serve` in production mode (tests/test_serve.Server): as root,
+    it drops to a service user of the test's own, which must reach tmp_path."""
+    if os.geteuid() != 0:
+        yield
+        return
+    with service_user() as user, searchable(tmp_path):
+        (tmp_path / "service-user").write_text(user)
+        yield

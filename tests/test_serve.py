@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dropping import searchable, serve_command, serve_env, service_user
+from tests.dropping import serve_command, serve_env
 
 
 def free_port() -> int:
@@ -27,7 +27,8 @@ def free_port() -> int:
 
 class Server:
     """`wcp360 serve` in production mode (the default). Run by root, as in production, it drops to
-    a service user (tests/dropping.py) that owns the data directory."""
+    a service user (tests/dropping.py) that owns the data directory: a test starting one uses the
+    `serving_as_production_does` fixture."""
 
     def __init__(self, tmp_path: Path, extra_env: dict[str, str] | None = None) -> None:
         self.port = free_port()
@@ -37,8 +38,12 @@ class Server:
             user = (tmp_path / "service-user").read_text()
             etc = tmp_path / "etc"
             etc.mkdir(mode=0o700, exist_ok=True)
-            (etc / "wcp360.yml").write_text(f"user: {user}\n")
-            (etc / "wcp360.yml").chmod(0o600)
+            # The test's own settings stay; the server runs as the service user.
+            settings = etc / "wcp360.yml"
+            text = settings.read_text() if settings.exists() else ""
+            if f"user: {user}\n" not in text:
+                settings.write_text(text + f"user: {user}\n")
+            settings.chmod(0o600)
             self.data.mkdir(mode=0o700, exist_ok=True)
             account = pwd.getpwnam(user)
             os.chown(self.data, account.pw_uid, account.pw_gid)
@@ -74,15 +79,7 @@ class Server:
         return self.log.read_text()
 
 
-@pytest.fixture(autouse=True)
-def _as_production_does(tmp_path: Path) -> Iterator[None]:
-    """As root, each test's server drops to a service user of its own, which must reach tmp_path."""
-    if os.geteuid() != 0:
-        yield
-        return
-    with service_user() as user, searchable(tmp_path):
-        (tmp_path / "service-user").write_text(user)
-        yield
+pytestmark = pytest.mark.usefixtures("serving_as_production_does")
 
 
 @pytest.fixture

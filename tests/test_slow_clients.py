@@ -16,6 +16,8 @@ from tests.test_serve import Server
 
 CAP = 20
 
+pytestmark = pytest.mark.usefixtures("serving_as_production_does")
+
 
 @pytest.fixture
 def guarded(tmp_path: Path) -> Iterator[Server]:

@@ -74,6 +74,7 @@ def test_no_input_reaches_a_server_error(fuzzed: tuple[Any, Account]) -> None:
         no_server_error()
 
 
+@pytest.mark.usefixtures("serving_as_production_does")
 def test_a_live_server_answers_as_its_document_says(tmp_path: Path) -> None:
     """The same checks against `wcp360 serve` as a real process over HTTP (uvicorn, the
     connection guard, the middleware stack as deployed), a few examples per operation."""

@@ -78,6 +78,8 @@ class HostAgent:
             raise AgentFailure("invalid", str(exc)) from None
         except accounts.HostCommandFailed as exc:
             raise AgentFailure("failed", str(exc)) from None
+        except OSError as exc:  # the host refused a step (permissions, a full disk): said, not a crash
+            raise AgentFailure("failed", f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
     # -- tenants ------------------------------------------------------------------------------
 

@@ -12,11 +12,16 @@ from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
 from wcp360.api.paths import API_PREFIX
+from wcp360.api.problems import PROBLEM_JSON
 from wcp360.api.schemas import StrictBody
 from wcp360.hosting.views import TenantView
 from wcp360.views import Page
 
-router = APIRouter(prefix=f"{API_PREFIX}/tenants", tags=["tenants"])
+HOST_FAILED = {
+    "description": "The host could not do it (a host command failed); nothing was changed",
+    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
+router = APIRouter(prefix=f"{API_PREFIX}/tenants", tags=["tenants"], responses={502: HOST_FAILED})
 
 
 
