@@ -26,7 +26,7 @@ from wcp360.errors import AgentUnreachable, Conflict, HostFailed, InvalidInput, 
 from wcp360.hosting.views import LimitsView, TenantView
 from wcp360.store.database import Database
 from wcp360.store.models import Tenant, User
-from wcp360.store.scope import RowScope
+from wcp360.store.scope import NOBODY, SYSTEM, RowScope
 from wcp360.store.types import utcnow
 from wcp360.system.client import AgentClient, AgentRefused, AgentUnavailable
 from wcp360.system.names import NameRefused, check_name
@@ -120,7 +120,8 @@ class TenantService:
         wanted = self._limits(self.config.default_limits, limits)
         owner_id = self._owner(actor, owner)
         member_id = self._member(actor, member)
-        with self.db.transaction(RowScope.decided(actor.user_id), readonly=True) as s:
+        # Names are unique across every owner: the check reads them all (the server's own check).
+        with self.db.transaction(SYSTEM, readonly=True) as s:
             if s.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
                 raise Conflict(f"a tenant named {name} exists")
             kept = s.scalar(select(func.count()).select_from(Tenant).where(Tenant.owner_id == owner_id)) or 0
@@ -277,7 +278,7 @@ class TenantService:
         if member is None:
             return None
         member_id = self._account(member)
-        with self.db.transaction(RowScope.decided(actor.user_id), readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:  # accounts are not behind RLS
             user = s.get(User, member_id)
             if user is None:
                 raise NotFound(f"no user named {member!r}")
@@ -289,7 +290,7 @@ class TenantService:
         return member_id
 
     def _account(self, name: str) -> uuid.UUID:
-        with self.db.transaction(RowScope.decided(None), readonly=True) as s:
+        with self.db.transaction(NOBODY, readonly=True) as s:  # accounts are not behind RLS
             found = s.scalar(select(User.id).where(User.username == name.strip().lower()))
         if found is None:
             raise NotFound(f"no user named {name!r}")
