@@ -63,6 +63,11 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
     "WCP-AGT-001": ("system agent", "high", "run `wcp360 agent` as root (systemctl enable --now wcp360-agent)"),
     "WCP-AGT-002": ("agent socket", "critical", "restart the agent: it makes its socket 0660 root:<group> in 0750"),
     "WCP-USR-001": ("service user", "high", "run `wcp360 install`; never run the panel as root"),
+    "WCP-USR-002": (
+        "code readable by the service user",
+        "critical",
+        "install WCP360 and its Python where the service user can read them (/opt/wcp360)",
+    ),
     "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
     "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
 }
@@ -93,6 +98,7 @@ def run_checks(config: Config) -> list[Check]:
         _listening,
         _agent,
         _service_user,
+        _code_readable,
         _tenant_homes,
         _units,
     ]
@@ -174,16 +180,19 @@ def _sandbox(config: Config) -> list[Check]:
     notes = "; ".join(state["notes"])
     abi = state["landlock_abi"]
     return [
-        check("WCP-SBX-001",
+        check(
+            "WCP-SBX-001",
             "ok" if state["landlock"] else "warn",
             f"ABI {abi}, workers' filesystem confined" if state["landlock"] else f"not applied: {notes}",
         ),
-        check("WCP-SBX-002",
+        check(
+            "WCP-SBX-002",
             "ok" if state["seccomp"] else "warn",
             "allowlist filter loads" if state["seccomp"] else f"not applied: {notes}",
         ),
         check("WCP-SBX-003", "ok" if state["no_new_privs"] else "warn", "set by workers"),
-        check("WCP-SBX-004",
+        check(
+            "WCP-SBX-004",
             "ok",
             f"wasmtime-py {_version('wasmtime')}, {config.sandbox.workers} workers configured",
         ),
@@ -269,7 +278,8 @@ def _audit_log(config: Config) -> list[Check]:
         return [check("WCP-AUD-001", "ok", f"{path}, append-only (chattr +a)")]
     status: Status = "warn" if config.production else "ok"
     return [
-        check("WCP-AUD-001",
+        check(
+            "WCP-AUD-001",
             status,
             f"{path}, not append-only ({'needs CAP_LINUX_IMMUTABLE' if config.production else 'dev mode'})",
         )
@@ -349,9 +359,8 @@ def _agent(config: Config) -> list[Check]:
     settings = config.server.agent
     path = settings.socket
     if not agent_listening(path):
-        detail = (
-            f"no agent at {path}: the panel does the agent's work in process with its own privileges"
-            + ("" if os.geteuid() == 0 else " (not root: tenants get no Linux user, the firewall is not applied)")
+        detail = f"no agent at {path}: the panel does the agent's work in process with its own privileges" + (
+            "" if os.geteuid() == 0 else " (not root: tenants get no Linux user, the firewall is not applied)"
         )
         status: Status = "fail" if settings.mode == "socket" or config.production else "warn"
         return [check("WCP-AGT-001", status, detail)]
@@ -451,3 +460,44 @@ def _units(config: Config) -> list[Check]:
         status: Status = "ok" if score <= limit else "warn"
         found.append(check("WCP-UNIT-001", status, f"{path}: exposure {score} (limit {limit})", name=f"unit {name}"))
     return found
+
+
+def _code_readable(config: Config) -> list[Check]:
+    """After the drop the server still imports modules and starts worker interpreters: its Python
+    and WCP360's code must be readable by the service user (not beneath /root, say)."""
+    import pwd
+
+    import wcp360
+    from wcp360.privileges import drop_to, service_account
+
+    if os.geteuid() != 0:
+        return [check("WCP-USR-002", "ok", f"running as uid {os.geteuid()}: the code is readable by this user")]
+    try:
+        pwd.getpwnam(config.server.user)
+    except KeyError:
+        return [check("WCP-USR-002", "warn", f"no user {config.server.user} to check with")]
+    account = service_account(config.server.user)
+    needed = [Path(os.path.realpath(sys.executable)), Path(wcp360.__file__).resolve(), Path(os.__file__).resolve()]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child, as the server after its drop
+        os.close(read)
+        try:
+            drop_to(account)
+            refused = []
+            for path in needed:
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError:
+                    refused.append(str(path))
+            os.write(write, "\n".join(refused).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        refused = [line for line in answer.read().splitlines() if line]
+    os.waitpid(pid, 0)
+    if refused:
+        return [check("WCP-USR-002", "fail", f"{config.server.user} cannot read: {', '.join(refused)}")]
+    return [check("WCP-USR-002", "ok", f"{config.server.user} can read the interpreter and WCP360's code")]

@@ -161,3 +161,30 @@ def test_listening_sockets_are_found_beyond_loopback() -> None:
         "00000000:00000000 00:00000000 00000000 0 0 6\n"  # ::ffff:127.0.0.1:8081
     )
     assert listening_sockets([tcp, tcp6]) == [("0.0.0.0", 2024), ("10.2.0.15", 443)]  # noqa: S104
+
+
+def _others_may_read(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o004) and all(p.stat().st_mode & 0o001 for p in path.parents)
+
+
+@root_only
+def test_doctor_says_whether_the_service_user_can_read_the_code(tmp_path: Path) -> None:
+    import sys
+
+    from tests.dropping import service_user
+    from wcp360.config import load_config
+    from wcp360.doctor import run_checks
+
+    with service_user() as user:
+        etc = tmp_path / "etc"
+        etc.mkdir(mode=0o700)
+        (etc / "wcp360.yml").write_text(f"mode: dev\nuser: {user}\n")
+        (tmp_path / "data").mkdir(mode=0o700)
+        found = {c.id: c for c in run_checks(load_config(etc, tmp_path / "data"))}["WCP-USR-002"]
+    interpreter = Path(os.path.realpath(sys.executable))
+    import wcp360
+
+    readable = _others_may_read(interpreter) and _others_may_read(Path(wcp360.__file__).resolve())
+    assert found.status == ("ok" if readable else "fail"), found
+    if not readable:
+        assert found.remedy and "/opt/wcp360" in found.remedy

@@ -198,3 +198,16 @@ def test_limits_are_stored_and_bad_ones_refused(client: TestClient, rt: Runtime)
     bad = client.patch(f"/api/v1/tenants/{tenant['id']}/limits", json={"processes": 0}, headers=reseller)
     assert bad.status_code == 422
     assert client.get(f"/api/v1/tenants/{tenant['id']}", headers=reseller).json()["limits"]["cpu_percent"] == 50
+
+
+def test_enabling_an_account_does_not_undo_its_tenants_suspension(client: TestClient, rt: Runtime) -> None:
+    reseller = _reseller(client, rt)
+    customer = {"username": "customer", "email": "c@example.test", "password": STRONG, "roles": ["tenant"]}
+    member = client.post("/api/v1/users", json=customer, headers=reseller).json()
+    tenant = client.post("/api/v1/tenants", json={"name": _name(), "member": "customer"}, headers=reseller).json()
+    assert client.post(f"/api/v1/tenants/{tenant['id']}/suspend", headers=reseller).status_code == 200
+    enabled = client.post(f"/api/v1/users/{member['id']}/enable", headers=reseller)
+    assert enabled.status_code == 409 and "suspended" in problem_of(enabled)["detail"]
+    assert client.post("/api/v1/auth/login", json={"username": "customer", "password": STRONG}).status_code != 200
+    assert client.post(f"/api/v1/tenants/{tenant['id']}/resume", headers=reseller).status_code == 200
+    login(client, "customer")

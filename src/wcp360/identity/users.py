@@ -24,8 +24,8 @@ from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.revocation import end_credentials, end_sessions
 from wcp360.identity.views import UserView, user_view
 from wcp360.store.database import Database
-from wcp360.store.models import RecoveryCode, User, UserRole
-from wcp360.store.scope import NOBODY, RowScope
+from wcp360.store.models import RecoveryCode, Tenant, User, UserRole
+from wcp360.store.scope import NOBODY, SYSTEM, RowScope
 from wcp360.store.types import utcnow
 
 USERNAME = re.compile(r"^[a-z][a-z0-9._-]{1,63}$")
@@ -166,6 +166,8 @@ class UserService:
         with self.db.transaction(RowScope.of(actor.user_id)) as s:
             user = self._load(s, user_id)
             self.policy.require(actor, "users:update", self._resource(user))
+            if status == "active" and user.tenant_id is not None:
+                self._not_held_by_a_suspended_tenant(user)
             if status == "disabled":
                 if actor.user_id == user.id:
                     raise Conflict("you cannot disable your own account")
@@ -178,6 +180,13 @@ class UserService:
                 action, actor=actor, resource_type="user", resource_id=str(user.id), details={"username": user.username}
             )
             return user_view(user)
+
+    def _not_held_by_a_suspended_tenant(self, user: User) -> None:
+        """Enabling an account its tenant's suspension holds would undo the suspension for it."""
+        with self.db.transaction(SYSTEM, readonly=True) as s:  # the tenant may be another owner's
+            tenant = s.execute(select(Tenant.name, Tenant.status).where(Tenant.id == user.tenant_id)).first()
+        if tenant is not None and tenant.status == "suspended":
+            raise Conflict(f"{user.username} belongs to tenant {tenant.name}, which is suspended: resume the tenant")
 
     def reset_password(self, actor: Principal, user_id: uuid.UUID, password: str) -> UserView:
         with self.db.transaction(RowScope.of(actor.user_id)) as s:
