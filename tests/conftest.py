@@ -224,13 +224,16 @@ def problem_of(response: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(autouse=True)
-def _remove_test_tenants() -> Iterator[None]:
-    """Tenants are real Linux users when the tests run as root: none outlives its test."""
+def _remove_test_tenants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tenants are real Linux users when the tests run as root: none outlives its test. Only this
+    session's (its id range, homes beneath its own temporary directory)."""
     yield
     import pwd
 
+    ours = str(tmp_path_factory.getbasetemp())
     for entry in pwd.getpwall():
-        if TEST_UID_MIN <= entry.pw_uid <= TEST_UID_MAX and entry.pw_gecos == "WCP360 tenant":
+        in_range = TEST_UID_MIN <= entry.pw_uid <= TEST_UID_MAX
+        if in_range and entry.pw_gecos == "WCP360 tenant" and entry.pw_dir.startswith(ours):
             accounts.kill_all(entry.pw_uid)
             accounts.remove_user(entry.pw_name)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,10 @@ from wcp360.runtime import Runtime
 STRONG = "Str0ng!Passphrase#42"
 # Tenants made by tests are real Linux users (as root) in this id range, with homes beneath the
 # test's own directory; whatever a test leaves is removed after it (conftest).
-TEST_UID_MIN, TEST_UID_MAX = 42000, 42999
+# Each test session takes its own hundred ids, so two sessions on one machine (a clean-clone CI
+# run beside a developer's) never allocate, or clean up, each other's tenants.
+TEST_UID_MIN = 42000 + (os.getpid() % 10) * 100
+TEST_UID_MAX = TEST_UID_MIN + 99
 
 
 def dev_wcp360_yml(root: Path) -> str:

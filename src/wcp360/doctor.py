@@ -56,6 +56,7 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
     "WCP-SBX-004": ("wasmtime", "critical", "reinstall WCP360's dependencies"),
     "WCP-SBX-000": ("sandbox workers", "critical", "see the error; the confined probe could not start"),
     "WCP-KRN-001": ("cgroup v2", "medium", "boot with systemd.unified_cgroup_hierarchy=1 (cgroup_no_v1=all)"),
+    "WCP-KRN-003": ("tenant cgroups", "medium", "a cgroup v2 host (or v1 pids, memory, cpu) for tenant limits"),
     "WCP-KRN-002": ("pressure stall info", "low", "boot with psi=1"),
     "WCP-NET-001": ("listening sockets", "medium", "close or bind to loopback every port but 443 (and 80, 22)"),
     "WCP-NET-002": ("firewall", "medium", "wcp360.yml firewall.enabled: true, with the agent running"),
@@ -91,6 +92,7 @@ def run_checks(config: Config) -> list[Check]:
         _redis,
         _sandbox,
         _cgroups,
+        _tenant_cgroups,
         _pressure,
         _firewall,
         _audit_log,
@@ -501,3 +503,17 @@ def _code_readable(config: Config) -> list[Check]:
     if refused:
         return [check("WCP-USR-002", "fail", f"{config.server.user} cannot read: {', '.join(refused)}")]
     return [check("WCP-USR-002", "ok", f"{config.server.user} can read the interpreter and WCP360's code")]
+
+
+def _tenant_cgroups(config: Config) -> list[Check]:
+    """Which cgroup version the agent uses for tenants' limits, and what it cannot enforce."""
+    from wcp360.system.cgroups import TenantCgroups, read_layout
+
+    cgroups = TenantCgroups(read_layout())
+    mode = cgroups.mode
+    if mode == "none":
+        return [check("WCP-KRN-003", "fail", "no cgroup hierarchy: tenants' processes, memory and cpu are unbounded")]
+    where = {"v2": "cgroup v2", "hybrid": "v1 controllers, with v2 for kill and PSI", "v1": "cgroup v1"}[mode]
+    placed = ", ".join(sorted(cgroups.groups("<tenant>")))
+    status: Status = "ok" if mode == "v2" else "warn"
+    return [check("WCP-KRN-003", status, f"{where}: each tenant in wcp360/<tenant> of {placed}")]

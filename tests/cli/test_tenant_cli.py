@@ -14,6 +14,8 @@ from tests.cli.test_admin_cli import wcp360
 from tests.conftest import TEST_SECURITY_YML, write_files
 from tests.helpers import STRONG, dev_wcp360_yml
 
+NAME = f"wtcli{os.getpid() % 100000}"
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenants are Linux users: the suite runs as root")
 
 
@@ -33,28 +35,25 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_the_whole_life_of_a_tenant(env: dict[str, str], tmp_path: Path) -> None:
-    created = wcp360(env, "tenant", "create", "wtcli1", "--owner", "shopowner", "--processes", "32", "--format", "json")
+    created = wcp360(env, "tenant", "create", NAME, "--owner", "shopowner", "--processes", "32", "--format", "json")
     assert created.returncode == 0, created.stderr
     tenant = json.loads(created.stdout)
-    assert tenant["limits"]["processes"] == 32 and pwd.getpwnam("wtcli1").pw_uid == tenant["uid"]
+    assert tenant["limits"]["processes"] == 32 and pwd.getpwnam(NAME).pw_uid == tenant["uid"]
     listed = json.loads(wcp360(env, "tenant", "list", "--format", "json").stdout)
-    assert [t["name"] for t in listed] == ["wtcli1"]
-    assert "limits: disk" in wcp360(env, "tenant", "show", "wtcli1").stdout
-    assert "suspended" in wcp360(env, "tenant", "suspend", "wtcli1").stdout
-    assert "active" in wcp360(env, "tenant", "resume", "wtcli1").stdout
+    assert [t["name"] for t in listed] == [NAME]
+    assert "limits: disk" in wcp360(env, "tenant", "show", NAME).stdout
+    assert "suspended" in wcp360(env, "tenant", "suspend", NAME).stdout
+    assert "active" in wcp360(env, "tenant", "resume", NAME).stdout
     assert (
-        '"memory": 268435456'
-        in wcp360(env, "tenant", "limits", "wtcli1", "--memory", "256MiB", "--format", "json").stdout
+        '"memory": 268435456' in wcp360(env, "tenant", "limits", NAME, "--memory", "256MiB", "--format", "json").stdout
     )
-    refused = wcp360(env, "tenant", "delete", "wtcli1", "--confirm", "wtcli2")
-    assert (
-        refused.returncode == 1 and refused.stderr.count("\n") == 1 and (tmp_path / "srv" / "www" / "wtcli1").is_dir()
-    )
-    deleted = wcp360(env, "tenant", "delete", "wtcli1", "--confirm", "wtcli1")
+    refused = wcp360(env, "tenant", "delete", NAME, "--confirm", f"{NAME}x")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and (tmp_path / "srv" / "www" / NAME).is_dir()
+    deleted = wcp360(env, "tenant", "delete", NAME, "--confirm", NAME)
     assert deleted.returncode == 0, deleted.stderr
-    assert not (tmp_path / "srv" / "www" / "wtcli1").exists()
+    assert not (tmp_path / "srv" / "www" / NAME).exists()
     audit = wcp360(env, "audit", "search", "--action", "tenant_create", "--format", "json")
-    assert "wtcli1" in audit.stdout
+    assert NAME in audit.stdout
 
 
 @pytest.mark.parametrize("name", ["root", "x;id", "../x", "Big"])

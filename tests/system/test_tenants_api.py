@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import problem_of
 from tests.helpers import STRONG, TEST_UID_MAX, TEST_UID_MIN, bearer, login, make_user, signed_in
 from wcp360.runtime import Runtime
+from wcp360.system.cgroups import TenantCgroups, read_layout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenants are Linux users: the suite runs as root")
 
@@ -28,6 +29,11 @@ def _name() -> str:
 
 def _reseller(client: TestClient, rt: Runtime, username: str = "res") -> dict[str, str]:
     return signed_in(client, rt, username, ["reseller"]).headers
+
+
+def _ours() -> set[tuple[str, int]]:
+    """The accounts in this session's tenant id range (other sessions may run beside it)."""
+    return {(e.pw_name, e.pw_uid) for e in pwd.getpwall() if TEST_UID_MIN <= e.pw_uid <= TEST_UID_MAX}
 
 
 def _expiry(name: str) -> str:
@@ -51,7 +57,13 @@ def test_create_suspend_resume_delete(client: TestClient, rt: Runtime, tmp_path:
     created = client.post("/api/v1/tenants", json={"name": name, "member": "customer"}, headers=reseller)
     assert created.status_code == 201, created.text
     tenant = created.json()
-    assert tenant["status"] == "active" and tenant["degraded"] == []
+    assert tenant["status"] == "active"
+    # Root: a real account; only what this host cannot enforce yet is listed.
+    assert not [d for d in tenant["degraded"] if "not root" in d]
+    assert "disk: not enforced yet (filesystem quotas)" in tenant["degraded"]
+    cgroups = TenantCgroups(read_layout())
+    groups = cgroups.groups(name)
+    assert groups and all(path.is_dir() for path in groups.values())
     # A Linux user and group of that name, in the configured range, no shell, no password.
     entry = pwd.getpwnam(name)
     assert TEST_UID_MIN <= entry.pw_uid <= TEST_UID_MAX and entry.pw_uid == tenant["uid"]
@@ -66,12 +78,15 @@ def test_create_suspend_resume_delete(client: TestClient, rt: Runtime, tmp_path:
         "logs": 0o750,
         "tmp": 0o700,
     }
-    # Suspended: its processes stop, its account cannot sign in, the Linux account is expired.
+    # Suspended: its processes stop (by uid, and whatever runs in its cgroups under another uid),
+    # its account cannot sign in, the Linux account is expired.
     sleeper = _sleeper(entry.pw_uid)
+    other_uid = subprocess.Popen(["sleep", "600"])
+    cgroups.place(name, other_uid.pid)
     suspended = client.post(f"/api/v1/tenants/{tenant['id']}/suspend", headers=reseller)
     assert suspended.status_code == 200, suspended.text
     assert suspended.json()["status"] == "suspended"
-    assert sleeper.wait() == -9
+    assert sleeper.wait() == -9 and other_uid.wait() == -9
     refused = client.post("/api/v1/auth/login", json={"username": "customer", "password": STRONG})
     assert refused.status_code in (401, 403)
     assert _expiry(name) == "1"  # days since 1970: expired, so PAM refuses su, ssh, cron
@@ -87,6 +102,7 @@ def test_create_suspend_resume_delete(client: TestClient, rt: Runtime, tmp_path:
     deleted = client.delete(f"/api/v1/tenants/{tenant['id']}", params={"confirm": name}, headers=reseller)
     assert deleted.status_code == 204, deleted.text
     assert not home.exists()
+    assert not any(path.exists() for path in groups.values())
     with pytest.raises(KeyError):
         pwd.getpwnam(name)
     with pytest.raises(KeyError):
@@ -104,11 +120,11 @@ def test_create_suspend_resume_delete(client: TestClient, rt: Runtime, tmp_path:
 )
 def test_bad_names_are_refused_and_change_nothing(client: TestClient, rt: Runtime, tmp_path: Path, name: str) -> None:
     reseller = _reseller(client, rt)
-    before = {e.pw_name for e in pwd.getpwall()}
+    before = _ours()
     response = client.post("/api/v1/tenants", json={"name": name}, headers=reseller)
     assert response.status_code == 422, response.text
     assert problem_of(response)["status"] == 422
-    assert {e.pw_name for e in pwd.getpwall()} == before
+    assert _ours() == before
     assert not (tmp_path / "srv" / "www").exists() or not any((tmp_path / "srv" / "www").iterdir())
 
 
@@ -183,7 +199,7 @@ def test_tenant_accounts_cannot_create_tenants(client: TestClient, rt: Runtime) 
     customer = bearer(login(client, "customer")["access_token"])
     response = client.post("/api/v1/tenants", json={"name": _name()}, headers=customer)
     assert response.status_code == 403
-    assert not [e for e in pwd.getpwall() if TEST_UID_MIN <= e.pw_uid <= TEST_UID_MAX]
+    assert not _ours()
 
 
 def test_limits_are_stored_and_bad_ones_refused(client: TestClient, rt: Runtime) -> None:

@@ -21,6 +21,7 @@ from wcp360.audit.append_only import set_append_only_fd
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.defense.firewall import NftFirewall
 from wcp360.system import accounts, beneath
+from wcp360.system.cgroups import TenantCgroups, read_layout
 from wcp360.system.names import NameRefused, check_name, system_user_exists
 from wcp360.system.protocol import (
     AuditAppendOnly,
@@ -58,6 +59,8 @@ class HostAgent:
         self.state_dir = state_dir
         self.audit_dir = audit_dir
         self.privileged = os.geteuid() == 0
+        # Only root writes cgroupfs; the in-process agent of development mode says so instead.
+        self.cgroups = TenantCgroups(read_layout()) if self.privileged else None
         self._firewall: NftFirewall | None = None
 
     def run(self, call: Call) -> TenantHost | FirewallState | FileState:
@@ -108,7 +111,11 @@ class HostAgent:
                         os.close(beneath.make_directory(home_fd, sub, uid, gid, mode))
                 finally:
                     os.close(home_fd)
-            host = TenantHost(name=name, uid=uid, gid=gid, home=str(home), state="active", degraded=self._degraded())
+            degraded = self._degraded()
+            if self.cgroups is not None:
+                undo.append(lambda: self.cgroups.remove(name) if self.cgroups else None)
+                degraded += self.cgroups.create(name, call.limits)
+            host = TenantHost(name=name, uid=uid, gid=gid, home=str(home), state="active", degraded=degraded)
             self._save(host, call.limits)
         except BaseException:
             for step in reversed(undo):
@@ -120,7 +127,7 @@ class HostAgent:
         host, limits = self._existing(call.tenant)
         if self.privileged:
             accounts.expire(host.name)  # first: nothing new can sign in while the rest is stopped
-            accounts.kill_all(host.uid)
+            self._stop_everything(host)
         suspended = host.model_copy(update={"state": "suspended"})
         self._save(suspended, limits)
         return suspended
@@ -135,7 +142,9 @@ class HostAgent:
 
     def set_limits(self, call: TenantSetLimits) -> TenantHost:
         host, _ = self._existing(call.tenant)
-        self._save(host, call.limits)  # enforced by the tenant's jail (cgroups), which reads them here
+        if self.cgroups is not None:
+            host = host.model_copy(update={"degraded": self.cgroups.apply(host.name, call.limits)})
+        self._save(host, call.limits)
         return host
 
     def delete(self, call: TenantDelete) -> TenantHost:
@@ -145,14 +154,23 @@ class HostAgent:
         host, _ = self._existing(call.tenant)
         if self.privileged:
             accounts.expire(host.name)
-            accounts.kill_all(host.uid)
+            self._stop_everything(host)
         archive = self._archive(host.name)
         self._remove_home(host.name)
         if self.privileged:
             accounts.remove_user(host.name)
+        if self.cgroups is not None:
+            self.cgroups.remove(host.name)
         (self._tenant_dir() / f"{host.name}.json").unlink(missing_ok=True)
         self.prune_archives()
         return host.model_copy(update={"state": "deleted", "archive": str(archive) if archive else None})
+
+    def _stop_everything(self, host: TenantHost) -> None:
+        """Whatever runs in the tenant's cgroups (whatever uid it changed to) and whatever runs
+        as its uid (whatever group it escaped to)."""
+        if self.cgroups is not None:
+            self.cgroups.kill(host.name)
+        accounts.kill_all(host.uid)
 
     def prune_archives(self, now: float | None = None) -> int:
         """Remove archives older than `tenants.archive_retention`; how many went."""
