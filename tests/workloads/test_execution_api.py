@@ -104,22 +104,32 @@ def test_a_worker_killed_mid_run_is_replaced(client: TestClient, rt: Runtime) ->
     assert admin.user_id
     quick = upload(client, dev, HELLO, "quick")
     pool = rt.executor.pool
-    pids = {w.process.pid for w in pool.workers}
     restarts = metrics.WORKER_RESTARTS.labels(reason="crashed")._value.get()
+    done, killed = threading.Event(), set()
 
-    def kill_busy_worker() -> None:
-        time.sleep(0.3)
-        for worker in list(pool.workers):
-            os.kill(worker.process.pid, signal.SIGKILL)
+    def kill_busy_workers() -> None:
+        # Readiness, not a delay: kill whichever worker is checked out (holding the run) until the
+        # run has answered. A worker killed before it got the job is replaced and the run moves to
+        # the next one, which is killed in turn; idle workers are never touched.
+        while not done.is_set():
+            idle = {id(worker) for worker in list(pool._queue._idle)}
+            for worker in list(pool.workers):
+                if id(worker) not in idle and worker.process.is_alive():
+                    os.kill(worker.process.pid, signal.SIGKILL)
+                    killed.add(worker.process.pid)
 
-    threading.Thread(target=kill_busy_worker).start()
-    run = client.post(f"/api/v1/modules/{slow}/execute", json={}, headers=dev.headers).json()
+    killer = threading.Thread(target=kill_busy_workers)
+    killer.start()
+    try:
+        run = client.post(f"/api/v1/modules/{slow}/execute", json={}, headers=dev.headers).json()
+    finally:
+        done.set()
+        killer.join()
     assert run["outcome"] == "trap" and "died" in run["message"]
-    time.sleep(0.5)
     after = client.post(f"/api/v1/modules/{quick}/execute", json={}, headers=dev.headers).json()
     assert after["outcome"] == "ok" and after["stdout"] == "hello\n"
     assert metrics.WORKER_RESTARTS.labels(reason="crashed")._value.get() > restarts
-    assert not pids & {w.process.pid for w in pool.workers}
+    assert killed and not killed & {w.process.pid for w in pool.workers}
 
 
 def test_only_permitted_users_execute(client: TestClient, rt: Runtime) -> None:
