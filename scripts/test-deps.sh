@@ -10,6 +10,8 @@ command -v pg_isready >/dev/null || need_apt+=(postgresql)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v ip >/dev/null || need_apt+=(iproute2)
+# Tenants' jails (src/wcp360/system/jail.py) are bubblewrap sandboxes.
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 # The WASI toolchain builds a real C program for the workload tests (TOOLCHAIN-NOTES).
 command -v clang >/dev/null || need_apt+=(clang)
 command -v wasm-ld >/dev/null || need_apt+=(lld)

@@ -69,6 +69,7 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
         "critical",
         "install WCP360 and its Python where the service user can read them (/opt/wcp360)",
     ),
+    "WCP-JAIL-001": ("tenant jails", "high", "apt install bubblewrap; allow unprivileged user namespaces"),
     "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
     "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
 }
@@ -102,6 +103,7 @@ def run_checks(config: Config) -> list[Check]:
         _service_user,
         _code_readable,
         _tenant_homes,
+        _jails,
         _units,
     ]
     results: list[Check] = [check("WCP-CFG-001", "ok", f"{config.server.mode} mode, {config.config_dir}")]
@@ -517,3 +519,29 @@ def _tenant_cgroups(config: Config) -> list[Check]:
     placed = ", ".join(sorted(cgroups.groups("<tenant>")))
     status: Status = "ok" if mode == "v2" else "warn"
     return [check("WCP-KRN-003", status, f"{where}: each tenant in wcp360/<tenant> of {placed}")]
+
+
+def _jails(config: Config) -> list[Check]:
+    """Tenants' jobs run in bubblewrap as the tenant's uid, which needs unprivileged user namespaces."""
+    from wcp360.system.jail import system_mounts
+
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return [check("WCP-JAIL-001", "fail", "bubblewrap is not installed: tenants' commands cannot be jailed")]
+    probe = subprocess.run(  # noqa: S603
+        [bwrap, "--unshare-all", *system_mounts(), "--", "/usr/bin/true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return [check("WCP-JAIL-001", "fail", f"bubblewrap cannot make a sandbox here: {probe.stderr.strip()[:200]}")]
+    return [
+        check(
+            "WCP-JAIL-001",
+            "warn",
+            "bubblewrap sandboxes work (namespaces, read-only system, own home); Landlock and the "
+            "per-runtime seccomp allowlists are not applied yet (issue 14)",
+        )
+    ]

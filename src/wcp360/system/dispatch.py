@@ -13,7 +13,7 @@ from typing import Any
 from wcp360 import audit
 from wcp360.request_context import RequestContext, bind_request
 from wcp360.system.host import AgentFailure, HostAgent
-from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, AuditAppendOnly, FirewallSync
+from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, AuditAppendOnly, FirewallSync, JobOutcome
 
 
 class Dispatcher:
@@ -41,6 +41,14 @@ class Dispatcher:
                 message = f"the agent failed: {type(exc).__name__}"
                 return AgentReply(request_id=request.request_id, error=AgentError(code="failed", message=message))
             details: dict[str, Any] = result.model_dump(mode="json")
+            if isinstance(result, JobOutcome):  # the trail keeps what happened, not the job's output
+                details = {
+                    "exit_code": result.exit_code,
+                    "stdout_bytes": len(result.stdout),
+                    "stderr_bytes": len(result.stderr),
+                    "truncated": result.truncated,
+                    "timed_out": result.timed_out,
+                }
             self._record(request, "success", details)
             return AgentReply(request_id=request.request_id, result=result)
 

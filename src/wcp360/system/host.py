@@ -8,6 +8,7 @@ system account; every reply says so in `degraded`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
@@ -22,6 +23,7 @@ from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.defense.firewall import NftFirewall
 from wcp360.system import accounts, beneath
 from wcp360.system.cgroups import TenantCgroups, read_layout
+from wcp360.system.jail import Jail, JailUnavailable, run_job
 from wcp360.system.names import NameRefused, check_name, system_user_exists
 from wcp360.system.protocol import (
     AuditAppendOnly,
@@ -30,10 +32,12 @@ from wcp360.system.protocol import (
     FileState,
     FirewallState,
     FirewallSync,
+    JobOutcome,
     TenantCreate,
     TenantDelete,
     TenantHost,
     TenantResume,
+    TenantRun,
     TenantSetLimits,
     TenantSuspend,
 )
@@ -63,14 +67,15 @@ class HostAgent:
         self.cgroups = TenantCgroups(read_layout()) if self.privileged else None
         self._firewall: NftFirewall | None = None
 
-    def run(self, call: Call) -> TenantHost | FirewallState | FileState:
-        handlers: dict[type, Callable[..., TenantHost | FirewallState | FileState]] = {
+    def run(self, call: Call) -> TenantHost | FirewallState | FileState | JobOutcome:
+        handlers: dict[type, Callable[..., TenantHost | FirewallState | FileState | JobOutcome]] = {
             AuditAppendOnly: self.audit_append_only,
             TenantCreate: self.create,
             TenantSuspend: self.suspend,
             TenantResume: self.resume,
             TenantDelete: self.delete,
             TenantSetLimits: self.set_limits,
+            TenantRun: self.run_in_jail,
             FirewallSync: self.firewall_sync,
         }
         try:
@@ -164,6 +169,20 @@ class HostAgent:
         (self._tenant_dir() / f"{host.name}.json").unlink(missing_ok=True)
         self.prune_archives()
         return host.model_copy(update={"state": "deleted", "archive": str(archive) if archive else None})
+
+    def run_in_jail(self, call: TenantRun) -> JobOutcome:
+        """A job: the command in the tenant's jail, as the tenant, in its cgroups, to its end."""
+        host, _ = self._existing(call.tenant)
+        if not self.privileged:
+            raise AgentFailure("unsupported", "jails are started by the agent as root; this agent is not root")
+        if host.state != "active":
+            raise AgentFailure("conflict", f"tenant {host.name} is {host.state}")
+        jail = Jail(host.name, host.uid, host.gid, Path(host.home), network=call.network)
+        try:
+            result = run_job(jail, list(call.argv), self.cgroups, call.timeout)
+        except JailUnavailable as exc:
+            raise AgentFailure("unsupported", str(exc)) from None
+        return JobOutcome(**dataclasses.asdict(result))
 
     def _stop_everything(self, host: TenantHost) -> None:
         """Whatever runs in the tenant's cgroups (whatever uid it changed to) and whatever runs

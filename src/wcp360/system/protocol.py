@@ -59,6 +59,20 @@ class TenantSetLimits(View):
     limits: TenantLimits
 
 
+class TenantRun(View):
+    """Run one command in the tenant's jail, as the tenant, to its end (a job). The command is an
+    argument list for the jail, never a shell string for the host."""
+
+    verb: Literal["tenant.run"] = "tenant.run"
+    tenant: TenantName
+    argv: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]],
+        Field(min_length=1, max_length=64),
+    ]
+    timeout: Annotated[int, Field(ge=1, le=3600)] = 60
+    network: bool = False
+
+
 class Ban(View):
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     expires_in: Annotated[int, Field(ge=1, le=10 * 365 * 86400)] | None = None  # seconds; None: permanent
@@ -81,7 +95,14 @@ class AuditAppendOnly(View):
 
 
 Call = Annotated[
-    TenantCreate | TenantSuspend | TenantResume | TenantDelete | TenantSetLimits | FirewallSync | AuditAppendOnly,
+    TenantCreate
+    | TenantSuspend
+    | TenantResume
+    | TenantDelete
+    | TenantSetLimits
+    | TenantRun
+    | FirewallSync
+    | AuditAppendOnly,
     Field(discriminator="verb"),
 ]
 
@@ -112,6 +133,14 @@ class FirewallState(View):
     reason: str
 
 
+class JobOutcome(View):
+    exit_code: int
+    stdout: str
+    stderr: str
+    truncated: bool
+    timed_out: bool
+
+
 class FileState(View):
     file: str
     append_only: bool
@@ -128,7 +157,7 @@ class AgentError(View):
 class AgentReply(View):
     version: Literal[1] = PROTOCOL_VERSION
     request_id: str
-    result: TenantHost | FirewallState | FileState | None = None
+    result: TenantHost | FirewallState | FileState | JobOutcome | None = None
     error: AgentError | None = None
 
 
