@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import os
 import signal
 import threading
@@ -115,8 +116,9 @@ def test_a_worker_killed_mid_run_is_replaced(client: TestClient, rt: Runtime) ->
             idle = {id(worker) for worker in list(pool._queue._idle)}
             for worker in list(pool.workers):
                 if id(worker) not in idle and worker.process.is_alive():
-                    os.kill(worker.process.pid, signal.SIGKILL)
-                    killed.add(worker.process.pid)
+                    with contextlib.suppress(ProcessLookupError):  # reaped meanwhile by the pool
+                        os.kill(worker.process.pid, signal.SIGKILL)
+                        killed.add(worker.process.pid)
 
     killer = threading.Thread(target=kill_busy_workers)
     killer.start()
