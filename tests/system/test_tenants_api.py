@@ -20,8 +20,6 @@ from tests.helpers import STRONG, TEST_UID_MAX, TEST_UID_MIN, bearer, login, mak
 from wcp360.runtime import Runtime
 from wcp360.system.cgroups import TenantCgroups, read_layout
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenants are Linux users: the suite runs as root")
-
 
 def _name() -> str:
     return f"wt{uuid.uuid4().hex[:10]}"
@@ -227,3 +225,13 @@ def test_enabling_an_account_does_not_undo_its_tenants_suspension(client: TestCl
     assert client.post("/api/v1/auth/login", json={"username": "customer", "password": STRONG}).status_code != 200
     assert client.post(f"/api/v1/tenants/{tenant['id']}/resume", headers=reseller).status_code == 200
     login(client, "customer")
+
+
+def test_one_owner_cannot_take_more_tenants_than_allowed(client: TestClient, rt: Runtime) -> None:
+    reseller = _reseller(client, rt)
+    rt.tenants.config = rt.tenants.config.model_copy(update={"max_per_owner": 1})
+    assert client.post("/api/v1/tenants", json={"name": _name()}, headers=reseller).status_code == 201
+    before = _ours()
+    refused = client.post("/api/v1/tenants", json={"name": _name()}, headers=reseller)
+    assert refused.status_code == 409 and "tenants.max_per_owner" in problem_of(refused)["detail"]
+    assert _ours() == before  # refused before the agent made anything
