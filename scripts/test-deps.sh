@@ -12,6 +12,10 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # Tenants' jails (src/wcp360/system/jail.py) are bubblewrap sandboxes.
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+# The units' exposure scores (systemd-analyze security --offline=true; no systemd as PID 1 needed).
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# A Python the dropped service user may run in the privilege-drop tests (tests/dropping.py).
+command -v python3 >/dev/null && [ -x "/usr/bin/$(python3 -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')" ] || need_apt+=(python3)
 # The WASI toolchain builds a real C program for the workload tests (TOOLCHAIN-NOTES).
 command -v clang >/dev/null || need_apt+=(clang)
 command -v wasm-ld >/dev/null || need_apt+=(lld)

@@ -203,36 +203,17 @@ def _sandbox(config: Config) -> list[Check]:
     ]
 
 
-def cgroup_layout(mounts: str | None = None) -> tuple[list[str], dict[str, str]]:
-    """(controllers the cgroup v2 hierarchy offers, {v1 controller: its mount}) from /proc/mounts.
-
-    A hybrid host mounts v2 (at /sys/fs/cgroup/unified) with no controllers, the controllers
-    being bound to v1 hierarchies; a pure v2 host mounts it at /sys/fs/cgroup with all of them."""
-    text = mounts if mounts is not None else Path("/proc/mounts").read_text()
-    v2: list[str] = []
-    v1: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        if parts[2] == "cgroup2":
-            controllers = Path(parts[1]) / "cgroup.controllers"
-            v2 = controllers.read_text().split() if controllers.exists() else []
-        elif parts[2] == "cgroup":
-            for option in parts[3].split(","):
-                if option in ("cpu", "memory", "pids", "blkio", "io", "cpuset", "freezer"):
-                    v1[option] = parts[1]
-    return v2, v1
-
-
 def _cgroups(config: Config) -> list[Check]:
-    v2, v1 = cgroup_layout()
+    from wcp360.system.cgroups import read_layout
+
+    layout = read_layout()
+    v2, v1 = sorted(layout.v2_controllers), layout.v1
     missing = [c for c in CGROUP_CONTROLLERS if c not in v2]
     if not missing:
         return [check("WCP-KRN-001", "ok", f"cgroup v2 with {' '.join(v2)}")]
     on_v1 = [c for c in missing if c in v1 or (c == "io" and "blkio" in v1)]
     if on_v1:
-        where = ", ".join(f"{c} ({v1.get(c) or v1.get('blkio')})" for c in on_v1)
+        where = ", ".join(f"{c} ({v1.get(c) or v1.get('blkio')})" for c in on_v1)  # blkio: io on v1
         return [
             check(
                 "WCP-KRN-001",

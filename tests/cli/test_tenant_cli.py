@@ -16,7 +16,6 @@ from tests.helpers import STRONG, dev_wcp360_yml
 
 NAME = f"wtcli{os.getpid() % 100000}"
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenants are Linux users: the suite runs as root")
 
 
 @pytest.fixture

@@ -40,7 +40,6 @@ from wcp360.system.protocol import (
 )
 from wcp360.system.server import AgentServer, bind_socket
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent runs as root: the suite runs as root")
 NOBODY = pwd.getpwnam("nobody")
 
 

@@ -17,34 +17,29 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_admin_cli import wcp360
+from tests.dropping import service_user
 from tests.helpers import HOST, TEST_UID_MAX, TEST_UID_MIN, make_user
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
 from wcp360.system.client import SocketAgent
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the agent runs as root: the suite runs as root")
-
 
 @pytest.fixture
 def installation() -> Iterator[tuple[dict[str, str], Path]]:
-    user = f"wtsvc{uuid.uuid4().hex[:8]}"
-    subprocess.run(["useradd", "--system", "--no-create-home", "--user-group", user], check=True)
     root = Path(tempfile.mkdtemp(prefix="wcp360-agent-", dir="/tmp"))
     root.chmod(0o755)
     etc = root / "etc"
     etc.mkdir(mode=0o700)
-    (etc / "wcp360.yml").write_text(
-        f"mode: dev\nuser: {user}\n"
-        f"agent:\n  mode: socket\n  socket: {root / 'run' / 'agent.sock'}\n  state_dir: {root / 'agent-state'}\n"
-        f"tenants:\n  home_root: {root / 'www'}\n  archive_dir: {root / 'archives'}\n"
-        f"  uid_min: {TEST_UID_MIN}\n  uid_max: {TEST_UID_MAX}\n"
-    )
-    (etc / "wcp360.yml").chmod(0o600)
-    env = {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(root / "data")}
-    yield env, root
+    with service_user() as user:
+        (etc / "wcp360.yml").write_text(
+            f"mode: dev\nuser: {user}\n"
+            f"agent:\n  mode: socket\n  socket: {root / 'run' / 'agent.sock'}\n  state_dir: {root / 'agent-state'}\n"
+            f"tenants:\n  home_root: {root / 'www'}\n  archive_dir: {root / 'archives'}\n"
+            f"  uid_min: {TEST_UID_MIN}\n  uid_max: {TEST_UID_MAX}\n"
+        )
+        (etc / "wcp360.yml").chmod(0o600)
+        yield {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(root / "data")}, root
     shutil.rmtree(root)
-    subprocess.run(["userdel", user], check=False, capture_output=True)
-    subprocess.run(["groupdel", user], check=False, capture_output=True)
 
 
 def test_the_panel_creates_tenants_through_the_agent_process(installation: tuple[dict[str, str], Path]) -> None:

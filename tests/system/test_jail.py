@@ -3,8 +3,6 @@ what one tenant's command can reach of the host and of another tenant, attacked 
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -17,11 +15,6 @@ from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.system.host import AgentFailure, HostAgent
 from wcp360.system.protocol import JobOutcome, TenantCreate, TenantDelete, TenantRun, TenantSuspend
-
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="jails are started by the agent as root: the suite runs as root"),
-    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap not installed (scripts/test-deps.sh)"),
-]
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ from tests.dropping import service_user as making_service_user
 from tests.test_serve import free_port
 from wcp360.privileges import drop_to, service_account
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping root needs root: the suite runs as root")
-
 
 @pytest.fixture
 def service_user() -> Iterator[str]:
@@ -66,7 +64,6 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not SYSTEM_PYTHON.exists(), reason=f"needs {SYSTEM_PYTHON} (Debian's python3)")
 def test_serve_as_root_drops_everything_before_serving(service_user: str, reachable: Path, traversable: None) -> None:
     account = pwd.getpwnam(service_user)
     etc, data = reachable / "etc", reachable / "data"

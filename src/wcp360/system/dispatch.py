@@ -56,27 +56,22 @@ class Dispatcher:
         """Outside the verb lock, and its event queued without waiting: the server asks while it
         holds the audit log's lock (rotating it), so waiting for our own event to be written, or
         for a verb whose event is, would wait for the server, which waits for this answer."""
+        details: dict[str, Any] = {"on": call.on}
         try:
-            result = self.host.audit_append_only(call)
+            reply = AgentReply(request_id=request.request_id, result=self.host.audit_append_only(call))
         except AgentFailure as failure:
-            self._later(
-                "agent_audit_append_only",
-                actor_id=request.actor,
-                outcome="failure",
-                resource_type="audit",
-                resource_id=call.file,
-                details={"on": call.on, "error": failure.code, "reason": failure.message[:300]},
-            )
+            details.update(error=failure.code, reason=failure.message[:300])
             error = AgentError(code=failure.code, message=failure.message)
-            return AgentReply(request_id=request.request_id, error=error)
+            reply = AgentReply(request_id=request.request_id, error=error)
         self._later(
             "agent_audit_append_only",
             actor_id=request.actor,
+            outcome="success" if reply.error is None else "failure",
             resource_type="audit",
             resource_id=call.file,
-            details={"on": call.on},
+            details=details,
         )
-        return AgentReply(request_id=request.request_id, result=result)
+        return reply
 
     def _later(self, action: str, **fields: Any) -> None:
         """Queue the event and let a thread of its own wait for it (and feed the sinks)."""
