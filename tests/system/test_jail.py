@@ -15,6 +15,7 @@ from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.system.host import AgentFailure, HostAgent
 from wcp360.system.protocol import JobOutcome, TenantCreate, TenantDelete, TenantRun, TenantSuspend
+from wcp360.system.syscalls import RuntimeClass
 
 
 @pytest.fixture
@@ -34,8 +35,11 @@ def tenants(tmp_path: Path) -> Iterator[tuple[HostAgent, str, str]]:
         host.delete(TenantDelete(tenant=name))
 
 
-def run(host: HostAgent, tenant: str, *argv: str, timeout: int = 60, network: bool = False) -> JobOutcome:
-    return host.run_in_jail(TenantRun(tenant=tenant, argv=list(argv), timeout=timeout, network=network))
+def run(
+    host: HostAgent, tenant: str, *argv: str, timeout: int = 60, network: bool = False, runtime: RuntimeClass = "static"
+) -> JobOutcome:
+    call = TenantRun(tenant=tenant, argv=list(argv), timeout=timeout, network=network, runtime=runtime)
+    return host.run_in_jail(call)
 
 
 def test_the_job_runs_as_the_tenant_with_nothing_to_gain(tenants: tuple[HostAgent, str, str]) -> None:
@@ -83,7 +87,27 @@ def test_no_network_reaches_the_hosts_loopback(tenants: tuple[HostAgent, str, st
         port = service.getsockname()[1]
         probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)"
         isolated = run(host, first, "python3", "-c", probe)
-        assert isolated.exit_code != 0 and "Connection refused" in isolated.stderr
+        # Two layers: Landlock refuses the connect (EACCES) before the empty namespace would.
+        assert isolated.exit_code != 0 and "Permission denied" in isolated.stderr
+        # The namespace on its own: the host's sockets are not even visible.
+        listing = run(host, first, "cat", "/proc/net/tcp", "/proc/net/tcp6")
+        assert listing.exit_code == 0 and f":{port:04X} " not in listing.stdout
+
+
+def test_with_network_a_jail_connects_out_but_never_listens_on_tcp(tenants: tuple[HostAgent, str, str]) -> None:
+    host, first, _ = tenants
+    with socket.socket() as service:
+        service.bind(("127.0.0.1", 0))
+        service.listen()
+        port = service.getsockname()[1]
+        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')"
+        assert run(host, first, "python3", "-c", probe, network=True).stdout == "connected\n"
+    listen = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()"
+    # The static class may not bind at all (seccomp: EPERM); node may, but Landlock refuses TCP
+    # (EACCES): tenants serve on Unix sockets.
+    assert "Operation not permitted" in run(host, first, "python3", "-c", listen, network=True).stderr
+    refused = run(host, first, "python3", "-c", listen, network=True, runtime="node")
+    assert refused.exit_code != 0 and "Permission denied" in refused.stderr
 
 
 def test_a_fork_bomb_in_the_jail_stops_at_the_tenants_pids_max(tenants: tuple[HostAgent, str, str]) -> None:

@@ -7,13 +7,14 @@ one tenant must not interleave (a delete while its create is still making the ho
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
 from wcp360 import audit
 from wcp360.request_context import RequestContext, bind_request
 from wcp360.system.host import AgentFailure, HostAgent
-from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, AuditAppendOnly, FirewallSync, JobOutcome
+from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, AuditAppendOnly, FirewallSync, JobOutcome, TenantRun
 
 
 class Dispatcher:
@@ -28,8 +29,11 @@ class Dispatcher:
         with bind_request(context):
             if isinstance(call, AuditAppendOnly):
                 return self._audit_attribute(request, call)
+            # A job runs outside the lock: it changes nothing of the host's record, and one
+            # tenant's minute-long job must not hold every other verb (a suspend that would stop it).
+            serialised = contextlib.nullcontext() if isinstance(call, TenantRun) else self._lock
             try:
-                with self._lock:
+                with serialised:
                     result = self.host.run(call)
             except AgentFailure as failure:
                 self._record(request, "failure", {"error": failure.code, "reason": failure.message[:300]})

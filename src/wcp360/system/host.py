@@ -21,9 +21,11 @@ from pathlib import Path
 from wcp360.audit.append_only import set_append_only_fd
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.defense.firewall import NftFirewall
+from wcp360.kernel import landlock_abi
 from wcp360.system import accounts, beneath
 from wcp360.system.cgroups import TenantCgroups, read_layout
 from wcp360.system.jail import Jail, JailUnavailable, run_job
+from wcp360.system.jail_exec import HelperUnavailable, ensure_helper
 from wcp360.system.names import NameRefused, check_name, system_user_exists
 from wcp360.system.protocol import (
     AuditAppendOnly,
@@ -41,6 +43,7 @@ from wcp360.system.protocol import (
     TenantSetLimits,
     TenantSuspend,
 )
+from wcp360.system.syscalls import RuntimeClass
 
 HOME_MODE = 0o750  # seed 001 §6: "750 or stricter"; nginx reads public/ through the group (websites issue)
 SUBDIRECTORIES = {"public": 0o750, "logs": 0o750, "tmp": 0o700}
@@ -173,16 +176,37 @@ class HostAgent:
     def run_in_jail(self, call: TenantRun) -> JobOutcome:
         """A job: the command in the tenant's jail, as the tenant, in its cgroups, to its end."""
         host, _ = self._existing(call.tenant)
-        if not self.privileged:
-            raise AgentFailure("unsupported", "jails are started by the agent as root; this agent is not root")
         if host.state != "active":
             raise AgentFailure("conflict", f"tenant {host.name} is {host.state}")
-        jail = Jail(host.name, host.uid, host.gid, Path(host.home), network=call.network)
+        jail = self.jail(host, call.runtime, network=call.network)
         try:
             result = run_job(jail, list(call.argv), self.cgroups, call.timeout)
         except JailUnavailable as exc:
             raise AgentFailure("unsupported", str(exc)) from None
         return JobOutcome(**dataclasses.asdict(result))
+
+    def jail(
+        self, host: TenantHost, runtime: RuntimeClass, network: bool = False, files: dict[str, bytes] | None = None
+    ) -> Jail:
+        """The tenant's jail for one runtime class (the helper built on first use)."""
+        if not self.privileged:
+            raise AgentFailure("unsupported", "jails are started by the agent as root; this agent is not root")
+        try:
+            helper = ensure_helper(self.state_dir / "bin")
+        except HelperUnavailable as exc:
+            raise AgentFailure("unsupported", str(exc)) from None
+        return Jail(
+            host.name,
+            host.uid,
+            host.gid,
+            Path(host.home),
+            helper,
+            runtime=runtime,
+            network=network,
+            files=files or {},
+            # Without Landlock in the kernel the other layers still hold; doctor says what is missing.
+            landlock_optional=landlock_abi() == 0,
+        )
 
     def _stop_everything(self, host: TenantHost) -> None:
         """Whatever runs in the tenant's cgroups (whatever uid it changed to) and whatever runs

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 
 from wcp360.config.server import TenantLimits
 from wcp360.system.names import TENANT_NAME
+from wcp360.system.syscalls import RuntimeClass
 from wcp360.views import View
 
 PROTOCOL_VERSION: Literal[1] = 1
@@ -71,6 +72,7 @@ class TenantRun(View):
     ]
     timeout: Annotated[int, Field(ge=1, le=3600)] = 60
     network: bool = False
+    runtime: RuntimeClass = "static"
 
 
 class Ban(View):

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wcp360.kernel import landlock_abi
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 PR_SET_NO_NEW_PRIVS = 38
 SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446
-LANDLOCK_CREATE_RULESET_VERSION = 1
 LANDLOCK_RULE_PATH_BENEATH = 1
 # ABI 1-3 filesystem rights (execute, write, read, readdir, remove dir/file, make char/dir/reg/sock/fifo/
 # block/sym, refer, truncate).
@@ -75,13 +76,6 @@ class Confinement:
     landlock: bool = False
     seccomp: bool = False
     notes: list[str] = field(default_factory=list)
-
-
-def landlock_abi() -> int:
-    abi = _libc.syscall(
-        SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(LANDLOCK_CREATE_RULESET_VERSION)
-    )
-    return int(abi) if abi > 0 else 0
 
 
 def confine(read_only: Iterable[Path], writable: Iterable[Path]) -> Confinement:
