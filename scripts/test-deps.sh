@@ -12,6 +12,13 @@ command -v nft >/dev/null || need_apt+=(nftables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 # Tenants' jails (src/wcp360/system/jail.py) are bubblewrap sandboxes.
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+# The jail's helper is C, built by the agent with the host's compiler, statically linked
+# (src/wcp360/system/jail_exec.c); the jails' real apps are php-fpm pools and Node apps, and the
+# tests speak FastCGI to php-fpm like nginx does.
+command -v cc >/dev/null || need_apt+=(gcc)
+ls /usr/lib/*/libc.a >/dev/null 2>&1 || need_apt+=(libc6-dev)
+ls /usr/sbin/php-fpm* >/dev/null 2>&1 || need_apt+=(php-fpm)
+command -v node >/dev/null || need_apt+=(nodejs)
 # The units' exposure scores (systemd-analyze security --offline=true; no systemd as PID 1 needed).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # A Python the dropped service user may run in the privilege-drop tests (tests/dropping.py).

@@ -43,6 +43,7 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
 
     with trail_scope(config):
         host.prune_archives()
+        host.revive_all()
         audit.record(
             "agent_start",
             actor_id="system",
@@ -54,6 +55,7 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
         try:
             server.serve_forever()
         finally:
+            host.close()
             dispatcher.settle()
             audit.record("agent_stop", actor_id="system", resource_type="agent", resource_id=str(settings.socket))
 

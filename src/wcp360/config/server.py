@@ -88,6 +88,23 @@ class TenantLimits(Section):
     io_weight: int = Field(default=100, ge=1, le=10_000)
 
 
+class ProcessesConfig(Section):
+    """Tenants' supervised processes (PHP-FPM pools, Node apps): how many, restarts, logs."""
+
+    max_per_tenant: int = Field(default=8, ge=0, le=256)
+    # A process that exits is started again after restart_delay, doubling each time it exits
+    # within stable_after of its start, up to restart_max_delay; after max_quick_exits such exits
+    # in a row it is left `failed` until someone starts it again.
+    restart_delay: Duration = timedelta(seconds=1)
+    restart_max_delay: Duration = timedelta(seconds=60)
+    stable_after: Duration = timedelta(seconds=30)
+    max_quick_exits: int = Field(default=10, ge=1)
+    # Its output goes to logs/<name>.log in the tenant's home, rotated at log_max_size, log_keep kept.
+    log_max_size: ByteSize = 10 * 1024**2
+    log_keep: int = Field(default=5, ge=1, le=100)
+    php_max_children: int = Field(default=5, ge=1, le=1000)
+
+
 class TenantsConfig(Section):
     """Tenants are Linux users and groups with a home beneath `home_root` (seed 000 §2, 001 §6)."""
 
@@ -106,6 +123,7 @@ class TenantsConfig(Section):
     ]  # fmt: skip
     max_per_owner: int = Field(default=100, ge=1)
     default_limits: TenantLimits = TenantLimits()
+    processes: ProcessesConfig = ProcessesConfig()
 
     @field_validator("uid_max")
     @classmethod

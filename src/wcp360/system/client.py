@@ -28,9 +28,7 @@ from wcp360.system.protocol import (
     Call,
     ErrorCode,
     FileState,
-    FirewallState,
-    JobOutcome,
-    TenantHost,
+    Result,
 )
 
 CONNECT_TIMEOUT = 5.0
@@ -53,7 +51,7 @@ class AgentUnavailable(Exception):
 class AgentClient(Protocol):
     kind: str  # "socket" or "in_process", for doctor and the replies' readers
 
-    def call(self, call: Call, actor: str) -> TenantHost | FirewallState | FileState | JobOutcome: ...
+    def call(self, call: Call, actor: str) -> Result: ...
 
 
 def _request(call: Call, actor: str) -> AgentRequest:
@@ -61,7 +59,7 @@ def _request(call: Call, actor: str) -> AgentRequest:
     return AgentRequest(request_id=request_id, actor=actor, call=call)
 
 
-def _result(reply: AgentReply) -> TenantHost | FirewallState | FileState | JobOutcome:
+def _result(reply: AgentReply) -> Result:
     if reply.error is not None:
         raise AgentRefused(reply.error.code, reply.error.message)
     if reply.result is None:
@@ -75,7 +73,7 @@ class SocketAgent:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def call(self, call: Call, actor: str) -> TenantHost | FirewallState | FileState | JobOutcome:
+    def call(self, call: Call, actor: str) -> Result:
         request = _request(call, actor)
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
@@ -95,7 +93,7 @@ class InProcessAgent:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
 
-    def call(self, call: Call, actor: str) -> TenantHost | FirewallState | FileState | JobOutcome:
+    def call(self, call: Call, actor: str) -> Result:
         try:
             # Validated again, as the agent would on receipt: a verb built in code is re-read.
             request = AgentRequest.model_validate_json(_request(call, actor).model_dump_json())

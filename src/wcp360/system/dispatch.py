@@ -14,7 +14,16 @@ from typing import Any
 from wcp360 import audit
 from wcp360.request_context import RequestContext, bind_request
 from wcp360.system.host import AgentFailure, HostAgent
-from wcp360.system.protocol import AgentError, AgentReply, AgentRequest, AuditAppendOnly, FirewallSync, JobOutcome, TenantRun
+from wcp360.system.protocol import (
+    AgentError,
+    AgentReply,
+    AgentRequest,
+    AuditAppendOnly,
+    FirewallSync,
+    JobOutcome,
+    ProcessList,
+    TenantRun,
+)
 
 
 class Dispatcher:
@@ -31,7 +40,7 @@ class Dispatcher:
                 return self._audit_attribute(request, call)
             # A job runs outside the lock: it changes nothing of the host's record, and one
             # tenant's minute-long job must not hold every other verb (a suspend that would stop it).
-            serialised = contextlib.nullcontext() if isinstance(call, TenantRun) else self._lock
+            serialised = contextlib.nullcontext() if isinstance(call, TenantRun | ProcessList) else self._lock
             try:
                 with serialised:
                     result = self.host.run(call)
@@ -44,6 +53,8 @@ class Dispatcher:
                 self._record(request, "failure", {"error": "failed", "reason": type(exc).__name__})
                 message = f"the agent failed: {type(exc).__name__}"
                 return AgentReply(request_id=request.request_id, error=AgentError(code="failed", message=message))
+            if isinstance(call, ProcessList):  # a reading (metrics scrape it): nothing changed, no event
+                return AgentReply(request_id=request.request_id, result=result)
             details: dict[str, Any] = result.model_dump(mode="json")
             if isinstance(result, JobOutcome):  # the trail keeps what happened, not the job's output
                 details = {

@@ -35,14 +35,22 @@ from wcp360.system.protocol import (
     FirewallState,
     FirewallSync,
     JobOutcome,
+    ProcessControl,
+    ProcessList,
+    ProcessStart,
+    ProcessState,
+    Result,
     TenantCreate,
     TenantDelete,
     TenantHost,
+    TenantProcesses,
     TenantResume,
     TenantRun,
     TenantSetLimits,
     TenantSuspend,
+    TenantUsage,
 )
+from wcp360.system.supervise import Supervisor, SupervisorRefusal
 from wcp360.system.syscalls import RuntimeClass
 
 HOME_MODE = 0o750  # seed 001 §6: "750 or stricter"; nginx reads public/ through the group (websites issue)
@@ -69,9 +77,22 @@ class HostAgent:
         # Only root writes cgroupfs; the in-process agent of development mode says so instead.
         self.cgroups = TenantCgroups(read_layout()) if self.privileged else None
         self._firewall: NftFirewall | None = None
+        self.supervisor = Supervisor(tenants.processes, tenants.home_root, state_dir, self.cgroups, self._jail_for)
 
-    def run(self, call: Call) -> TenantHost | FirewallState | FileState | JobOutcome:
-        handlers: dict[type, Callable[..., TenantHost | FirewallState | FileState | JobOutcome]] = {
+    def revive_all(self) -> None:
+        """The agent starting: every active tenant's processes that were running run again."""
+        if not self.privileged:
+            return
+        for path in sorted(self._tenant_dir().glob("*.json")):
+            found = self._state(path.stem)
+            if found is not None and found[0].state == "active":
+                self.supervisor.revive(found[0])
+
+    def close(self) -> None:
+        self.supervisor.shutdown()
+
+    def run(self, call: Call) -> Result:
+        handlers: dict[type, Callable[..., Result]] = {
             AuditAppendOnly: self.audit_append_only,
             TenantCreate: self.create,
             TenantSuspend: self.suspend,
@@ -79,6 +100,9 @@ class HostAgent:
             TenantDelete: self.delete,
             TenantSetLimits: self.set_limits,
             TenantRun: self.run_in_jail,
+            ProcessStart: self.process_start,
+            ProcessControl: self.process_control,
+            ProcessList: self.process_list,
             FirewallSync: self.firewall_sync,
         }
         try:
@@ -87,6 +111,8 @@ class HostAgent:
             raise AgentFailure("invalid", str(exc)) from None
         except beneath.Escape as exc:
             raise AgentFailure("invalid", str(exc)) from None
+        except SupervisorRefusal as exc:
+            raise AgentFailure(exc.code, str(exc)) from None
         except accounts.HostCommandFailed as exc:
             raise AgentFailure("failed", str(exc)) from None
         except OSError as exc:  # the host refused a step (permissions, a full disk): said, not a crash
@@ -146,6 +172,8 @@ class HostAgent:
             accounts.unexpire(host.name)
         active = host.model_copy(update={"state": "active"})
         self._save(active, limits)
+        if self.privileged:
+            self.supervisor.revive(active)
         return active
 
     def set_limits(self, call: TenantSetLimits) -> TenantHost:
@@ -163,6 +191,7 @@ class HostAgent:
         if self.privileged:
             accounts.expire(host.name)
             self._stop_everything(host)
+        self.supervisor.forget(host.name)
         archive = self._archive(host.name)
         self._remove_home(host.name)
         if self.privileged:
@@ -184,6 +213,30 @@ class HostAgent:
         except JailUnavailable as exc:
             raise AgentFailure("unsupported", str(exc)) from None
         return JobOutcome(**dataclasses.asdict(result))
+
+    def process_start(self, call: ProcessStart) -> ProcessState:
+        return self.supervisor.start(self._active(call.tenant), call.process)
+
+    def process_control(self, call: ProcessControl) -> ProcessState:
+        host = self._active(call.tenant) if call.action in {"start", "restart"} else self._existing(call.tenant)[0]
+        return self.supervisor.control(host, call.name, call.action)
+
+    def process_list(self, call: ProcessList) -> TenantProcesses:
+        host, _ = self._existing(call.tenant)
+        usage = TenantUsage(cpu_seconds=None, memory_bytes=None, pids=None)
+        if self.cgroups is not None:
+            counters = self.cgroups.usage(host.name)
+            usage = TenantUsage(**dataclasses.asdict(counters), pressure=self.cgroups.pressure(host.name))
+        return TenantProcesses(tenant=host.name, processes=self.supervisor.states(host.name), usage=usage)
+
+    def _active(self, name: str) -> TenantHost:
+        host, _ = self._existing(name)
+        if host.state != "active":
+            raise AgentFailure("conflict", f"tenant {host.name} is {host.state}")
+        return host
+
+    def _jail_for(self, host: TenantHost, runtime: RuntimeClass, network: bool, files: dict[str, bytes]) -> Jail:
+        return self.jail(host, runtime, network, files)
 
     def jail(
         self, host: TenantHost, runtime: RuntimeClass, network: bool = False, files: dict[str, bytes] | None = None
@@ -209,8 +262,10 @@ class HostAgent:
         )
 
     def _stop_everything(self, host: TenantHost) -> None:
-        """Whatever runs in the tenant's cgroups (whatever uid it changed to) and whatever runs
-        as its uid (whatever group it escaped to)."""
+        """Its supervised processes (first: they would be started again), whatever runs in the
+        tenant's cgroups (whatever uid it changed to) and whatever runs as its uid (whatever
+        group it escaped to)."""
+        self.supervisor.halt(host.name)
         if self.cgroups is not None:
             self.cgroups.kill(host.name)
         accounts.kill_all(host.uid)

@@ -15,7 +15,7 @@ import socket
 import struct
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from wcp360.config.server import TenantLimits
 from wcp360.system.names import TENANT_NAME
@@ -60,19 +60,64 @@ class TenantSetLimits(View):
     limits: TenantLimits
 
 
+# A command for the jail: an argument list run inside it, never a shell string for the host.
+Argv = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]],
+    Field(min_length=1, max_length=64),
+]
+ProcessName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+
+
 class TenantRun(View):
-    """Run one command in the tenant's jail, as the tenant, to its end (a job). The command is an
-    argument list for the jail, never a shell string for the host."""
+    """Run one command in the tenant's jail, as the tenant, to its end (a job)."""
 
     verb: Literal["tenant.run"] = "tenant.run"
     tenant: TenantName
-    argv: Annotated[
-        list[Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")]],
-        Field(min_length=1, max_length=64),
-    ]
+    argv: Argv
     timeout: Annotated[int, Field(ge=1, le=3600)] = 60
     network: bool = False
     runtime: RuntimeClass = "static"
+
+
+class ProcessSpec(View):
+    """A long-running process of a tenant, supervised by the agent. `php` runs the tenant's own
+    php-fpm pool (the agent writes its configuration; no argv); `node` and `static` run `argv`.
+    Each gets `$SOCKET`, a Unix socket path in the tenant's `run/` to listen on."""
+
+    name: ProcessName
+    runtime: RuntimeClass
+    argv: Argv | None = None
+    network: bool = False
+
+    @model_validator(mode="after")
+    def _argv_by_runtime(self) -> ProcessSpec:
+        if self.runtime == "php" and self.argv is not None:
+            raise ValueError("a php process runs the tenant's php-fpm pool; it takes no argv")
+        if self.runtime != "php" and self.argv is None:
+            raise ValueError(f"a {self.runtime} process needs argv")
+        return self
+
+
+class ProcessStart(View):
+    """Declare a process (or replace its declaration) and start it."""
+
+    verb: Literal["process.start"] = "process.start"
+    tenant: TenantName
+    process: ProcessSpec
+
+
+class ProcessControl(View):
+    verb: Literal["process.control"] = "process.control"
+    tenant: TenantName
+    name: ProcessName
+    action: Literal["stop", "start", "restart", "remove"]
+
+
+class ProcessList(View):
+    """The tenant's processes and its resource usage."""
+
+    verb: Literal["process.list"] = "process.list"
+    tenant: TenantName
 
 
 class Ban(View):
@@ -103,6 +148,9 @@ Call = Annotated[
     | TenantDelete
     | TenantSetLimits
     | TenantRun
+    | ProcessStart
+    | ProcessControl
+    | ProcessList
     | FirewallSync
     | AuditAppendOnly,
     Field(discriminator="verb"),
@@ -143,6 +191,37 @@ class JobOutcome(View):
     timed_out: bool
 
 
+ProcessStatus = Literal["running", "backoff", "stopped", "failed"]
+
+
+class ProcessState(View):
+    name: str
+    runtime: RuntimeClass
+    argv: list[str] | None
+    network: bool
+    status: ProcessStatus
+    pid: int | None  # the jail's bubblewrap process on the host
+    restarts: int  # since the last start asked for
+    last_exit: int | None
+    socket: str  # where it listens (in the tenant's run/)
+    log: str  # where its output goes (the tenant's logs/), rotated
+
+
+class TenantUsage(View):
+    """From the tenant's cgroups; None where the host keeps no such counter."""
+
+    cpu_seconds: float | None
+    memory_bytes: int | None
+    pids: int | None
+    pressure: dict[str, str] = {}  # cgroup v2 PSI: "some avg10=... avg60=..." per resource
+
+
+class TenantProcesses(View):
+    tenant: str
+    processes: list[ProcessState]
+    usage: TenantUsage
+
+
 class FileState(View):
     file: str
     append_only: bool
@@ -156,10 +235,13 @@ class AgentError(View):
     message: str
 
 
+Result = TenantHost | FirewallState | FileState | JobOutcome | ProcessState | TenantProcesses
+
+
 class AgentReply(View):
     version: Literal[1] = PROTOCOL_VERSION
     request_id: str
-    result: TenantHost | FirewallState | FileState | JobOutcome | None = None
+    result: Result | None = None
     error: AgentError | None = None
 
 
