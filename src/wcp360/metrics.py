@@ -38,3 +38,8 @@ CONNECTIONS_REFUSED = Counter(
     "Connections closed before a request: slow headers or too many per address",
     ["reason"],
 )
+# Per tenant, from its cgroups through the agent, refreshed at each scrape of /metrics.
+TENANT_CPU_SECONDS = Gauge("tenant_cpu_seconds", "CPU time used by the tenant's processes (cgroup)", ["tenant"])
+TENANT_MEMORY_BYTES = Gauge("tenant_memory_bytes", "Memory charged to the tenant's cgroup", ["tenant"])
+TENANT_PIDS = Gauge("tenant_pids", "Processes and threads in the tenant's cgroup", ["tenant"])
+TENANT_PROCESSES = Gauge("tenant_processes", "The tenant's supervised processes by status", ["tenant", "status"])

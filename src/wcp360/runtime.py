@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 
@@ -19,6 +19,7 @@ from wcp360.defense.login_guard import LoginGuard
 from wcp360.defense.policy import Defense
 from wcp360.defense.throttles import Throttles
 from wcp360.defense.windows import windows_for
+from wcp360.hosting.processes import ProcessService
 from wcp360.hosting.tenants import TenantService
 from wcp360.identity.api_tokens import ApiTokenService
 from wcp360.identity.auth import AuthService
@@ -58,6 +59,7 @@ class Runtime:
     scheduler: Scheduler
     agent: AgentClient
     tenants: TenantService
+    processes: ProcessService = field(init=False)
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -103,6 +105,7 @@ class Runtime:
         )
 
     def __post_init__(self) -> None:
+        self.processes = ProcessService(self.tenants)
         # The IDS `quarantine` action (e.g. the seed's suspicious_module_upload rule) lands here.
         self.defense.ids.quarantine_hooks.append(
             lambda subject, event: self.modules.quarantine(subject, f"ids rule on {event.get('action')}")

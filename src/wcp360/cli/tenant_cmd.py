@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from wcp360.cli import process_cmd
 from wcp360.cli.common import ConfigDirOption, DataDirOption, host, runtime_from
 from wcp360.cli.output import json_text, table
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="Create and manage tenants (Linux users with a home beneath tenants.home_root).", no_args_is_help=True
 )
+
+app.add_typer(process_cmd.app, name="process")
 
 COLUMNS = ("name", "status", "uid", "home", "owner", "degraded", "id")
 Format = Annotated[Literal["table", "json"], typer.Option("--format")]

@@ -63,7 +63,7 @@ def tenant_view(tenant: Tenant) -> TenantView:
 
 
 @contextmanager
-def _agent_errors() -> Iterator[None]:
+def agent_errors() -> Iterator[None]:
     try:
         yield
     except AgentRefused as refused:
@@ -130,7 +130,7 @@ class TenantService:
                     f"this owner keeps {kept} tenants; the limit is {self.config.max_per_owner} "
                     "(wcp360.yml tenants.max_per_owner)"
                 )
-        with _agent_errors():
+        with agent_errors():
             host = self.agent.call(TenantCreate(tenant=name, limits=wanted), actor.actor_label)
         assert isinstance(host, TenantHost)
 
@@ -177,7 +177,7 @@ class TenantService:
     def set_limits(self, actor: Principal, tenant_id: uuid.UUID, changes: dict[str, Any]) -> TenantView:
         tenant = self.owned.authorised(actor, tenant_id, "tenants:update")
         wanted = self._limits(TenantLimits.model_validate(tenant.limits), changes)
-        with _agent_errors():
+        with agent_errors():
             self.agent.call(TenantSetLimits(tenant=tenant.name, limits=wanted), actor.actor_label)
         with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             row = s.get(Tenant, tenant_id)
@@ -200,7 +200,7 @@ class TenantService:
         tenant = self.owned.authorised(actor, tenant_id, "tenants:delete", shared=False)
         if confirm != tenant.name:
             raise InvalidInput(f"confirm by giving the tenant's name ({tenant.name}) again")
-        with _agent_errors():
+        with agent_errors():
             host = self.agent.call(TenantDelete(tenant=tenant.name), actor.actor_label)
         archive = host.archive if isinstance(host, TenantHost) else None
         with self.db.transaction(RowScope.decided(actor.user_id)) as s:
@@ -217,7 +217,7 @@ class TenantService:
         if tenant.status == status:
             raise Conflict(f"tenant {tenant.name} is {status} already")
         verb = TenantSuspend(tenant=tenant.name) if status == "suspended" else TenantResume(tenant=tenant.name)
-        with _agent_errors():
+        with agent_errors():
             self.agent.call(verb, actor.actor_label)
         try:
             with self.db.transaction(RowScope.decided(actor.user_id)) as s:

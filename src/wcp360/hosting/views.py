@@ -26,3 +26,33 @@ class TenantView(View):
     degraded: list[str]
     created_at: str
     suspended_at: str | None
+
+
+class ProcessView(View):
+    """A tenant's supervised process as the agent keeps it."""
+
+    name: str
+    runtime: str
+    argv: list[str] | None
+    network: bool
+    status: str  # running, backoff, stopped, failed
+    pid: int | None
+    restarts: int
+    last_exit: int | None
+    socket: str
+    log: str
+
+
+class UsageView(View):
+    """The tenant's cgroup counters; None where this host keeps none."""
+
+    cpu_seconds: float | None
+    memory_bytes: int | None
+    pids: int | None
+    pressure: dict[str, str]
+
+
+class TenantProcessesView(View):
+    tenant: str
+    processes: list[ProcessView]
+    usage: UsageView

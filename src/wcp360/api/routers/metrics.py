@@ -6,6 +6,7 @@ import ipaddress
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import principal, runtime
 from wcp360.request_context import current_request
@@ -20,6 +21,7 @@ async def metrics(request: Request) -> Response:
     if not _allowed_scraper(client, rt.config.server.metrics.allow_from):
         actor = await principal(request, rt)
         rt.policy.require(actor, "metrics:read")
+    await run_in_threadpool(rt.processes.refresh_metrics)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

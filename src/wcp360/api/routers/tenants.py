@@ -1,20 +1,24 @@
 """/api/v1/tenants: hosting customers (a Linux user, group and home each, made by the system
-agent): create, list, show, suspend, resume, limits, delete."""
+agent): create, list, show, suspend, resume, limits, delete; and each tenant's supervised
+processes (PHP-FPM pools, Node apps, in its jail) with its resource usage."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
-from pydantic import Field
+from fastapi import APIRouter, Path, Query, Response
+from pydantic import Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from wcp360.api.deps import PrincipalDep, RuntimeDep, WindowDep
 from wcp360.api.paths import API_PREFIX
 from wcp360.api.problems import PROBLEM_JSON
 from wcp360.api.schemas import StrictBody
-from wcp360.hosting.views import TenantView
+from wcp360.errors import InvalidInput
+from wcp360.hosting.views import ProcessView, TenantProcessesView, TenantView
+from wcp360.system.protocol import Argv, ProcessName, ProcessSpec
+from wcp360.system.syscalls import RuntimeClass
 from wcp360.views import Page
 
 HOST_FAILED = {
@@ -91,4 +95,51 @@ def delete_tenant(
     """The home is archived (wcp360.yml tenants.archive_dir, kept tenants.archive_retention),
     then the home, the Linux user and its group are removed."""
     rt.tenants.delete(actor, tenant_id, confirm)
+    return Response(status_code=204)
+
+
+class ProcessBody(StrictBody):
+    """`php`: the tenant's own php-fpm pool (no argv). `node`, `static`: argv, run in the jail
+    with $SOCKET naming the Unix socket to listen on. `network`: reach out beyond the jail
+    (TCP connect only; nothing listens on TCP)."""
+
+    name: ProcessName
+    runtime: RuntimeClass
+    argv: Argv | None = None
+    network: bool = False
+
+
+@router.get("/{tenant_id}/processes")
+def list_processes(tenant_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> TenantProcessesView:
+    """The tenant's processes and its usage from its cgroups (CPU seconds, memory, pids, PSI)."""
+    return rt.processes.list(actor, tenant_id)
+
+
+@router.post("/{tenant_id}/processes", status_code=201)
+async def start_process(tenant_id: uuid.UUID, body: ProcessBody, actor: PrincipalDep, rt: RuntimeDep) -> ProcessView:
+    """Declare the process (replacing one of the same name) and start it."""
+    try:
+        spec = ProcessSpec(**body.model_dump())
+    except ValidationError as exc:
+        raise InvalidInput(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from None
+    return await run_in_threadpool(rt.processes.start, actor, tenant_id, spec)
+
+
+@router.post("/{tenant_id}/processes/{name}/{action}")
+async def control_process(
+    tenant_id: uuid.UUID,
+    name: Annotated[str, Path(max_length=32)],
+    action: Literal["start", "stop", "restart"],
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+) -> ProcessView:
+    return await run_in_threadpool(rt.processes.control, actor, tenant_id, name, action)
+
+
+@router.delete("/{tenant_id}/processes/{name}", status_code=204)
+async def remove_process(
+    tenant_id: uuid.UUID, name: Annotated[str, Path(max_length=32)], actor: PrincipalDep, rt: RuntimeDep
+) -> Response:
+    """Stop it and forget it."""
+    await run_in_threadpool(rt.processes.control, actor, tenant_id, name, "remove")
     return Response(status_code=204)
