@@ -66,3 +66,15 @@ def test_bad_names_are_one_line_and_change_nothing(env: dict[str, str], tmp_path
 def test_an_unknown_tenant_is_one_line(env: dict[str, str]) -> None:
     result = wcp360(env, "tenant", "suspend", "wtnosuch")
     assert result.returncode == 1 and "no tenant named 'wtnosuch'" in result.stderr
+
+
+def test_processes_need_the_agent_process(env: dict[str, str]) -> None:
+    """Without `wcp360 agent` a process started by this short-lived command would die with it:
+    refused in one line; the listing works (in-process, nothing running)."""
+    assert wcp360(env, "tenant", "create", NAME, "--owner", "shopowner").returncode == 0
+    refused = wcp360(env, "tenant", "process", "start", NAME, "web", "--", "sleep", "1")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "wcp360 agent" in refused.stderr
+    bad = wcp360(env, "tenant", "process", "start", NAME, "php", "--runtime", "php", "--", "sh")
+    assert bad.returncode == 2 and "takes no argv" in bad.stderr
+    listed = wcp360(env, "tenant", "process", "list", NAME)
+    assert listed.returncode == 0 and "usage: cpu" in listed.stdout

@@ -3,6 +3,7 @@ run in the agent, and their events land on the same verified trail as the panel'
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -10,9 +11,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +78,57 @@ def test_the_panel_creates_tenants_through_the_agent_process(installation: tuple
     assert '"channel":"agent"' in trail.replace(" ", "")
     verified = wcp360(env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _start_agent(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "wcp360.cli", "agent"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert agent.stdout is not None
+    ready = agent.stdout.readline().decode()  # printed once the socket listens
+    assert "listening on" in ready, agent.stderr.read().decode() if agent.stderr else ""
+    return agent
+
+
+def _running(env: dict[str, str], tenant: str) -> dict[str, Any]:
+    """The tenant's one process once it runs (its jail has started); the bound only turns a hang
+    into a failure."""
+    give_up = time.monotonic() + 300
+    while time.monotonic() < give_up:
+        listed = json.loads(wcp360(env, "tenant", "process", "list", tenant, "--format", "json").stdout)
+        process: dict[str, Any] = listed["processes"][0]
+        if process["status"] == "running":
+            return process
+    raise AssertionError(f"{tenant}'s process never ran: {process}")
+
+
+def _stop_agent(agent: subprocess.Popen[bytes]) -> None:
+    agent.send_signal(signal.SIGTERM)
+    assert agent.wait() == 0
+
+
+def test_the_cli_runs_processes_that_outlive_it_and_survive_the_agents_restart(
+    installation: tuple[dict[str, str], Path],
+) -> None:
+    env, root = installation
+    config = load_config(Path(env["WCP360_CONFIG_DIR"]), Path(env["WCP360_DATA_DIR"]))
+    rt = Runtime.open(config)
+    make_user(rt, "owner", ["reseller"])
+    rt.close()
+    name = f"wt{uuid.uuid4().hex[:8]}"
+    agent = _start_agent(env)
+    try:
+        assert wcp360(env, "tenant", "create", name, "--owner", "owner").returncode == 0
+        started = wcp360(env, "tenant", "process", "start", name, "web", "--", "sleep", "1000")
+        assert started.returncode == 0 and "starting" in started.stdout, started.stderr
+        listed = _running(env, name)
+        first_pid = listed["pid"]
+        _stop_agent(agent)  # the agent stopping stops the tenant's processes with it
+        assert not Path(f"/proc/{first_pid}").exists()
+        agent = _start_agent(env)  # and starting again brings back what was running
+        assert _running(env, name)["pid"] != first_pid
+        assert "removed" in wcp360(env, "tenant", "process", "remove", name, "web").stdout
+        assert wcp360(env, "tenant", "delete", name, "--confirm", name).returncode == 0
+    finally:
+        _stop_agent(agent)
+    assert not (root / "www" / name).exists()

@@ -67,11 +67,11 @@ def list_processes(
     typer.echo(f"usage: cpu {cpu}, memory {memory}, pids {usage.pids if usage.pids is not None else '-'}")
 
 
-@app.command("start", context_settings={"allow_interspersed_args": False})
+@app.command("start")
 def start(
     tenant: str,
     name: Annotated[str, typer.Argument(help="a-z first, then a-z 0-9 -, at most 32")],
-    argv: Annotated[list[str] | None, typer.Argument(help="the command, after --; none for php")] = None,
+    argv: Annotated[list[str] | None, typer.Argument(help="the command, after -- ; none for php")] = None,
     runtime: Annotated[Literal["static", "php", "node"], typer.Option("--runtime")] = "static",
     network: Annotated[bool, typer.Option("--network", help="may connect out over TCP")] = False,
     output: Format = "table",

@@ -31,15 +31,19 @@ def opened_root(root: Path, create_mode: int | None = None) -> Iterator[int]:
     fd = os.open("/", _DIR)
     try:
         for part in root.parts[1:]:
+            created = False
             if create_mode is not None:
                 with suppress(FileExistsError):
                     os.mkdir(part, create_mode, dir_fd=fd)
+                    created = True
             try:
                 child = os.open(part, _DIR, dir_fd=fd)
             except OSError as exc:
                 raise Escape(f"{root}: {part} is not a directory reached without a symlink ({exc.strerror})") from None
             os.close(fd)
             fd = child
+            if created:  # the mode asked for, whatever the process's umask (the agent's is 0177)
+                os.fchmod(fd, create_mode)  # type: ignore[arg-type]
         yield fd
     finally:
         os.close(fd)

@@ -108,6 +108,7 @@ class LogFile:
             except FileExistsError:
                 continue
             os.fchown(fd, self.uid, self.gid)
+            os.fchmod(fd, 0o640)  # whatever the agent's umask: the tenant reads its logs
             return fd, 0
         raise OSError(f"logs/{self.name} keeps being replaced")
 

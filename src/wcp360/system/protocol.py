@@ -191,7 +191,7 @@ class JobOutcome(View):
     timed_out: bool
 
 
-ProcessStatus = Literal["running", "backoff", "stopped", "failed"]
+ProcessStatus = Literal["starting", "running", "backoff", "stopped", "failed"]
 
 
 class ProcessState(View):

@@ -112,7 +112,7 @@ class Supervised:
             self.wanted = True
             self.restarts = 0
             if self._thread is None or not self._thread.is_alive():
-                self.status = "running"
+                self.status = "starting"
                 self._thread = threading.Thread(
                     target=self._keep_running, name=f"jail-{self.host.name}-{self.spec.name}", daemon=True
                 )
@@ -178,7 +178,7 @@ class Supervised:
             jail = self.owner.jail_for(self.host, self.spec.runtime, self.spec.network, files)
             environment = {"SOCKET": self.socket}
             process = spawn(jail, command, self.owner.cgroups, subprocess.PIPE, subprocess.STDOUT, environment)
-        except (JailUnavailable, SupervisorRefusal, OSError) as exc:
+        except (JailUnavailable, SupervisorRefusal, OSError) as exc:  # said in its log, then backoff
             self._note(log, f"could not start: {exc}")
             return 127
         with self._lock:
