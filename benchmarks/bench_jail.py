@@ -1,7 +1,8 @@
-"""Starting a jailed `/bin/true` with the whole stack beside bare bubblewrap, same run.
+"""Tenants' jails: starting one, and serving PHP from one, each beside its baseline, same run.
 
-    python benchmarks/bench_jail.py [--starts 200] [--rounds 3]      # as root
+    python benchmarks/bench_jail.py [--starts 200] [--requests 500] [--rounds 3]      # as root
 
+Start:
 - jailed: `wcp360.system.jail.run_job` as the agent runs a job: bubblewrap as the tenant with
   every namespace, the system mounts, /proc, /dev, /tmp, the home; the block/info descriptor
   handshake and placement of both pids in the tenant's cgroups (v1 pids, memory, cpu, cpuacct,
@@ -10,12 +11,20 @@
 - bare: `bwrap --unshare-all --ro-bind /usr /usr <the /bin, /lib links> /bin/true` as the same uid,
   output captured the same way: the floor (bubblewrap cannot run /bin/true with less).
 
-Rounds alternate bare and jailed so drift hits both alike. Medians of the rounds' p50 and p99.
+PHP request (FastCGI GET of a one-line page, one connection per request as nginx makes them):
+- jailed: the tenant's php-fpm pool as the agent supervises it (jail, seccomp php class,
+  Landlock, cgroups), pool configuration from `supervise.php_pool`;
+- unjailed: the same php-fpm binary and the same pool configuration, started as the tenant's
+  uid with nothing else around it.
+
+Rounds alternate the two sides so drift hits both alike. Medians of the rounds' p50 and p99.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import statistics
 import subprocess
 import tempfile
@@ -23,10 +32,14 @@ import time
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' FastCGI client
+from tests.fastcgi import request as fastcgi  # noqa: E402
+
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.system.host import HostAgent
 from wcp360.system.jail import run_job, system_mounts
-from wcp360.system.protocol import TenantCreate, TenantDelete
+from wcp360.system.protocol import ProcessSpec, ProcessStart, TenantCreate, TenantDelete
+from wcp360.system.supervise import php_fpm_binary, php_pool
 
 
 def bare(uid: int, gid: int, starts: int) -> list[float]:
@@ -54,9 +67,44 @@ def jailed(host: HostAgent, name: str, starts: int) -> list[float]:
     return timings
 
 
+PAGE = "<?php echo 'hello ', 40 + 2, PHP_EOL;"
+
+
+def php_round(socket_path: str, script: str, requests: int) -> list[float]:
+    timings = []
+    for _ in range(requests):
+        began = time.perf_counter()
+        out, _ = fastcgi(socket_path, script)
+        timings.append(time.perf_counter() - began)
+        assert b"hello 42" in out, out
+    return timings
+
+
+def unjailed_php(host: HostAgent, name: str, home: Path) -> tuple[subprocess.Popen[bytes], str]:
+    tenant, _ = host._existing(name)
+    socket_path = f"{home}/run/bare.sock"
+    pool = php_pool(tenant, "bare", socket_path, max_children=5)
+    config = home / "tmp" / "bare-fpm.conf"
+    config.write_bytes(pool)
+    os.chown(config, tenant.uid, tenant.gid)
+    binary = php_fpm_binary()
+    assert binary is not None
+    process = subprocess.Popen(
+        [binary, "--nodaemonize", "--force-stderr", "--fpm-config", str(config)],
+        user=tenant.uid, group=tenant.gid, extra_groups=[], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return process, socket_path
+
+
+def wait_for(path: str) -> None:
+    while not Path(path).exists():
+        time.sleep(0.01)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--starts", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
@@ -82,8 +130,37 @@ def main() -> None:
                 p99 = statistics.median(p99 for _, p99 in rounds)
                 print(f"{label:7} p50 {medians[label] * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms")
             print(f"jailed/bare {medians['jailed'] / medians['bare']:.2f}x (target <= 1.5x)")
+            php(host, name, root / "www" / name, options.requests, options.rounds)
         finally:
             host.delete(TenantDelete(tenant=name))
+
+
+def php(host: HostAgent, name: str, home: Path, requests: int, rounds: int) -> None:
+    (home / "public" / "index.php").write_text(PAGE)
+    tenant, _ = host._existing(name)
+    os.chown(home / "public" / "index.php", tenant.uid, tenant.gid)
+    script = str(home / "public" / "index.php")
+    jailed_state = host.process_start(ProcessStart(tenant=name, process=ProcessSpec(name="php", runtime="php")))
+    bare_process, bare_socket = unjailed_php(host, name, home)
+    try:
+        wait_for(jailed_state.socket)
+        wait_for(bare_socket)
+        for socket_path in (jailed_state.socket, bare_socket):
+            php_round(socket_path, script, 20)  # warm: ondemand workers started, opcache filled
+        results: dict[str, list[tuple[float, float]]] = {"unjailed": [], "jailed": []}
+        for _ in range(rounds):
+            for label, socket_path in (("unjailed", bare_socket), ("jailed", jailed_state.socket)):
+                timings = sorted(php_round(socket_path, script, requests))
+                results[label].append((statistics.median(timings), timings[int(len(timings) * 0.99) - 1]))
+        medians = {label: statistics.median(p50 for p50, _ in rounds_) for label, rounds_ in results.items()}
+        for label, rounds_ in results.items():
+            p99 = statistics.median(p99 for _, p99 in rounds_)
+            print(f"php {label:9} p50 {medians[label] * 1000:7.3f} ms  p99 {p99 * 1000:7.3f} ms")
+        print(f"php jailed/unjailed {medians['jailed'] / medians['unjailed']:.2f}x (target <= 1.1x)")
+    finally:
+        bare_process.terminate()
+        bare_process.wait()
+        host.close()
 
 
 if __name__ == "__main__":

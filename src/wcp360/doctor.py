@@ -70,6 +70,10 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
         "install WCP360 and its Python where the service user can read them (/opt/wcp360)",
     ),
     "WCP-JAIL-001": ("tenant jails", "high", "apt install bubblewrap; allow unprivileged user namespaces"),
+    "WCP-JAIL-002": ("jail helper", "high", "apt install gcc libc6-dev (the agent builds its helper once)"),
+    "WCP-JAIL-003": ("jail landlock", "medium", "a kernel with Landlock ABI 6 (6.12+) and lsm=landlock"),
+    "WCP-JAIL-004": ("jail seccomp", "high", "a kernel with seccomp filters; libseccomp installed"),
+    "WCP-JAIL-005": ("php-fpm", "low", "apt install php-fpm (for tenants' php processes)"),
     "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
     "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
 }
@@ -503,26 +507,66 @@ def _tenant_cgroups(config: Config) -> list[Check]:
 
 
 def _jails(config: Config) -> list[Check]:
-    """Tenants' jobs run in bubblewrap as the tenant's uid, which needs unprivileged user namespaces."""
+    """Tenants' jails (system/jail.py): bubblewrap as the tenant's uid (unprivileged user
+    namespaces), the helper that applies Landlock, the runtime classes' seccomp programs."""
+    from wcp360.kernel import landlock_abi
+    from wcp360.system import syscalls
     from wcp360.system.jail import system_mounts
+    from wcp360.system.jail_exec import helper_path
+    from wcp360.system.supervise import php_fpm_binary
 
+    found: list[Check] = []
     bwrap = shutil.which("bwrap")
     if bwrap is None:
-        return [check("WCP-JAIL-001", "fail", "bubblewrap is not installed: tenants' commands cannot be jailed")]
-    probe = subprocess.run(  # noqa: S603
-        [bwrap, "--unshare-all", *system_mounts(), "--", "/usr/bin/true"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if probe.returncode != 0:
-        return [check("WCP-JAIL-001", "fail", f"bubblewrap cannot make a sandbox here: {probe.stderr.strip()[:200]}")]
-    return [
-        check(
-            "WCP-JAIL-001",
-            "warn",
-            "bubblewrap sandboxes work (namespaces, read-only system, own home); Landlock and the "
-            "per-runtime seccomp allowlists are not applied yet (issue 14)",
+        found.append(check("WCP-JAIL-001", "fail", "bubblewrap is not installed: tenants' commands cannot be jailed"))
+    else:
+        probe = subprocess.run(  # noqa: S603
+            [bwrap, "--unshare-all", "--unshare-user", "--disable-userns", *system_mounts(), "--", "/usr/bin/true"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
+        if probe.returncode != 0:
+            detail = f"bubblewrap cannot make a sandbox here: {probe.stderr.strip()[:200]}"
+            found.append(check("WCP-JAIL-001", "fail", detail))
+        else:
+            found.append(check("WCP-JAIL-001", "ok", "bubblewrap: every namespace, read-only system, own home"))
+    built = helper_path(config.server.agent.state_dir / "bin")
+    if built.is_file():
+        found.append(check("WCP-JAIL-002", "ok", f"built: {built}"))
+    elif shutil.which("cc") or shutil.which("gcc") or shutil.which("clang"):
+        found.append(check("WCP-JAIL-002", "ok", "not built yet; the agent builds it at the first jail"))
+    else:
+        found.append(check("WCP-JAIL-002", "fail", "no C compiler and no built helper: no jail can start"))
+    abi = landlock_abi()
+    missing = [
+        what
+        for needed, what in (
+            (1, "filesystem rules"),
+            (4, "TCP bind/connect rules"),
+            (5, "device ioctl rules"),
+            (6, "scoping of abstract Unix sockets and signals"),
+        )
+        if abi < needed
     ]
+    if abi == 0:
+        found.append(check("WCP-JAIL-003", "fail", "no Landlock: jails rely on namespaces and seccomp alone"))
+    elif missing:
+        found.append(check("WCP-JAIL-003", "warn", f"Landlock ABI {abi}: missing {', '.join(missing)}"))
+    else:
+        found.append(check("WCP-JAIL-003", "ok", f"Landlock ABI {abi}: filesystem, TCP, ioctl, scopes"))
+    try:
+        sizes = {runtime: len(syscalls.program(runtime)) for runtime in syscalls.RUNTIME_CLASSES}
+    except Exception as exc:  # libseccomp missing or refusing: said, not a doctor crash
+        found.append(check("WCP-JAIL-004", "fail", f"seccomp programs cannot be built: {exc}"))
+    else:
+        classes = ", ".join(f"{runtime} {size} B" for runtime, size in sizes.items())
+        found.append(check("WCP-JAIL-004", "ok", f"allowlists per runtime class: {classes}"))
+    binary = php_fpm_binary()
+    found.append(
+        check("WCP-JAIL-005", "ok", f"{binary}")
+        if binary
+        else check("WCP-JAIL-005", "warn", "php-fpm is not installed: tenants' php processes are refused")
+    )
+    return found

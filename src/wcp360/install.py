@@ -6,7 +6,7 @@
 | data dir (/var/lib/wcp360)   | wcp360           | 0700 | the panel's database, keys, modules          |
 | log dir                      | wcp360           | 0700 | the audit trail                              |
 | agent socket dir (/run/wcp360) | root:wcp360    | 0750 | the panel reaches the agent; nobody else     |
-| agent state (/var/lib/wcp360-agent) | root      | 0700 | tenant limits as the host enforces them      |
+| agent state (/var/lib/wcp360-agent) | root      | 0700 | tenant limits as the host enforces them, the jails' helper |
 | tenants.home_root (/srv/www) | root             | 0755 | tenants cannot rename or replace each other's homes |
 | tenants.archive_dir          | root             | 0700 | deleted tenants' homes                       |
 
@@ -77,6 +77,17 @@ def _units(config: Config, source: Path, target: Path) -> Iterator[str]:
         yield f"{path}: written"
 
 
+def _jail_helper(config: Config) -> str:
+    """The jails' helper built now, so the first tenant process does not wait for a compiler (and
+    a host without one is told at install time; doctor WCP-JAIL-002 says it too)."""
+    from wcp360.system.jail_exec import HelperUnavailable, ensure_helper
+
+    try:
+        return f"jail helper: {ensure_helper(config.server.agent.state_dir / 'bin')}"
+    except HelperUnavailable as exc:
+        return f"jail helper: NOT BUILT: {exc}"
+
+
 def install_layout(config: Config, units_target: Path, units_source: Path) -> Iterator[str]:
     yield from _service_user(config)
     user = pwd.getpwnam(config.server.user)
@@ -89,5 +100,6 @@ def install_layout(config: Config, units_target: Path, units_source: Path) -> It
     yield _directory(config.server.agent.state_dir, 0, 0, 0o700)
     yield _directory(tenants.home_root, 0, 0, 0o755)
     yield _directory(tenants.archive_dir, 0, 0, 0o700)
+    yield _jail_helper(config)
     yield from _units(config, units_source, units_target)
     yield "next: systemctl daemon-reload && systemctl enable --now wcp360-agent wcp360"

@@ -36,6 +36,10 @@ def test_a_healthy_host(tmp_path: Path) -> None:
     assert "not used: memory://" in checks["redis (rate limits)"]["detail"]  # a line, not silence
     table = wcp360(env, "doctor")
     assert table.returncode == 0 and "landlock" in table.stdout
+    # The jails' layers, each reported (this machine has them all: root, bubblewrap, a compiler,
+    # Landlock ABI 6+, libseccomp, php-fpm from test-deps).
+    for name in ("tenant jails", "jail helper", "jail landlock", "jail seccomp", "php-fpm"):
+        assert checks[name]["status"] == "ok", checks[name]
 
 
 def test_broken_dependencies_fail(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ def test_install_makes_the_seed_layout_and_is_idempotent(layout: tuple[dict[str,
     units = tmp_path / "units"
     first = wcp360(env, "install", "--units-dir", str(units))
     assert first.returncode == 0, first.stderr
+    assert "jail helper: /" in first.stdout  # built now, not at the first tenant's process
     account = pwd.getpwnam(user)
     assert account.pw_shell == "/usr/sbin/nologin" and account.pw_uid < 1000  # a system user
     expected = {
