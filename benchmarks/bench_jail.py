@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' FastCGI client
-from tests.fastcgi import request as fastcgi  # noqa: E402
+from tests.fastcgi import request as fastcgi
 
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.system.host import HostAgent
