@@ -262,3 +262,19 @@ def _http_over_unix(path: str, url: str) -> dict[str, object]:
         return answer
     finally:
         connection.close()
+
+
+def test_every_process_of_a_jail_is_in_every_group_that_limits_it(tenants: Tenants) -> None:
+    first, _ = tenants.names
+    cgroups = tenants.host.cgroups
+    assert cgroups is not None
+    tenants.start(first, name="tree", runtime="static", argv=["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+    placed = cgroups.placed_in(first)
+    assert {"pids", "memory", "cpu", "v2"} <= set(placed)  # this machine: v1 controllers, v2 for kill/PSI
+
+    def each_group() -> list[set[int]]:
+        return [{int(p) for p in (path / "cgroup.procs").read_text().split()} for path in placed.values()]
+
+    # bubblewrap, its init, the shell and its two sleeps: in every group alike, none missing.
+    wait_until(lambda: all(len(members) == 5 for members in each_group()))
+    assert len({frozenset(members) for members in each_group()}) == 1
