@@ -1,6 +1,6 @@
 """Tenants' jails: starting one, and serving PHP from one, each beside its baseline, same run.
 
-    python benchmarks/bench_jail.py [--starts 200] [--requests 500] [--rounds 3]      # as root
+    python benchmarks/bench_jail.py [--starts 200] [--requests 2000] [--rounds 5]      # as root
 
 Start:
 - jailed: `wcp360.system.jail.run_job` as the agent runs a job: bubblewrap as the tenant with
@@ -107,8 +107,8 @@ def wait_for(path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--starts", type=int, default=200)
-    parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)

@@ -140,3 +140,22 @@ def test_a_suspended_tenant_runs_nothing(tenants: tuple[HostAgent, str, str]) ->
     with pytest.raises(AgentFailure) as refused:
         run(host, first, "true")
     assert refused.value.code == "conflict"
+
+
+def test_dev_holds_five_harmless_devices_and_no_terminal(tenants: tuple[HostAgent, str, str]) -> None:
+    host, first, _ = tenants
+    listing = run(host, first, "sh", "-c", "ls /dev; echo data > /dev/null; head -c 4 /dev/urandom | wc -c")
+    assert listing.exit_code == 0, listing.stderr
+    assert listing.stdout.split() == [
+        "fd",
+        "full",
+        "null",
+        "random",
+        "stderr",
+        "stdin",
+        "stdout",
+        "urandom",
+        "zero",
+        "4",
+    ]
+    assert run(host, first, "sh", "-c", "echo x > /dev/tty").exit_code != 0  # no terminal to write into

@@ -6,7 +6,7 @@ The layers, in the order a start goes through them:
    UTS, cgroup and user namespaces, and a network namespace with nothing in it unless `network`
    is asked for (no loopback of other tenants or of the host's services); shows the tenant its
    own home read-write at its real path, `/usr` and `/etc` read-only (`/bin`, `/lib*` as the host
-   has them), a private `/tmp`, a minimal `/dev`, a fresh `/proc` (no other process), and nothing
+   has them), a private `/tmp`, a minimal `/dev` (DEVICES), a fresh `/proc` (no other process), and nothing
    else of the host; empties the capability sets; sets no_new_privs (setuid binaries gain
    nothing); starts a session of its own (no TIOCSTI into a terminal); forbids user namespaces
    inside (`--disable-userns`); dies with its parent.
@@ -45,6 +45,24 @@ SYSTEM_TOPS = ("bin", "sbin", "lib", "lib32", "lib64")
 # No core dumps (a dump is the process's memory written where the tenant reads it, and a cost);
 # descriptors bounded per process (the cgroup bounds processes and memory).
 RLIMITS = ("core:0:0", "nofile:4096:4096")
+
+
+# The whole /dev of a jail: five harmless devices and the descriptor links. Not bubblewrap's
+# `--dev`, which adds a pty instance, /dev/tty and /dev/shm: a jail has no terminal, tenants'
+# PHP and Node need no POSIX shared memory, and the three mounts fewer save ~0.7 ms per start.
+DEVICES = [
+    *(
+        arg
+        for name in ("null", "zero", "full", "random", "urandom")
+        for arg in ("--dev-bind", f"/dev/{name}", f"/dev/{name}")
+    ),
+    *("--symlink", "/proc/self/fd", "/dev/fd"),
+    *(
+        arg
+        for n, name in enumerate(("stdin", "stdout", "stderr"))
+        for arg in ("--symlink", f"/proc/self/fd/{n}", f"/dev/{name}")
+    ),
+]
 
 
 class JailUnavailable(RuntimeError):
@@ -86,7 +104,7 @@ class Jail:
         if self.network:
             args.append("--share-net")
         args += ["--die-with-parent", "--new-session", "--disable-userns", *system_mounts()]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]  # noqa: S108 - the jail's own, empty
+        args += ["--proc", "/proc", *DEVICES, "--tmpfs", "/tmp"]  # noqa: S108 - the jail's own, empty
         args += ["--bind", str(self.home), str(self.home), "--chdir", str(self.home)]
         for inside, fd in fds.files.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), inside]
