@@ -12,7 +12,7 @@ import pytest
 
 from tests.dropping import searchable
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
-from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
+from wcp360.config.server import FirewallConfig, TenantLimits, TenantNetworkConfig, TenantsConfig
 from wcp360.system.host import AgentFailure, HostAgent
 from wcp360.system.protocol import JobOutcome, TenantCreate, TenantDelete, TenantRun, TenantSuspend
 from wcp360.system.syscalls import RuntimeClass
@@ -94,14 +94,27 @@ def test_no_network_reaches_the_hosts_loopback(tenants: tuple[HostAgent, str, st
         assert listing.exit_code == 0 and f":{port:04X} " not in listing.stdout
 
 
-def test_with_network_a_jail_connects_out_but_never_listens_on_tcp(tenants: tuple[HostAgent, str, str]) -> None:
+def test_with_network_a_jail_connects_out_only_to_allowed_ports_and_never_listens(
+    tenants: tuple[HostAgent, str, str],
+) -> None:
     host, first, _ = tenants
-    with socket.socket() as service:
-        service.bind(("127.0.0.1", 0))
-        service.listen()
-        port = service.getsockname()[1]
-        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5); print('connected')"
-        assert run(host, first, "python3", "-c", probe, network=True).stdout == "connected\n"
+    with socket.socket() as allowed, socket.socket() as other:
+        for service in (allowed, other):
+            service.bind(("127.0.0.1", 0))
+            service.listen()
+        port, other_port = allowed.getsockname()[1], other.getsockname()[1]
+        host.tenants = host.tenants.model_copy(update={"network": TenantNetworkConfig(allow_tcp_ports=[port])})
+        probe = (
+            "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5); "
+            "print('connected')"
+        )
+        assert run(host, first, "python3", "-c", probe, str(port), network=True).stdout == "connected\n"
+        refused = run(host, first, "python3", "-c", probe, str(other_port), network=True)
+        assert refused.exit_code != 0 and "Permission denied" in refused.stderr  # Landlock: not an allowed port
+        host.tenants = host.tenants.model_copy(update={"network": TenantNetworkConfig(allow_tcp_ports=[])})
+        assert "Permission denied" in run(host, first, "python3", "-c", probe, str(port), network=True).stderr
+        host.tenants = host.tenants.model_copy(update={"network": TenantNetworkConfig(allow_all_tcp_ports=True)})
+        assert run(host, first, "python3", "-c", probe, str(other_port), network=True).stdout == "connected\n"
     listen = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()"
     # The static class may not bind at all (seccomp: EPERM); node may, but Landlock refuses TCP
     # (EACCES): tenants serve on Unix sockets.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
@@ -105,6 +105,18 @@ class ProcessesConfig(Section):
     php_max_children: int = Field(default=5, ge=1, le=1000)
 
 
+class TenantNetworkConfig(Section):
+    """What a jail started with `network` may reach: TCP connections only to these ports (any
+    address; enforced by Landlock, ABI 4+). An empty list refuses every TCP connection; UDP
+    (DNS) is not narrowed by Landlock. Without `network` a jail has no network at all."""
+
+    allow_tcp_ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default=[53, 80, 443, 465, 587], max_length=64
+    )
+    # Every port: no port rule at all (an explicit choice, reported by doctor).
+    allow_all_tcp_ports: bool = False
+
+
 class TenantsConfig(Section):
     """Tenants are Linux users and groups with a home beneath `home_root` (seed 000 §2, 001 §6)."""
 
@@ -124,6 +136,7 @@ class TenantsConfig(Section):
     max_per_owner: int = Field(default=100, ge=1)
     default_limits: TenantLimits = TenantLimits()
     processes: ProcessesConfig = ProcessesConfig()
+    network: TenantNetworkConfig = TenantNetworkConfig()
 
     @field_validator("uid_max")
     @classmethod

@@ -95,6 +95,8 @@ class Jail:
     # configuration the agent wrote): path inside -> contents.
     files: Mapping[str, bytes] = field(default_factory=dict)
     landlock_optional: bool = False
+    # With `network`: the TCP ports it may connect to (None: every port).
+    tcp_ports: tuple[int, ...] | None = ()
 
     def argv(self, command: list[str], fds: _Descriptors) -> list[str]:
         bwrap = shutil.which("bwrap")
@@ -115,8 +117,10 @@ class Jail:
 
     def _landlock_and_limits(self) -> list[str]:
         args = ["-o"] if self.landlock_optional else []
-        if self.network:
+        if self.network and self.tcp_ports != ():  # no port allowed: TCP connect stays refused
             args.append("-n")
+            for port in self.tcp_ports or ():
+                args += ["-p", str(port)]
         for top in ("/usr", "/etc", "/proc", "/run", *(f"/{top}" for top in SYSTEM_TOPS)):
             args += ["-r", top]
         args += ["-d", "/dev", "-w", "/tmp", "-w", str(self.home)]  # noqa: S108 - the jail's own /tmp

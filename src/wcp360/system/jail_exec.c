@@ -8,7 +8,8 @@
  *   - Landlock, at the best ABI the kernel has: the filesystem beneath -r paths readable and
  *     executable, beneath -w paths writable too, beneath -d paths (devices) readable and writable;
  *     everything else of the jail's filesystem refused even where its mode bits would allow;
- *     TCP bind refused (tenants listen on Unix sockets), TCP connect refused unless -n;
+ *     TCP bind refused (tenants listen on Unix sockets), TCP connect refused unless -n, and
+ *     with -n only to the -p ports when any is given;
  *     abstract Unix sockets and signals scoped to the jail (ABI 6),
  *   - every descriptor above stderr closed.
  *
@@ -46,6 +47,7 @@
 /* From linux/landlock.h; spelled out because Debian 12's headers stop at ABI 3. */
 #define LL_CREATE_RULESET_VERSION (1U << 0)
 #define LL_RULE_PATH_BENEATH 1
+#define LL_RULE_NET_PORT 2
 #define FS_EXECUTE (1ULL << 0)
 #define FS_WRITE_FILE (1ULL << 1)
 #define FS_READ_FILE (1ULL << 2)
@@ -78,7 +80,13 @@ struct path_beneath {
     int32_t parent_fd;
 } __attribute__((packed));
 
+struct net_port {
+    uint64_t allowed_access;
+    uint64_t port;
+} __attribute__((packed));
+
 #define MAX_RULES 64
+#define MAX_PORTS 64
 
 static const uint64_t READ_RIGHTS = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR;
 static const uint64_t WRITE_RIGHTS = FS_WRITE_FILE | FS_REMOVE_DIR | FS_REMOVE_FILE | FS_MAKE_DIR |
@@ -95,7 +103,7 @@ static void die(const char *what, const char *detail) {
 }
 
 static void usage(void) {
-    fputs("usage: wcp360-jail-exec [-o] [-n] [-r DIR]... [-w DIR]... [-d DIR]... "
+    fputs("usage: wcp360-jail-exec [-o] [-n [-p PORT]...] [-r DIR]... [-w DIR]... [-d DIR]... "
           "[-l RESOURCE:SOFT:HARD]... -- COMMAND [ARG]...\n",
           stderr);
     exit(125);
@@ -142,7 +150,8 @@ static void add_rule(int ruleset, const struct rule *rule, uint64_t handled) {
     close(fd);
 }
 
-static int landlock(const struct rule *rules, int count, int tcp_connect, int optional) {
+static int landlock(const struct rule *rules, int count, int tcp_connect, const long *ports, int port_count,
+                    int optional) {
     long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
     if (abi < 1) {
         if (optional) return 0;
@@ -153,12 +162,18 @@ static int landlock(const struct rule *rules, int count, int tcp_connect, int op
     if (abi >= 2) attr.handled_access_fs |= FS_REFER;
     if (abi >= 3) attr.handled_access_fs |= FS_TRUNCATE;
     if (abi >= 5) attr.handled_access_fs |= FS_IOCTL_DEV;
-    if (abi >= 4) attr.handled_access_net = NET_BIND_TCP | (tcp_connect ? 0 : NET_CONNECT_TCP);
+    /* Connect is handled (refused but for the rules below) unless the jail has the network and
+     * no port list narrows it. */
+    if (abi >= 4) attr.handled_access_net = NET_BIND_TCP | (tcp_connect && port_count == 0 ? 0 : NET_CONNECT_TCP);
     if (abi >= 6) attr.scoped = SCOPE_ABSTRACT_UNIX | SCOPE_SIGNAL;
     size_t size = abi >= 6 ? sizeof attr : abi >= 4 ? 2 * sizeof(uint64_t) : sizeof(uint64_t);
     int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
     if (ruleset < 0) die("landlock_create_ruleset", NULL);
     for (int i = 0; i < count; i++) add_rule(ruleset, &rules[i], attr.handled_access_fs);
+    for (int i = 0; abi >= 4 && tcp_connect && i < port_count; i++) {
+        struct net_port rule = {NET_CONNECT_TCP, (uint64_t)ports[i]};
+        if (syscall(SYS_landlock_add_rule, ruleset, LL_RULE_NET_PORT, &rule, 0) != 0) die("landlock_add_rule", "port");
+    }
     if (syscall(SYS_landlock_restrict_self, ruleset, 0) != 0) die("landlock_restrict_self", NULL);
     close(ruleset);
     return (int)abi;
@@ -166,12 +181,19 @@ static int landlock(const struct rule *rules, int count, int tcp_connect, int op
 
 int main(int argc, char **argv) {
     struct rule rules[MAX_RULES];
-    int count = 0, tcp_connect = 0, optional = 0, option;
-    while ((option = getopt(argc, argv, "+onr:w:d:l:")) != -1) {
+    long ports[MAX_PORTS];
+    int count = 0, port_count = 0, tcp_connect = 0, optional = 0, option;
+    while ((option = getopt(argc, argv, "+onp:r:w:d:l:")) != -1) {
         if ((option == 'r' || option == 'w' || option == 'd') && count == MAX_RULES) usage();
         switch (option) {
         case 'o': optional = 1; break;
         case 'n': tcp_connect = 1; break;
+        case 'p':
+            if (port_count == MAX_PORTS) usage();
+            ports[port_count] = strtol(optarg, NULL, 10);
+            if (ports[port_count] < 1 || ports[port_count] > 65535) usage();
+            port_count++;
+            break;
         case 'r': rules[count++] = (struct rule){optarg, READ_RIGHTS}; break;
         case 'w': rules[count++] = (struct rule){optarg, READ_RIGHTS | WRITE_RIGHTS}; break;
         case 'd': rules[count++] = (struct rule){optarg, FS_READ_FILE | FS_WRITE_FILE | FS_READ_DIR | FS_IOCTL_DEV}; break;
@@ -182,7 +204,7 @@ int main(int argc, char **argv) {
     if (optind >= argc) usage();
     /* bubblewrap set it already; said again so this program is safe wherever it runs. */
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) die("no_new_privs", NULL);
-    landlock(rules, count, tcp_connect, optional);
+    landlock(rules, count, tcp_connect, ports, port_count, optional);
     if (syscall(SYS_close_range, 3U, ~0U, 0) != 0 && errno != ENOSYS) die("close_range", NULL);
     execvp(argv[optind], &argv[optind]);
     die("exec", argv[optind]);

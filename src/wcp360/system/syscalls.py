@@ -2,7 +2,7 @@
 
 Each runtime class is a union of named groups, taken from `strace -f` of real runs as an
 unprivileged user (November 2026, Debian 12): php-fpm 8.2 serving a page that uses sessions,
-JSON, hashing, files and scandir to FastCGI requests and stopping gracefully; Node.js 18 serving
+JSON, hashing, files and scandir to FastCGI requests and stopping gracefully; Node.js 20 serving
 HTTP on a Unix socket with fs and crypto; a shell script of coreutils (mkdir, cp, mv, ln, chmod,
 rm, find, grep, tar, gzip, sed, awk, sort, xargs, timeout, date, id). Plus what glibc reaches on
 other paths of the same programs (the `*at` and 64 variants, time, memory advice). The program
