@@ -105,6 +105,37 @@ class ProcessesConfig(Section):
     php_max_children: int = Field(default=5, ge=1, le=1000)
 
 
+class MariaDBEngine(Section):
+    """A MariaDB (or MySQL) server on this host, administered by the agent through its socket."""
+
+    enabled: bool = True
+    socket: ConfigPath = Path("/run/mysqld/mysqld.sock")
+    admin_user: str = "root"
+    # The admin's password, read by the agent only; none: unix_socket authentication as root.
+    admin_password_file: ConfigPath | None = None
+
+
+class PostgreSQLEngine(Section):
+    """A PostgreSQL server on this host, administered by the agent through its socket directory."""
+
+    enabled: bool = True
+    socket_dir: ConfigPath = Path("/var/run/postgresql")
+    port: int = Field(default=5432, ge=1, le=65535)
+    admin_user: str = "postgres"
+    admin_password_file: ConfigPath | None = None
+    # Tenants' roles sign in with their password (scram-sha-256) from the socket and loopback only:
+    # the agent keeps a block of its own at the top of this file (None: leave pg_hba alone).
+    hba_file: ConfigPath | None = None
+
+
+class DatabasesConfig(Section):
+    """Tenants' databases (seed 000 §4 "One User, One DB", seed 001 §5)."""
+
+    mariadb: MariaDBEngine = MariaDBEngine()
+    postgresql: PostgreSQLEngine = PostgreSQLEngine()
+    max_per_tenant: int = Field(default=10, ge=0, le=1000)
+
+
 class TenantNetworkConfig(Section):
     """What a jail started with `network` may reach: TCP connections only to these ports (any
     address; enforced by Landlock, ABI 4+). An empty list refuses every TCP connection; UDP
@@ -137,6 +168,7 @@ class TenantsConfig(Section):
     default_limits: TenantLimits = TenantLimits()
     processes: ProcessesConfig = ProcessesConfig()
     network: TenantNetworkConfig = TenantNetworkConfig()
+    databases: DatabasesConfig = DatabasesConfig()
 
     @field_validator("uid_max")
     @classmethod

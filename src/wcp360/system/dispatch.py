@@ -19,6 +19,7 @@ from wcp360.system.protocol import (
     AgentReply,
     AgentRequest,
     AuditAppendOnly,
+    DatabaseHost,
     FirewallSync,
     JobOutcome,
     ProcessList,
@@ -56,6 +57,8 @@ class Dispatcher:
             if isinstance(call, ProcessList):  # a reading (metrics scrape it): nothing changed, no event
                 return AgentReply(request_id=request.request_id, result=result)
             details: dict[str, Any] = result.model_dump(mode="json")
+            if isinstance(result, DatabaseHost):  # never the password, not even redacted
+                details = result.model_dump(mode="json", exclude={"password"})
             if isinstance(result, JobOutcome):  # the trail keeps what happened, not the job's output
                 details = {
                     "exit_code": result.exit_code,

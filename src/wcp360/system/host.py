@@ -24,12 +24,17 @@ from wcp360.defense.firewall import NftFirewall
 from wcp360.kernel import landlock_abi
 from wcp360.system import accounts, beneath
 from wcp360.system.cgroups import TenantCgroups, read_layout
+from wcp360.system.databases import DatabaseFailed, DatabaseRefused
 from wcp360.system.jail import Jail, JailUnavailable, run_job
 from wcp360.system.jail_exec import HelperUnavailable, ensure_helper
 from wcp360.system.names import NameRefused, check_name, system_user_exists
 from wcp360.system.protocol import (
     AuditAppendOnly,
     Call,
+    DatabaseCreate,
+    DatabaseDrop,
+    DatabaseHost,
+    DatabaseRotate,
     ErrorCode,
     FileState,
     FirewallState,
@@ -52,6 +57,7 @@ from wcp360.system.protocol import (
 )
 from wcp360.system.supervise import Supervisor, SupervisorRefusal
 from wcp360.system.syscalls import RuntimeClass
+from wcp360.system.tenant_databases import TenantDatabases
 
 HOME_MODE = 0o750  # seed 001 §6: "750 or stricter"; nginx reads public/ through the group (websites issue)
 SUBDIRECTORIES = {"public": 0o750, "logs": 0o750, "tmp": 0o700}
@@ -77,6 +83,7 @@ class HostAgent:
         # Only root writes cgroupfs; the in-process agent of development mode says so instead.
         self.cgroups = TenantCgroups(read_layout()) if self.privileged else None
         self._firewall: NftFirewall | None = None
+        self.databases = TenantDatabases(tenants.databases, state_dir)
         self.supervisor = Supervisor(tenants.processes, tenants.home_root, state_dir, self.cgroups, self._jail_for)
 
     def revive_all(self) -> None:
@@ -103,6 +110,9 @@ class HostAgent:
             ProcessStart: self.process_start,
             ProcessControl: self.process_control,
             ProcessList: self.process_list,
+            DatabaseCreate: self.database_create,
+            DatabaseRotate: self.database_rotate,
+            DatabaseDrop: self.database_drop,
             FirewallSync: self.firewall_sync,
         }
         try:
@@ -113,6 +123,12 @@ class HostAgent:
             raise AgentFailure("invalid", str(exc)) from None
         except SupervisorRefusal as exc:
             raise AgentFailure(exc.code, str(exc)) from None
+        except DatabaseRefused as exc:
+            raise AgentFailure(exc.code, str(exc)) from None
+        except DatabaseFailed as exc:
+            raise AgentFailure("failed", str(exc)) from None
+        except LookupError as exc:
+            raise AgentFailure("not_found", str(exc).strip("'\"")) from None
         except accounts.HostCommandFailed as exc:
             raise AgentFailure("failed", str(exc)) from None
         except OSError as exc:  # the host refused a step (permissions, a full disk): said, not a crash
@@ -162,7 +178,9 @@ class HostAgent:
         if self.privileged:
             accounts.expire(host.name)  # first: nothing new can sign in while the rest is stopped
             self._stop_everything(host)
-        suspended = host.model_copy(update={"state": "suspended"})
+        # Its database users are locked (and their sessions ended) with it.
+        locked = self.databases.lock_all(host.name, True)
+        suspended = host.model_copy(update={"state": "suspended", "degraded": [*host.degraded, *locked]})
         self._save(suspended, limits)
         return suspended
 
@@ -170,7 +188,9 @@ class HostAgent:
         host, limits = self._existing(call.tenant)
         if self.privileged:
             accounts.unexpire(host.name)
-        active = host.model_copy(update={"state": "active"})
+        unlocked = self.databases.lock_all(host.name, False)
+        kept = [line for line in host.degraded if not line.startswith(("mariadb ", "postgresql "))]
+        active = host.model_copy(update={"state": "active", "degraded": [*kept, *unlocked]})
         self._save(active, limits)
         if self.privileged:
             self.supervisor.revive(active)
@@ -192,6 +212,7 @@ class HostAgent:
             accounts.expire(host.name)
             self._stop_everything(host)
         self.supervisor.forget(host.name)
+        self.databases.drop_all(host.name)
         archive = self._archive(host.name)
         self._remove_home(host.name)
         if self.privileged:
@@ -228,6 +249,18 @@ class HostAgent:
             counters = self.cgroups.usage(host.name)
             usage = TenantUsage(**dataclasses.asdict(counters), pressure=self.cgroups.pressure(host.name))
         return TenantProcesses(tenant=host.name, processes=self.supervisor.states(host.name), usage=usage)
+
+    def database_create(self, call: DatabaseCreate) -> DatabaseHost:
+        host = self._active(call.tenant)
+        return self.databases.create(host.name, call.engine, call.name)
+
+    def database_rotate(self, call: DatabaseRotate) -> DatabaseHost:
+        host = self._active(call.tenant)
+        return self.databases.rotate(host.name, call.engine, call.name)
+
+    def database_drop(self, call: DatabaseDrop) -> DatabaseHost:
+        host, _ = self._existing(call.tenant)
+        return self.databases.drop(host.name, call.engine, call.name)
 
     def _active(self, name: str) -> TenantHost:
         host, _ = self._existing(name)

@@ -120,6 +120,34 @@ class ProcessList(View):
     tenant: TenantName
 
 
+DatabaseEngineName = Literal["mariadb", "postgresql"]
+# The tenant's part of the name (the server's name is `<tenant>_<part>`); databases.py checks it again.
+DatabasePart = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,23}$")]
+
+
+class DatabaseCreate(View):
+    """A database and its one user, the user's password made by the agent and answered once."""
+
+    verb: Literal["database.create"] = "database.create"
+    tenant: TenantName
+    engine: DatabaseEngineName
+    name: DatabasePart
+
+
+class DatabaseRotate(View):
+    verb: Literal["database.rotate"] = "database.rotate"
+    tenant: TenantName
+    engine: DatabaseEngineName
+    name: DatabasePart
+
+
+class DatabaseDrop(View):
+    verb: Literal["database.drop"] = "database.drop"
+    tenant: TenantName
+    engine: DatabaseEngineName
+    name: DatabasePart
+
+
 class Ban(View):
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     expires_in: Annotated[int, Field(ge=1, le=10 * 365 * 86400)] | None = None  # seconds; None: permanent
@@ -151,6 +179,9 @@ Call = Annotated[
     | ProcessStart
     | ProcessControl
     | ProcessList
+    | DatabaseCreate
+    | DatabaseRotate
+    | DatabaseDrop
     | FirewallSync
     | AuditAppendOnly,
     Field(discriminator="verb"),
@@ -222,6 +253,19 @@ class TenantProcesses(View):
     usage: TenantUsage
 
 
+class DatabaseHost(View):
+    """A tenant's database as the server has it. `password` only in the answer to create and
+    rotate (shown once to the owner; the agent keeps no copy)."""
+
+    engine: DatabaseEngineName
+    database: str
+    user: str
+    # Where to connect: the server's socket (MariaDB) or socket directory (PostgreSQL).
+    socket: str
+    locked: bool = False
+    password: str | None = None
+
+
 class FileState(View):
     file: str
     append_only: bool
@@ -235,7 +279,7 @@ class AgentError(View):
     message: str
 
 
-Result = TenantHost | FirewallState | FileState | JobOutcome | ProcessState | TenantProcesses
+Result = TenantHost | FirewallState | FileState | JobOutcome | ProcessState | TenantProcesses | DatabaseHost
 
 
 class AgentReply(View):

@@ -1,0 +1,111 @@
+"""Which databases each tenant has, kept by the agent, and the verbs on them: create (with its
+user and a password answered once), rotate, drop; suspension locks them all, resumption unlocks
+them, deleting the tenant drops them.
+
+The agent's record (`<state_dir>/databases/<tenant>.json`, root 0600) lists names and engines,
+never a password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from wcp360.config.server import DatabasesConfig
+from wcp360.system.databases import DatabaseFailed, DatabaseRefused, DatabaseServer, Engine, full_name, new_password
+from wcp360.system.databases import servers as offered_servers
+from wcp360.system.protocol import DatabaseHost
+
+
+class TenantDatabases:
+    def __init__(self, config: DatabasesConfig, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir / "databases"
+        self.servers: dict[Engine, DatabaseServer] = offered_servers(config)
+
+    def create(self, tenant: str, engine: Engine, part: str, locked: bool = False) -> DatabaseHost:
+        server = self._server(engine)
+        name = full_name(tenant, part)
+        kept = self._load(tenant)
+        if any(entry["name"] == name and entry["engine"] == engine for entry in kept):
+            raise DatabaseRefused(f"{tenant} has a {engine} database {part} already", "conflict")
+        if len(kept) >= self.config.max_per_tenant:
+            raise DatabaseRefused(
+                f"{tenant} has {len(kept)} databases, the limit (tenants.databases.max_per_tenant)", "conflict"
+            )
+        if server.exists(name):
+            message = f"a {engine} database {name} exists on the server already; it is left alone"
+            raise DatabaseRefused(message, "conflict")
+        password = new_password()
+        server.create(name, password)  # undoes itself when a step fails
+        try:
+            self._save(tenant, [*kept, {"engine": engine, "name": name}])
+        except BaseException:
+            server.drop(name)
+            raise
+        return self._view(engine, name, password=password)
+
+    def rotate(self, tenant: str, engine: Engine, part: str) -> DatabaseHost:
+        name = self._existing(tenant, engine, part)
+        password = new_password()
+        self._server(engine).rotate(name, password)
+        return self._view(engine, name, password=password)
+
+    def drop(self, tenant: str, engine: Engine, part: str) -> DatabaseHost:
+        name = self._existing(tenant, engine, part)
+        self._server(engine).drop(name)
+        self._save(tenant, [e for e in self._load(tenant) if not (e["name"] == name and e["engine"] == engine)])
+        return self._view(engine, name)
+
+    def lock_all(self, tenant: str, locked: bool) -> list[str]:
+        """Lock (suspension) or unlock every database user of the tenant; what could not be done."""
+        failed = []
+        for entry in self._load(tenant):
+            try:
+                self._server(entry["engine"]).lock(entry["name"], locked)  # type: ignore[arg-type]
+            except (DatabaseFailed, DatabaseRefused) as exc:
+                failed.append(f"{entry['engine']} {entry['name']}: {exc}")
+        return failed
+
+    def drop_all(self, tenant: str) -> None:
+        for entry in self._load(tenant):
+            self._server(entry["engine"]).drop(entry["name"])  # type: ignore[arg-type]
+        (self.state_dir / f"{tenant}.json").unlink(missing_ok=True)
+
+    def names(self, tenant: str) -> list[tuple[str, str]]:
+        return [(entry["engine"], entry["name"]) for entry in self._load(tenant)]
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _server(self, engine: Engine) -> DatabaseServer:
+        server = self.servers.get(engine)
+        if server is None:
+            raise DatabaseRefused(f"{engine} is not offered on this host (tenants.databases.{engine}.enabled)")
+        return server
+
+    def _existing(self, tenant: str, engine: Engine, part: str) -> str:
+        name = full_name(tenant, part)
+        if not any(e["name"] == name and e["engine"] == engine for e in self._load(tenant)):
+            raise LookupError(f"{tenant} has no {engine} database {part}")
+        return name
+
+    def _view(self, engine: Engine, name: str, password: str | None = None) -> DatabaseHost:
+        location = self.servers[engine].location
+        return DatabaseHost(engine=engine, database=name, user=name, socket=location, password=password)
+
+    def _load(self, tenant: str) -> list[dict[str, str]]:
+        try:
+            kept: list[dict[str, str]] = json.loads((self.state_dir / f"{tenant}.json").read_text())
+        except FileNotFoundError:
+            return []
+        return kept
+
+    def _save(self, tenant: str, entries: list[dict[str, str]]) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = self.state_dir / f"{tenant}.json"
+        temporary = path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(entries, out)
+        os.replace(temporary, path)

@@ -1,0 +1,203 @@
+"""Tenants' databases on the machine's real MariaDB and PostgreSQL, through the agent's verbs:
+one user per database, that database only, nothing of the server's own tables, no new databases
+or users; rotation and locking hold at once; hostile names are refused before any statement."""
+
+from __future__ import annotations
+
+import glob
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pymysql
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
+from wcp360.config.server import (
+    DatabasesConfig,
+    FirewallConfig,
+    PostgreSQLEngine,
+    TenantLimits,
+    TenantsConfig,
+)
+from wcp360.system.databases import DATABASE_PART, DatabaseRefused, full_name
+from wcp360.system.host import AgentFailure, HostAgent
+from wcp360.system.protocol import (
+    DatabaseCreate,
+    DatabaseDrop,
+    DatabaseHost,
+    DatabaseRotate,
+    TenantCreate,
+    TenantDelete,
+    TenantResume,
+    TenantSuspend,
+)
+
+ENGINES = ["mariadb", "postgresql"]
+HBA = sorted(glob.glob("/etc/postgresql/*/main/pg_hba.conf"))
+
+
+def connect(engine: str, credentials: DatabaseHost, database: str | None = None, password: str | None = None) -> Any:
+    """A connection as the tenant's user, as its application would open one (the socket)."""
+    secret = password if password is not None else credentials.password
+    if engine == "mariadb":
+        return pymysql.connect(
+            unix_socket=credentials.socket,
+            user=credentials.user,
+            password=secret or "",
+            database=database or credentials.database,
+            autocommit=True,
+        )
+    return psycopg.connect(
+        host=credentials.socket, user=credentials.user, password=secret, dbname=database or credentials.database,
+        autocommit=True,
+    )  # fmt: skip
+
+
+def refused(engine: str, credentials: DatabaseHost, **kwargs: Any) -> bool:
+    try:
+        connect(engine, credentials, **kwargs).close()
+    except (pymysql.err.MySQLError, psycopg.Error):
+        return True
+    return False
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Iterator[tuple[HostAgent, str, str]]:
+    databases = DatabasesConfig(postgresql=PostgreSQLEngine(hba_file=Path(HBA[-1]) if HBA else None))
+    config = TenantsConfig(
+        home_root=tmp_path / "www",
+        archive_dir=tmp_path / "archives",
+        uid_min=TEST_UID_MIN,
+        uid_max=TEST_UID_MAX,
+        databases=databases,
+    )
+    host = HostAgent(config, FirewallConfig(), tmp_path / "state")
+    postgresql = host.databases.servers["postgresql"]
+    assert postgresql.keep_hba_block()  # type: ignore[attr-defined] - tenants sign in with a password
+    first, second = (f"wtd{uuid.uuid4().hex[:8]}" for _ in range(2))
+    for name in (first, second):
+        host.create(TenantCreate(tenant=name, limits=TenantLimits()))
+    yield host, first, second
+    for name in (first, second):
+        host.delete(TenantDelete(tenant=name))  # drops their databases too
+
+
+def create(host: HostAgent, tenant: str, engine: str, name: str = "shop") -> DatabaseHost:
+    made = host.run(DatabaseCreate(tenant=tenant, engine=engine, name=name))  # type: ignore[arg-type]
+    assert isinstance(made, DatabaseHost) and made.password
+    return made
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_one_user_one_database_and_nothing_else(agent: tuple[HostAgent, str, str], engine: str) -> None:
+    host, first, second = agent
+    mine, theirs = create(host, first, engine), create(host, second, engine)
+    assert mine.database == f"{first}_shop" and mine.user == mine.database
+    with connect(engine, mine) as connection, connection.cursor() as sql:
+        sql.execute("CREATE TABLE orders (id int primary key, item varchar(40))")
+        sql.execute("INSERT INTO orders VALUES (1, 'book')")
+        forbidden = (
+            ["SELECT * FROM mysql.user", "CREATE DATABASE extra", "CREATE USER 'x'@'localhost'",
+             f"SELECT * FROM `{theirs.database}`.orders",  # noqa: S608 - our own validated name
+             "GRANT ALL ON *.* TO CURRENT_USER",
+             "SELECT * FROM orders INTO OUTFILE '/tmp/wcp360-leak'"]
+            if engine == "mariadb"
+            else ["SELECT * FROM pg_authid", "CREATE DATABASE extra", "CREATE ROLE x", "COPY orders FROM '/etc/passwd'",
+                  "SELECT pg_read_file('/etc/passwd')", "ALTER ROLE CURRENT_USER SUPERUSER"]
+        )  # fmt: skip
+        for statement in forbidden:
+            with pytest.raises((pymysql.err.MySQLError, psycopg.Error)):
+                sql.execute(statement)
+        if engine == "mariadb":  # no FILE privilege: the server reads nothing for this user
+            sql.execute("SELECT LOAD_FILE('/etc/passwd')")
+            assert sql.fetchone() == (None,)
+    # Their database, with my credentials: refused at the door.
+    assert refused(engine, mine, database=theirs.database)
+    # Nothing of theirs with my password either.
+    assert refused(engine, theirs, password=mine.password)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_rotation_and_suspension_hold_at_once(agent: tuple[HostAgent, str, str], engine: str) -> None:
+    host, first, _ = agent
+    made = create(host, first, engine)
+    open_session = connect(engine, made)
+    rotated = host.run(DatabaseRotate(tenant=first, engine=engine, name="shop"))  # type: ignore[arg-type]
+    assert isinstance(rotated, DatabaseHost) and rotated.password and rotated.password != made.password
+    assert refused(engine, made)  # the old password, from now
+    with pytest.raises((pymysql.err.MySQLError, psycopg.Error)), open_session.cursor() as sql:
+        sql.execute("SELECT 1")  # and the session opened with it is gone
+    connect(engine, rotated).close()
+    host.suspend(TenantSuspend(tenant=first))
+    assert refused(engine, rotated)  # a suspended tenant's users are locked
+    host.resume(TenantResume(tenant=first))
+    connect(engine, rotated).close()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_drop_removes_the_database_and_its_user(agent: tuple[HostAgent, str, str], engine: str) -> None:
+    host, first, _ = agent
+    made = create(host, first, engine)
+    host.run(DatabaseDrop(tenant=first, engine=engine, name="shop"))  # type: ignore[arg-type]
+    assert not host.databases.servers[engine].exists(made.database)  # type: ignore[index]
+    assert refused(engine, made)
+    with pytest.raises(AgentFailure) as missing:
+        host.run(DatabaseRotate(tenant=first, engine=engine, name="shop"))  # type: ignore[arg-type]
+    assert missing.value.code == "not_found"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_failed_step_leaves_nothing_behind(agent: tuple[HostAgent, str, str], engine: str) -> None:
+    """The user exists already (made behind the agent's back): the database made before it goes."""
+    host, first, _ = agent
+    name = f"{first}_clash"
+    server = host.databases.servers[engine]  # type: ignore[index]
+    with server._admin() as sql:  # type: ignore[attr-defined]
+        if engine == "mariadb":
+            sql.execute("CREATE USER %s@'localhost'", (name,))
+        else:
+            sql.execute(psycopg.sql.SQL("CREATE ROLE {}").format(psycopg.sql.Identifier(name)))
+    try:
+        with pytest.raises(AgentFailure) as failed:
+            host.run(DatabaseCreate(tenant=first, engine=engine, name="clash"))  # type: ignore[arg-type]
+        assert failed.value.code == "failed"
+        assert not server.exists(name)
+        assert host.databases.names(first) == []
+    finally:
+        with server._admin() as sql:  # type: ignore[attr-defined]
+            if engine == "mariadb":
+                sql.execute("DROP USER IF EXISTS %s@'localhost'", (name,))
+            else:
+                sql.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(name)))
+
+
+HOSTILE = [
+    "shop'; DROP DATABASE mysql; --", "shop`", 'shop"', "shop;", "shop name", "\u0455hop",  # a Cyrillic s
+    "shop\u200b", "shop\n", "Shop", "1shop", "x" * 65, "shop%", "shop\\", "../shop", "",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_names_are_refused_before_any_statement(agent: tuple[HostAgent, str, str], name: str) -> None:
+    host, first, _ = agent
+    with pytest.raises(ValidationError):
+        DatabaseCreate(tenant=first, engine="mariadb", name=name)
+    with pytest.raises(DatabaseRefused):
+        host.databases.create(first, "postgresql", name)
+    assert host.databases.names(first) == []
+
+
+@given(st.text(max_size=80))
+def test_full_name_admits_only_the_pattern(part: str) -> None:
+    try:
+        name = full_name("tenant", part)
+    except DatabaseRefused:
+        assert not DATABASE_PART.fullmatch(part)
+        return
+    assert DATABASE_PART.fullmatch(part) and name == f"tenant_{part}" and len(name) <= 63
