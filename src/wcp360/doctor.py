@@ -74,6 +74,16 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
     "WCP-JAIL-003": ("jail landlock", "medium", "a kernel with Landlock ABI 6 (6.12+) and lsm=landlock"),
     "WCP-JAIL-004": ("jail seccomp", "high", "a kernel with seccomp filters; libseccomp installed"),
     "WCP-JAIL-005": ("php-fpm", "low", "apt install php-fpm (for tenants' php processes)"),
+    "WCP-TDB-001": (
+        "mariadb accounts",
+        "high",
+        "DROP USER every anonymous account and every account of a non-local host; no global privileges for tenants",
+    ),
+    "WCP-TDB-002": (
+        "postgresql pg_hba",
+        "high",
+        "no `trust` for non-loopback hosts; set tenants.databases.postgresql.hba_file so tenants need a password",
+    ),
     "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
     "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
 }
@@ -108,6 +118,7 @@ def run_checks(config: Config) -> list[Check]:
         _code_readable,
         _tenant_homes,
         _jails,
+        _tenant_databases,
         _units,
     ]
     results: list[Check] = [check("WCP-CFG-001", "ok", f"{config.server.mode} mode, {config.config_dir}")]
@@ -569,4 +580,67 @@ def _jails(config: Config) -> list[Check]:
         if binary
         else check("WCP-JAIL-005", "warn", "php-fpm is not installed: tenants' php processes are refused")
     )
+    return found
+
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+SERVER_ACCOUNTS = ("root", "mariadb.sys", "mysql")
+
+
+def _tenant_databases(config: Config) -> list[Check]:
+    """The tenants' database servers as the agent reaches them: no account reachable from a
+    non-local host, no anonymous one, no tenant user with a global privilege (MariaDB); no
+    `trust` for non-loopback hosts and the tenants' password block in place (PostgreSQL)."""
+    from wcp360.system.databases import TENANTS_ROLE, DatabaseFailed, MariaDB, PostgreSQL
+
+    databases = config.server.tenants.databases
+    found: list[Check] = []
+    if databases.mariadb.enabled:
+        try:
+            with MariaDB(databases.mariadb)._admin() as sql:
+                sql.execute("SELECT user, host, Super_priv, File_priv, Grant_priv, Create_user_priv FROM mysql.user")
+                accounts = sql.fetchall()
+        except (DatabaseFailed, OSError) as exc:
+            found.append(check("WCP-TDB-001", "warn", f"not checked: {str(exc)[:200]}"))
+        else:
+            anonymous = [f"''@{host}" for user, host, *_ in accounts if user == ""]
+            remote = [f"{user}@{host}" for user, host, *_ in accounts if host not in LOCAL_HOSTS]
+            elevated = [
+                f"{user}@{host}" for user, host, *grants in accounts if user not in SERVER_ACCOUNTS and "Y" in grants
+            ]
+            problems = [
+                *(f"anonymous {a}" for a in anonymous),
+                *(f"remote {r}" for r in remote),
+                *(f"global privileges {e}" for e in elevated),
+            ]
+            found.append(
+                check("WCP-TDB-001", "fail", "; ".join(problems)[:300])
+                if problems
+                else check("WCP-TDB-001", "ok", f"{len(accounts)} accounts, all local, none anonymous or elevated")
+            )
+    if databases.postgresql.enabled:
+        try:
+            with PostgreSQL(databases.postgresql)._admin() as sql:
+                sql.execute(
+                    "SELECT type, address, auth_method, user_name FROM pg_hba_file_rules WHERE error IS NULL"
+                )
+                rules = sql.fetchall()
+        except (DatabaseFailed, OSError) as exc:
+            found.append(check("WCP-TDB-002", "warn", f"not checked: {str(exc)[:200]}"))
+        else:
+            remote_trust = [
+                f"{kind} {address}"
+                for kind, address, method, _ in rules
+                if method == "trust" and kind.startswith("host") and address not in ("127.0.0.1", "::1")
+            ]
+            guarded = any(f"+{TENANTS_ROLE}" in (users or []) for *_, users in rules)
+            if remote_trust:
+                found.append(check("WCP-TDB-002", "fail", f"trust for non-loopback hosts: {', '.join(remote_trust)}"))
+            elif not guarded:
+                detail = "no tenants' password block: tenants sign in as pg_hba's other lines say"
+                found.append(check("WCP-TDB-002", "warn", detail))
+            else:
+                local_trust = any(method == "trust" for _, _, method, _ in rules)
+                detail = "tenants need a password (socket, loopback); no trust for other hosts"
+                found.append(check("WCP-TDB-002", "ok", detail + ("; others have local trust" if local_trust else "")))
     return found

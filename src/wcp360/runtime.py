@@ -19,6 +19,7 @@ from wcp360.defense.login_guard import LoginGuard
 from wcp360.defense.policy import Defense
 from wcp360.defense.throttles import Throttles
 from wcp360.defense.windows import windows_for
+from wcp360.hosting.databases import DatabaseService
 from wcp360.hosting.processes import ProcessService
 from wcp360.hosting.tenants import TenantService
 from wcp360.identity.api_tokens import ApiTokenService
@@ -60,6 +61,7 @@ class Runtime:
     agent: AgentClient
     tenants: TenantService
     processes: ProcessService = field(init=False)
+    databases: DatabaseService = field(init=False)
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -106,6 +108,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.processes = ProcessService(self.tenants)
+        self.databases = DatabaseService(self.tenants)
         # The IDS `quarantine` action (e.g. the seed's suspicious_module_upload rule) lands here.
         self.defense.ids.quarantine_hooks.append(
             lambda subject, event: self.modules.quarantine(subject, f"ids rule on {event.get('action')}")

@@ -38,8 +38,9 @@ def test_a_healthy_host(tmp_path: Path) -> None:
     assert table.returncode == 0 and "landlock" in table.stdout
     # The jails' layers, each reported (this machine has them all: root, bubblewrap, a compiler,
     # Landlock ABI 6+, libseccomp, php-fpm from test-deps).
-    for name in ("tenant jails", "jail helper", "jail landlock", "jail seccomp", "php-fpm"):
+    for name in ("tenant jails", "jail helper", "jail landlock", "jail seccomp", "php-fpm", "mariadb accounts"):
         assert checks[name]["status"] == "ok", checks[name]
+    assert checks["postgresql pg_hba"]["status"] in ("ok", "warn")  # ok once the agent's block is in
 
 
 def test_broken_dependencies_fail(tmp_path: Path) -> None:

@@ -78,3 +78,20 @@ def test_processes_need_the_agent_process(env: dict[str, str]) -> None:
     assert bad.returncode == 2 and "takes no argv" in bad.stderr
     listed = wcp360(env, "tenant", "process", "list", NAME)
     assert listed.returncode == 0 and "usage: cpu" in listed.stdout
+
+
+def test_a_tenants_databases_from_the_cli(env: dict[str, str]) -> None:
+    assert wcp360(env, "tenant", "create", NAME, "--owner", "shopowner").returncode == 0
+    made = wcp360(env, "db", "create", NAME, "shop", "--engine", "postgresql", "--format", "json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["database"] == f"{NAME}_shop" and json.loads(made.stdout)["password"]
+    listed = wcp360(env, "db", "list", NAME, "--format", "json")
+    assert [d["name"] for d in json.loads(listed.stdout)] == ["shop"] and "password" not in listed.stdout
+    assert "shown once" in wcp360(env, "db", "rotate", NAME, "shop", "--engine", "postgresql").stdout
+    hostile = wcp360(env, "db", "create", NAME, "shop;drop", "--engine", "postgresql")
+    assert hostile.returncode == 1 and hostile.stderr.count("\n") == 1
+    refused = wcp360(env, "db", "drop", NAME, "shop", "--engine", "postgresql", "--confirm", "other")
+    assert refused.returncode == 1 and "shop" in wcp360(env, "db", "list", NAME).stdout
+    dropped = wcp360(env, "db", "drop", NAME, "shop", "--engine", "postgresql", "--confirm", "shop")
+    assert dropped.returncode == 0 and "dropped" in dropped.stdout
+    assert wcp360(env, "tenant", "delete", NAME, "--confirm", NAME).returncode == 0

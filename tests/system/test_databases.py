@@ -8,6 +8,7 @@ import glob
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -201,3 +202,24 @@ def test_full_name_admits_only_the_pattern(part: str) -> None:
         assert not DATABASE_PART.fullmatch(part)
         return
     assert DATABASE_PART.fullmatch(part) and name == f"tenant_{part}" and len(name) <= 63
+
+
+def test_doctor_finds_a_remote_and_an_anonymous_mariadb_account(agent: tuple[HostAgent, str, str]) -> None:
+    from wcp360.doctor import _tenant_databases
+
+    host, _, _ = agent
+    server = host.databases.servers["mariadb"]  # type: ignore[index]
+    # The check reads config.server.tenants.databases only: the agent's own settings stand in.
+    config = SimpleNamespace(server=SimpleNamespace(tenants=host.tenants))
+    assert _tenant_databases(config)[0].status == "ok"  # type: ignore[arg-type]
+    with server._admin() as sql:  # type: ignore[attr-defined]
+        sql.execute("CREATE USER 'wcp360doctor'@'10.0.0.%' IDENTIFIED BY 'x-Unused-1'")
+        sql.execute("CREATE USER ''@'localhost'")
+    try:
+        found = _tenant_databases(config)[0]  # type: ignore[arg-type]
+        assert found.status == "fail" and "remote wcp360doctor@10.0.0.%" in found.detail
+        assert "anonymous ''@localhost" in found.detail
+    finally:
+        with server._admin() as sql:  # type: ignore[attr-defined]
+            sql.execute("DROP USER IF EXISTS 'wcp360doctor'@'10.0.0.%'")
+            sql.execute("DROP USER IF EXISTS ''@'localhost'")

@@ -1,4 +1,4 @@
-"""`wcp360 db upgrade|provision`."""
+"""`wcp360 db upgrade|provision` (the panel's own database) and, from tenant_db_cmd, tenants' databases."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ from typing import Annotated
 
 import typer
 
+from wcp360.cli import tenant_db_cmd
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
 
-app = typer.Typer(help="Database schema and roles.", no_args_is_help=True)
+app = typer.Typer(
+    help="The panel's own database (upgrade, provision) and tenants' databases (create, list, show, rotate, drop).",
+    no_args_is_help=True,
+)
 
 
 @app.command("upgrade")
@@ -45,3 +49,6 @@ def provision(
     except Exception as exc:
         fail(f"provision failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     typer.echo(f"provisioned database {config.database.name} for role {config.database.user}")
+
+
+tenant_db_cmd.register(app)

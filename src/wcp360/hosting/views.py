@@ -56,3 +56,21 @@ class TenantProcessesView(View):
     tenant: str
     processes: list[ProcessView]
     usage: UsageView
+
+
+class DatabaseView(View):
+    """A tenant's database: `database` on the `engine` server, reached by `user` at `socket`."""
+
+    engine: str
+    name: str  # the tenant's part of the name
+    database: str
+    user: str
+    socket: str
+    locked: bool
+    size_bytes: int | None
+
+
+class DatabaseCredentialsView(DatabaseView):
+    """The answer to create and rotate: the only time the password is shown (nothing keeps it)."""
+
+    password: str

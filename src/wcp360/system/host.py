@@ -34,6 +34,7 @@ from wcp360.system.protocol import (
     DatabaseCreate,
     DatabaseDrop,
     DatabaseHost,
+    DatabaseList,
     DatabaseRotate,
     ErrorCode,
     FileState,
@@ -46,6 +47,7 @@ from wcp360.system.protocol import (
     ProcessState,
     Result,
     TenantCreate,
+    TenantDatabaseList,
     TenantDelete,
     TenantHost,
     TenantProcesses,
@@ -113,6 +115,7 @@ class HostAgent:
             DatabaseCreate: self.database_create,
             DatabaseRotate: self.database_rotate,
             DatabaseDrop: self.database_drop,
+            DatabaseList: self.database_list,
             FirewallSync: self.firewall_sync,
         }
         try:
@@ -261,6 +264,11 @@ class HostAgent:
     def database_drop(self, call: DatabaseDrop) -> DatabaseHost:
         host, _ = self._existing(call.tenant)
         return self.databases.drop(host.name, call.engine, call.name)
+
+    def database_list(self, call: DatabaseList) -> TenantDatabaseList:
+        host, _ = self._existing(call.tenant)
+        listing = self.databases.listing(host.name, locked=host.state != "active")
+        return TenantDatabaseList(tenant=host.name, databases=listing)
 
     def _active(self, name: str) -> TenantHost:
         host, _ = self._existing(name)

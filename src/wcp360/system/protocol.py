@@ -148,6 +148,11 @@ class DatabaseDrop(View):
     name: DatabasePart
 
 
+class DatabaseList(View):
+    verb: Literal["database.list"] = "database.list"
+    tenant: TenantName
+
+
 class Ban(View):
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     expires_in: Annotated[int, Field(ge=1, le=10 * 365 * 86400)] | None = None  # seconds; None: permanent
@@ -182,6 +187,7 @@ Call = Annotated[
     | DatabaseCreate
     | DatabaseRotate
     | DatabaseDrop
+    | DatabaseList
     | FirewallSync
     | AuditAppendOnly,
     Field(discriminator="verb"),
@@ -263,7 +269,13 @@ class DatabaseHost(View):
     # Where to connect: the server's socket (MariaDB) or socket directory (PostgreSQL).
     socket: str
     locked: bool = False
+    size_bytes: int | None = None  # in database.list
     password: str | None = None
+
+
+class TenantDatabaseList(View):
+    tenant: str
+    databases: list[DatabaseHost]
 
 
 class FileState(View):
@@ -279,7 +291,16 @@ class AgentError(View):
     message: str
 
 
-Result = TenantHost | FirewallState | FileState | JobOutcome | ProcessState | TenantProcesses | DatabaseHost
+Result = (
+    TenantHost
+    | FirewallState
+    | FileState
+    | JobOutcome
+    | ProcessState
+    | TenantProcesses
+    | DatabaseHost
+    | TenantDatabaseList
+)
 
 
 class AgentReply(View):

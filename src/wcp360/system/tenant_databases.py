@@ -73,6 +73,19 @@ class TenantDatabases:
             self._server(entry["engine"]).drop(entry["name"])  # type: ignore[arg-type]
         (self.state_dir / f"{tenant}.json").unlink(missing_ok=True)
 
+    def listing(self, tenant: str, locked: bool) -> list[DatabaseHost]:
+        """The tenant's databases with their sizes (None where the server does not answer)."""
+        found = []
+        for entry in self._load(tenant):
+            engine: Engine = entry["engine"]  # type: ignore[assignment]
+            view = self._view(engine, entry["name"])
+            try:
+                size: int | None = self._server(engine).size(entry["name"])
+            except (DatabaseFailed, DatabaseRefused):
+                size = None
+            found.append(view.model_copy(update={"size_bytes": size, "locked": locked}))
+        return found
+
     def names(self, tenant: str) -> list[tuple[str, str]]:
         return [(entry["engine"], entry["name"]) for entry in self._load(tenant)]
 

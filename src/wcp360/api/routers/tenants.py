@@ -16,8 +16,14 @@ from wcp360.api.paths import API_PREFIX
 from wcp360.api.problems import PROBLEM_JSON
 from wcp360.api.schemas import StrictBody
 from wcp360.errors import InvalidInput
-from wcp360.hosting.views import ProcessView, TenantProcessesView, TenantView
-from wcp360.system.protocol import Argv, ProcessName, ProcessSpec
+from wcp360.hosting.views import (
+    DatabaseCredentialsView,
+    DatabaseView,
+    ProcessView,
+    TenantProcessesView,
+    TenantView,
+)
+from wcp360.system.protocol import Argv, DatabaseEngineName, ProcessName, ProcessSpec
 from wcp360.system.syscalls import RuntimeClass
 from wcp360.views import Page
 
@@ -142,4 +148,49 @@ async def remove_process(
 ) -> Response:
     """Stop it and forget it."""
     await run_in_threadpool(rt.processes.control, actor, tenant_id, name, "remove")
+    return Response(status_code=204)
+
+
+class DatabaseBody(StrictBody):
+    engine: DatabaseEngineName
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+@router.get("/{tenant_id}/databases")
+async def list_databases(tenant_id: uuid.UUID, actor: PrincipalDep, rt: RuntimeDep) -> list[DatabaseView]:
+    """The tenant's databases (engine, name, user, where to connect, size), never a password."""
+    return await run_in_threadpool(rt.databases.list, actor, tenant_id)
+
+
+@router.post("/{tenant_id}/databases", status_code=201)
+async def create_database(
+    tenant_id: uuid.UUID, body: DatabaseBody, actor: PrincipalDep, rt: RuntimeDep
+) -> DatabaseCredentialsView:
+    """A database `<tenant>_<name>` and its one user; the password is in this answer only (every
+    API answer is `Cache-Control: no-store`)."""
+    return await run_in_threadpool(rt.databases.create, actor, tenant_id, body.engine, body.name)
+
+
+@router.post("/{tenant_id}/databases/{engine}/{name}/rotate")
+async def rotate_database(
+    tenant_id: uuid.UUID,
+    engine: DatabaseEngineName,
+    name: Annotated[str, Path(max_length=64)],
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+) -> DatabaseCredentialsView:
+    """A new password for the database's user; the old one and its sessions stop at once."""
+    return await run_in_threadpool(rt.databases.rotate, actor, tenant_id, engine, name)
+
+
+@router.delete("/{tenant_id}/databases/{engine}/{name}", status_code=204)
+async def drop_database(
+    tenant_id: uuid.UUID,
+    engine: DatabaseEngineName,
+    name: Annotated[str, Path(max_length=64)],
+    actor: PrincipalDep,
+    rt: RuntimeDep,
+    confirm: Annotated[str, Query(min_length=1, max_length=64, description="the database's name, again")],
+) -> Response:
+    await run_in_threadpool(rt.databases.drop, actor, tenant_id, engine, name, confirm)
     return Response(status_code=204)
