@@ -223,3 +223,59 @@ def test_doctor_finds_a_remote_and_an_anonymous_mariadb_account(agent: tuple[Hos
         with server._admin() as sql:  # type: ignore[attr-defined]
             sql.execute("DROP USER IF EXISTS 'wcp360doctor'@'10.0.0.%'")
             sql.execute("DROP USER IF EXISTS ''@'localhost'")
+
+
+def test_no_server_is_reachable_from_a_non_loopback_address(agent: tuple[HostAgent, str, str]) -> None:
+    """A network namespace of the test's own, joined to the host by a veth pair: from there the
+    host is 10.213.x.1, and neither server answers on it (both listen on loopback only)."""
+    import subprocess
+    import sys
+
+    host, first, _ = agent
+    mariadb, postgresql = create(host, first, "mariadb"), create(host, first, "postgresql", name="app")
+    suffix = uuid.uuid4().hex[:6]
+    namespace, outside, inside = f"wcpdb{suffix}", f"wvh{suffix}", f"wvn{suffix}"
+    octet = int(suffix[:2], 16) % 250 + 1
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", namespace)
+    try:
+        ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        ip("link", "set", inside, "netns", namespace)
+        ip("addr", "add", f"10.213.{octet}.1/30", "dev", outside)
+        ip("link", "set", outside, "up")
+        ip("netns", "exec", namespace, "ip", "addr", "add", f"10.213.{octet}.2/30", "dev", inside)
+        ip("netns", "exec", namespace, "ip", "link", "set", inside, "up")
+        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        probe = (
+            "import socket, sys\n"
+            "for port in (3306, 5432):\n"
+            "    try:\n"
+            "        socket.create_connection((sys.argv[1], port), timeout=10).close(); print(port, 'open')\n"
+            "    except OSError as exc:\n"
+            "        print(port, type(exc).__name__)\n"
+        )
+        answered = subprocess.run(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c", probe, f"10.213.{octet}.1"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        assert answered[:2] == ["3306 ConnectionRefusedError", "5432 ConnectionRefusedError"], answered
+    finally:
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
+    # And both users are local accounts only, whatever the servers listen on.
+    with host.databases.servers["mariadb"]._admin() as sql:  # type: ignore[attr-defined]
+        sql.execute("SELECT host FROM mysql.user WHERE user = %s", (mariadb.user,))
+        assert [row[0] for row in sql.fetchall()] == ["localhost"]
+    # PostgreSQL: any other host is rejected for the tenants' roles, before any other line.
+    with host.databases.servers["postgresql"]._admin() as sql:  # type: ignore[attr-defined]
+        sql.execute(
+            "SELECT auth_method FROM pg_hba_file_rules WHERE %s = ANY(user_name) AND address = 'all'",
+            ("+wcp360_tenants",),
+        )
+        assert [row[0] for row in sql.fetchall()] == ["reject"]
+    assert postgresql.user == f"{first}_app"
