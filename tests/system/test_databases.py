@@ -279,3 +279,22 @@ def test_no_server_is_reachable_from_a_non_loopback_address(agent: tuple[HostAge
         )
         assert [row[0] for row in sql.fetchall()] == ["reject"]
     assert postgresql.user == f"{first}_app"
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_database_made_behind_the_agents_back_is_never_taken_over(
+    agent: tuple[HostAgent, str, str], engine: str
+) -> None:
+    host, first, _ = agent
+    name = f"{first}_theirs"
+    server = host.databases.servers[engine]  # type: ignore[index]
+    with server._admin() as sql:  # type: ignore[attr-defined]
+        sql.execute(f"CREATE DATABASE {'`' + name + '`' if engine == 'mariadb' else name}")
+    try:
+        with pytest.raises(AgentFailure) as refused_:
+            host.run(DatabaseCreate(tenant=first, engine=engine, name="theirs"))  # type: ignore[arg-type]
+        assert refused_.value.code == "conflict" and "left alone" in refused_.value.message
+        assert server.exists(name) and host.databases.names(first) == []
+    finally:
+        with server._admin() as sql:  # type: ignore[attr-defined]
+            sql.execute(f"DROP DATABASE {'`' + name + '`' if engine == 'mariadb' else name}")

@@ -70,6 +70,10 @@ def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
+def _exists(engine: str, name: str) -> DatabaseRefused:
+    return DatabaseRefused(f"a {engine} database {name} exists on the server already; it is left alone", "conflict")
+
+
 def _read_secret(path: Path | None) -> str | None:
     return path.read_text().strip() if path is not None else None
 
@@ -126,7 +130,10 @@ class MariaDB:
 
     def create(self, name: str, password: str) -> None:
         database = _mariadb_identifier(name)
-        with self._admin() as sql:
+        with self._admin() as sql:  # one connection: MariaDB's handshake is most of the cost (~20 ms)
+            sql.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (name,))
+            if sql.fetchone() is not None:
+                raise _exists("mariadb", name)
             sql.execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
             try:
                 sql.execute("CREATE USER %s@'localhost' IDENTIFIED BY %s", (name, password))
@@ -222,6 +229,9 @@ class PostgreSQL:
             raise DatabaseRefused(f"{name!r} is not a database name")
         role = sql.Identifier(name)
         with self._admin() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone() is not None:
+                raise _exists("postgresql", name)
             self._ensure_group(cursor)
             cursor.execute(
                 sql.SQL("CREATE ROLE {} LOGIN NOINHERIT NOCREATEDB NOCREATEROLE PASSWORD {} IN ROLE {}").format(

@@ -34,11 +34,8 @@ class TenantDatabases:
             raise DatabaseRefused(
                 f"{tenant} has {len(kept)} databases, the limit (tenants.databases.max_per_tenant)", "conflict"
             )
-        if server.exists(name):
-            message = f"a {engine} database {name} exists on the server already; it is left alone"
-            raise DatabaseRefused(message, "conflict")
         password = new_password()
-        server.create(name, password)  # undoes itself when a step fails
+        server.create(name, password)  # refuses a name the server has; undoes itself when a step fails
         try:
             self._save(tenant, [*kept, {"engine": engine, "name": name}])
         except BaseException:
