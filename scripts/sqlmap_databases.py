@@ -54,7 +54,7 @@ def sqlmap(
     if data is not None:
         command += ["--data", data, "-H", "Content-Type: application/json"]
     command += extra
-    run = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
     text = run.stdout + run.stderr
     injectable = "is vulnerable" in text or "sqlmap identified the following injection point" in text
     verdict = "INJECTABLE" if injectable else "nothing injectable"
@@ -107,7 +107,7 @@ def main() -> int:
                     sqlmap(port, token, label, drop, "DELETE", None, root / "sqlmap", "-p", "confirm", "--text-only")
                     and clean
                 )
-            listed_status, listed = request(port, token, "GET", f"/api/v1/tenants/{tenant_id}/databases")
+            _, listed = request(port, token, "GET", f"/api/v1/tenants/{tenant_id}/databases")
             print(f"after the run the tenant has: {[d['database'] for d in listed]}")  # type: ignore[union-attr]
             request(port, token, "DELETE", f"/api/v1/tenants/{tenant_id}?confirm={name}")
     return 0 if clean else 1
