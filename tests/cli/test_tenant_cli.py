@@ -78,6 +78,7 @@ def test_processes_need_the_agent_process(env: dict[str, str]) -> None:
     assert bad.returncode == 2 and "takes no argv" in bad.stderr
     listed = wcp360(env, "tenant", "process", "list", NAME)
     assert listed.returncode == 0 and "usage: cpu" in listed.stdout
+    assert wcp360(env, "tenant", "delete", NAME, "--confirm", NAME).returncode == 0
 
 
 def test_a_tenants_databases_from_the_cli(env: dict[str, str]) -> None:

@@ -190,7 +190,7 @@ def test_hostile_names_are_refused_before_any_statement(agent: tuple[HostAgent, 
     with pytest.raises(ValidationError):
         DatabaseCreate(tenant=first, engine="mariadb", name=name)
     with pytest.raises(DatabaseRefused):
-        host.databases.create(first, "postgresql", name)
+        host.databases.create(host._state(first)[0], "postgresql", name)  # type: ignore[index]
     assert host.databases.names(first) == []
 
 
@@ -298,3 +298,36 @@ def test_a_database_made_behind_the_agents_back_is_never_taken_over(
     finally:
         with server._admin() as sql:  # type: ignore[attr-defined]
             sql.execute(f"DROP DATABASE {'`' + name + '`' if engine == 'mariadb' else name}")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_passwords_past_their_age_are_rotated_and_handed_to_the_tenants_applications(
+    agent: tuple[HostAgent, str, str], engine: str, tmp_path: Path
+) -> None:
+    import os
+    import stat
+    from datetime import UTC, datetime, timedelta
+
+    host, first, _ = agent
+    home = tmp_path / "www" / first
+    made = create(host, first, engine)
+    credentials = home / ".wcp360" / "databases" / f"{engine}-shop.env"
+    info = credentials.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_uid) == (0o600, home.stat().st_uid)
+    assert f"DB_PASSWORD={made.password}\n" in credentials.read_text()
+    assert host.rotate_due_databases() == []  # no maximum age configured: on demand only
+    host.databases.config = host.databases.config.model_copy(update={"password_max_age": timedelta(days=90)})
+    assert host.rotate_due_databases() == []  # not due yet
+    later = datetime.now(UTC) + timedelta(days=91)
+    rotated = host.rotate_due_databases(now=later)
+    assert [(tenant, r.database) for tenant, r in rotated] == [(first, made.database)]
+    new_password = rotated[0][1].password
+    assert refused(engine, made) and new_password and f"DB_PASSWORD={new_password}\n" in credentials.read_text()
+    assert host.rotate_due_databases(now=later + timedelta(days=1)) == []  # the clock starts again
+    # A link planted where the agent writes is replaced, never followed.
+    victim = tmp_path / "victim.env"
+    victim.write_text("untouched\n")
+    credentials.unlink()
+    os.symlink(victim, credentials)
+    host.run(DatabaseRotate(tenant=first, engine=engine, name="shop"))  # type: ignore[arg-type]
+    assert victim.read_text() == "untouched\n" and not credentials.is_symlink()

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from wcp360.cli.common import ConfigDirOption, DataDirOption, config_from, fail
+
+if TYPE_CHECKING:
+    from wcp360.system.dispatch import Dispatcher
+    from wcp360.system.host import HostAgent
 
 UNITS = Path(__file__).resolve().parents[3] / "packaging"
 
@@ -44,6 +49,8 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
     with trail_scope(config):
         host.prune_archives()
         host.revive_all()
+        sweeping = threading.Event()
+        threading.Thread(target=_rotate_due, args=(host, dispatcher, sweeping), daemon=True).start()
         audit.record(
             "agent_start",
             actor_id="system",
@@ -55,9 +62,35 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
         try:
             server.serve_forever()
         finally:
+            sweeping.set()
             host.close()
             dispatcher.settle()
             audit.record("agent_stop", actor_id="system", resource_type="agent", resource_id=str(settings.socket))
+
+
+ROTATION_SWEEP_SECONDS = 3600
+
+
+def _rotate_due(host: HostAgent, dispatcher: Dispatcher, stop: threading.Event) -> None:
+    """Hourly: database passwords older than tenants.databases.password_max_age, rotated (one
+    verb at a time with the others) and audited, never with the password."""
+    from wcp360 import audit
+
+    while not stop.wait(ROTATION_SWEEP_SECONDS):
+        try:
+            with dispatcher.serialised():
+                rotated = host.rotate_due_databases()
+        except Exception as exc:  # a server down this hour: said, and tried again next hour
+            audit.record(
+                "agent_database_rotate_due", actor_id="system", outcome="failure", resource_type="agent",
+                details={"reason": str(exc)[:300]},
+            )  # fmt: skip
+            continue
+        for tenant, made in rotated:
+            audit.record(
+                "agent_database_rotate_due", actor_id="system", resource_type="tenant", resource_id=tenant,
+                details={"engine": made.engine, "database": made.database},
+            )  # fmt: skip
 
 
 def install(

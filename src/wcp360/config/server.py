@@ -134,6 +134,10 @@ class DatabasesConfig(Section):
     mariadb: MariaDBEngine = MariaDBEngine()
     postgresql: PostgreSQLEngine = PostgreSQLEngine()
     max_per_tenant: int = Field(default=10, ge=0, le=1000)
+    # Passwords older than this are rotated by the agent (checked hourly); null: on demand only.
+    # Every password (made, rotated on demand or by age) is also written for the tenant's own
+    # applications to read: <home>/.wcp360/databases/<engine>-<name>.env, 0600, the tenant's.
+    password_max_age: Duration | None = None
 
 
 class TenantNetworkConfig(Section):

@@ -104,7 +104,14 @@ class TenantCgroups:
                 (directory / "cgroup.subtree_control").write_text(wanted)
         for path in self.groups(tenant).values():
             path.parent.mkdir(mode=0o755, exist_ok=True)
-            path.mkdir(mode=0o755)
+            try:
+                path.mkdir(mode=0o755)
+            except FileExistsError:
+                # Left by a tenant of that name whose removal was cut short: taken over only
+                # empty (a process in it would run under the new tenant's limits and name).
+                if (path / "cgroup.procs").read_text().strip():
+                    raise
+
         return self.apply(tenant, limits)
 
     def apply(self, tenant: str, limits: TenantLimits) -> list[str]:

@@ -72,6 +72,10 @@ class Dispatcher:
             self._record(request, "success", details)
             return AgentReply(request_id=request.request_id, result=result)
 
+    def serialised(self) -> threading.Lock:
+        """The verb lock, for work the agent starts itself (the hourly password rotation)."""
+        return self._lock
+
     def _audit_attribute(self, request: AgentRequest, call: AuditAppendOnly) -> AgentReply:
         """Outside the verb lock, and its event queued without waiting: the server asks while it
         holds the audit log's lock (rotating it), so waiting for our own event to be written, or

@@ -100,6 +100,16 @@ class HostAgent:
     def close(self) -> None:
         self.supervisor.shutdown()
 
+    def rotate_due_databases(self, now: datetime | None = None) -> list[tuple[str, DatabaseHost]]:
+        """Every active tenant's database passwords older than tenants.databases.password_max_age,
+        rotated (the agent runs this hourly); (tenant, database) of each, passwords included."""
+        rotated: list[tuple[str, DatabaseHost]] = []
+        for path in sorted(self._tenant_dir().glob("*.json")):
+            found = self._state(path.stem)
+            if found is not None and found[0].state == "active":
+                rotated += [(found[0].name, made) for made in self.databases.rotate_due(found[0], now)]
+        return rotated
+
     def run(self, call: Call) -> Result:
         handlers: dict[type, Callable[..., Result]] = {
             AuditAppendOnly: self.audit_append_only,
@@ -254,12 +264,10 @@ class HostAgent:
         return TenantProcesses(tenant=host.name, processes=self.supervisor.states(host.name), usage=usage)
 
     def database_create(self, call: DatabaseCreate) -> DatabaseHost:
-        host = self._active(call.tenant)
-        return self.databases.create(host.name, call.engine, call.name)
+        return self.databases.create(self._active(call.tenant), call.engine, call.name)
 
     def database_rotate(self, call: DatabaseRotate) -> DatabaseHost:
-        host = self._active(call.tenant)
-        return self.databases.rotate(host.name, call.engine, call.name)
+        return self.databases.rotate(self._active(call.tenant), call.engine, call.name)
 
     def database_drop(self, call: DatabaseDrop) -> DatabaseHost:
         host, _ = self._existing(call.tenant)

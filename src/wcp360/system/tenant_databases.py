@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from wcp360.config.server import DatabasesConfig
+from wcp360.system.credentials_file import credentials_text, write_credentials
 from wcp360.system.databases import DatabaseFailed, DatabaseRefused, DatabaseServer, Engine, full_name, new_password
 from wcp360.system.databases import servers as offered_servers
-from wcp360.system.protocol import DatabaseHost
+from wcp360.system.protocol import DatabaseHost, TenantHost
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
 
 
 class TenantDatabases:
@@ -24,7 +30,8 @@ class TenantDatabases:
         self.state_dir = state_dir / "databases"
         self.servers: dict[Engine, DatabaseServer] = offered_servers(config)
 
-    def create(self, tenant: str, engine: Engine, part: str, locked: bool = False) -> DatabaseHost:
+    def create(self, host: TenantHost, engine: Engine, part: str) -> DatabaseHost:
+        tenant = host.name
         server = self._server(engine)
         name = full_name(tenant, part)
         kept = self._load(tenant)
@@ -37,19 +44,56 @@ class TenantDatabases:
         password = new_password()
         server.create(name, password)  # refuses a name the server has; undoes itself when a step fails
         try:
-            self._save(tenant, [*kept, {"engine": engine, "name": name}])
+            self._save(tenant, [*kept, {"engine": engine, "name": name, "rotated_at": _now()}])
+            made = self._view(engine, name, password=password)
+            self._deliver(host, made)
         except BaseException:
             server.drop(name)
+            self._save(tenant, kept)
             raise
-        return self._view(engine, name, password=password)
+        return made
 
-    def rotate(self, tenant: str, engine: Engine, part: str) -> DatabaseHost:
-        name = self._existing(tenant, engine, part)
+    def rotate(self, host: TenantHost, engine: Engine, part: str) -> DatabaseHost:
+        name = self._existing(host.name, engine, part)
+        return self._rotate(host, engine, name)
+
+    def rotate_due(self, host: TenantHost, now: datetime | None = None) -> list[DatabaseHost]:
+        """Rotate every database of the tenant whose password is older than password_max_age."""
+        max_age = self.config.password_max_age
+        if max_age is None:
+            return []
+        moment = now or datetime.now(UTC)
+        due = [
+            entry
+            for entry in self._load(host.name)
+            if moment - datetime.fromisoformat(entry.get("rotated_at", "1970-01-01T00:00:00+00:00")) >= max_age
+        ]
+        return [self._rotate(host, entry["engine"], entry["name"], moment) for entry in due]  # type: ignore[arg-type]
+
+    def _rotate(self, host: TenantHost, engine: Engine, name: str, now: datetime | None = None) -> DatabaseHost:
         password = new_password()
         self._server(engine).rotate(name, password)
-        return self._view(engine, name, password=password)
+        stamp = (now or datetime.now(UTC)).isoformat()
+        entries = self._load(host.name)
+        for entry in entries:
+            if entry["name"] == name and entry["engine"] == engine:
+                entry["rotated_at"] = stamp
+        self._save(host.name, entries)
+        rotated = self._view(engine, name, password=password)
+        self._deliver(host, rotated)
+        return rotated
+
+    def _deliver(self, host: TenantHost, made: DatabaseHost) -> None:
+        """The tenant's applications read the current password from its home (not when the
+        agent runs without root: development mode has no tenant users to own it)."""
+        if os.geteuid() != 0 or made.password is None:
+            return
+        text = credentials_text(made.engine, made.database, made.user, made.password, made.socket)
+        file = f"{made.engine}-{made.database.removeprefix(host.name.replace('-', '_') + '_')}.env"
+        write_credentials(Path(host.home).parent, host.name, host.uid, host.gid, file, text)
 
     def drop(self, tenant: str, engine: Engine, part: str) -> DatabaseHost:
+        """The database and its user; the credentials file stays with the home (the tenant's own)."""
         name = self._existing(tenant, engine, part)
         self._server(engine).drop(name)
         self._save(tenant, [e for e in self._load(tenant) if not (e["name"] == name and e["engine"] == engine)])
@@ -104,7 +148,7 @@ class TenantDatabases:
         location = self.servers[engine].location
         return DatabaseHost(engine=engine, database=name, user=name, socket=location, password=password)
 
-    def _load(self, tenant: str) -> list[dict[str, str]]:
+    def _load(self, tenant: str) -> list[dict[str, str]]:  # engine, name, rotated_at
         try:
             kept: list[dict[str, str]] = json.loads((self.state_dir / f"{tenant}.json").read_text())
         except FileNotFoundError:
