@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("jail_exec.c")
@@ -27,11 +28,19 @@ def helper_path(directory: Path) -> Path:
     return directory / f"wcp360-jail-exec-{digest}"
 
 
+_building = threading.Lock()  # the agent's threads (supervised processes) may all start at once
+
+
 def ensure_helper(directory: Path) -> Path:
     """The built program, building it first if this version has not been (about 0.3 s)."""
     target = helper_path(directory)
     if target.is_file():
         return target
+    with _building:
+        return target if target.is_file() else _build(directory, target)
+
+
+def _build(directory: Path, target: Path) -> Path:
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         raise HelperUnavailable("no C compiler to build the jail's helper (Debian package gcc)")
