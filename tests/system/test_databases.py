@@ -331,3 +331,35 @@ def test_passwords_past_their_age_are_rotated_and_handed_to_the_tenants_applicat
     os.symlink(victim, credentials)
     host.run(DatabaseRotate(tenant=first, engine=engine, name="shop"))  # type: ignore[arg-type]
     assert victim.read_text() == "untouched\n" and not credentials.is_symlink()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_database_over_its_size_takes_no_more_writes(agent: tuple[HostAgent, str, str], engine: str) -> None:
+    host, first, _ = agent
+    made = create(host, first, engine)
+    with connect(engine, made) as connection, connection.cursor() as sql:
+        sql.execute("CREATE TABLE notes (body text)")
+        sql.execute("INSERT INTO notes VALUES ('kept')")
+    assert host.enforce_database_sizes() == []  # well under the default 1 GiB
+    host.databases.config = host.databases.config.model_copy(update={"max_size": 1024})  # every database is over
+    assert host.enforce_database_sizes() == [(first, engine, made.database, True)]
+    listed = host.databases.listing(first, locked=False)
+    assert listed[0].over_size
+    if engine == "mariadb":  # reads and deletes still work (to get back under), writes do not
+        with connect(engine, made) as connection, connection.cursor() as sql:
+            sql.execute("SELECT body FROM notes")
+            assert sql.fetchall() == (("kept",),)
+            with pytest.raises(pymysql.err.MySQLError):
+                sql.execute("INSERT INTO notes VALUES ('more')")
+            with pytest.raises(pymysql.err.MySQLError):
+                sql.execute("CREATE TABLE more (x int)")
+    else:  # the role is locked: PostgreSQL cannot refuse writes to a table's owner otherwise
+        assert refused(engine, made)
+    host.suspend(TenantSuspend(tenant=first))
+    host.resume(TenantResume(tenant=first))
+    if engine == "postgresql":
+        assert refused(engine, made)  # resuming the tenant does not lift the size's lock
+    host.databases.config = host.databases.config.model_copy(update={"max_size": 1024**3})
+    assert host.enforce_database_sizes() == [(first, engine, made.database, False)]
+    with connect(engine, made) as connection, connection.cursor() as sql:
+        sql.execute("INSERT INTO notes VALUES ('more')")

@@ -72,14 +72,16 @@ ROTATION_SWEEP_SECONDS = 3600
 
 
 def _rotate_due(host: HostAgent, dispatcher: Dispatcher, stop: threading.Event) -> None:
-    """Hourly: database passwords older than tenants.databases.password_max_age, rotated (one
-    verb at a time with the others) and audited, never with the password."""
+    """Hourly: database passwords older than tenants.databases.password_max_age rotated, and
+    databases over tenants.databases.max_size restricted (one verb at a time with the others),
+    each audited, never with a password."""
     from wcp360 import audit
 
     while not stop.wait(ROTATION_SWEEP_SECONDS):
         try:
             with dispatcher.serialised():
                 rotated = host.rotate_due_databases()
+                resized = host.enforce_database_sizes()
         except Exception as exc:  # a server down this hour: said, and tried again next hour
             audit.record(
                 "agent_database_rotate_due", actor_id="system", outcome="failure", resource_type="agent",
@@ -90,6 +92,12 @@ def _rotate_due(host: HostAgent, dispatcher: Dispatcher, stop: threading.Event) 
             audit.record(
                 "agent_database_rotate_due", actor_id="system", resource_type="tenant", resource_id=tenant,
                 details={"engine": made.engine, "database": made.database},
+            )  # fmt: skip
+        for tenant, engine, database, over in resized:
+            audit.record(
+                "agent_database_over_size" if over else "agent_database_under_size", actor_id="system",
+                resource_type="tenant", resource_id=tenant,
+                details={"engine": engine, "database": database, "limit": "tenants.databases.max_size"},
             )  # fmt: skip
 
 

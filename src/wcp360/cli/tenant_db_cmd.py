@@ -16,14 +16,14 @@ if TYPE_CHECKING:
 
 EngineOption = Annotated[Literal["mariadb", "postgresql"], typer.Option("--engine")]
 Format = Annotated[Literal["table", "json"], typer.Option("--format")]
-COLUMNS = ("name", "engine", "database", "user", "socket", "locked", "size")
+COLUMNS = ("name", "engine", "database", "user", "socket", "locked", "size", "over size")
 
 
 def _print(databases: list[DatabaseView], output: str) -> None:
     if output == "json":
         typer.echo(json_text([d.model_dump() for d in databases]))
         return
-    rows = [[d.name, d.engine, d.database, d.user, d.socket, d.locked, d.size_bytes] for d in databases]
+    rows = [[d.name, d.engine, d.database, d.user, d.socket, d.locked, d.size_bytes, d.over_size] for d in databases]
     typer.echo(table(COLUMNS, rows), nl=False)
 
 

@@ -138,6 +138,10 @@ class DatabasesConfig(Section):
     # Every password (made, rotated on demand or by age) is also written for the tenant's own
     # applications to read: <home>/.wcp360/databases/<engine>-<name>.env, 0600, the tenant's.
     password_max_age: Duration | None = None
+    # A database over this size (checked hourly) takes no more writes: MariaDB keeps its user
+    # SELECT, DELETE and DROP only; PostgreSQL (where a table's owner cannot be refused writes)
+    # locks its role. Back under the size (or the size raised), it is given back. null: no limit.
+    max_size: ByteSize | None = 1024**3
 
 
 class TenantNetworkConfig(Section):

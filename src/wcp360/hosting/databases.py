@@ -36,6 +36,7 @@ def database_view(tenant: str, host: DatabaseHost) -> DatabaseView:
         socket=host.socket,
         locked=host.locked,
         size_bytes=host.size_bytes,
+        over_size=host.over_size,
     )
 
 

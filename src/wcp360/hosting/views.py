@@ -68,6 +68,7 @@ class DatabaseView(View):
     socket: str
     locked: bool
     size_bytes: int | None
+    over_size: bool  # over tenants.databases.max_size: writes refused until back under
 
 
 class DatabaseCredentialsView(DatabaseView):

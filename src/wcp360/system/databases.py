@@ -86,6 +86,7 @@ class DatabaseServer(Protocol):
     def rotate(self, name: str, password: str) -> None: ...
     def lock(self, name: str, locked: bool) -> None: ...
     def drop(self, name: str) -> None: ...
+    def restrict(self, name: str, over: bool) -> None: ...
     def exists(self, name: str) -> bool: ...
     def size(self, name: str) -> int: ...
 
@@ -158,6 +159,18 @@ class MariaDB:
             sql.execute(f"ALTER USER %s@'localhost' ACCOUNT {'LOCK' if locked else 'UNLOCK'}", (name,))
             if locked:
                 self._disconnect(sql, name)
+
+    def restrict(self, name: str, over: bool) -> None:
+        """Over its size: read, delete and drop only (to get back under it); else everything again.
+        Sessions end either way: MariaDB applies database privileges to a session at its next USE."""
+        database = _mariadb_identifier(name)
+        with self._admin() as sql:
+            if over:
+                sql.execute(f"REVOKE ALL PRIVILEGES ON {database}.* FROM %s@'localhost'", (name,))
+                sql.execute(f"GRANT SELECT, DELETE, DROP, LOCK TABLES ON {database}.* TO %s@'localhost'", (name,))
+            else:
+                sql.execute(f"GRANT ALL PRIVILEGES ON {database}.* TO %s@'localhost'", (name,))
+            self._disconnect(sql, name)
 
     def drop(self, name: str) -> None:
         database = _mariadb_identifier(name)
@@ -266,6 +279,11 @@ class PostgreSQL:
             cursor.execute(sql.SQL("ALTER ROLE {} " + ("NOLOGIN" if locked else "LOGIN")).format(self._role(name)))
             if locked:
                 self._disconnect(cursor, name)
+
+    def restrict(self, name: str, over: bool) -> None:
+        """Over its size: the role is locked (the owner of its tables cannot be refused writes
+        any other way); back under it, unlocked."""
+        self.lock(name, over)
 
     def drop(self, name: str) -> None:
         from psycopg import sql

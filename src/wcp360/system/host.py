@@ -100,6 +100,17 @@ class HostAgent:
     def close(self) -> None:
         self.supervisor.shutdown()
 
+    def enforce_database_sizes(self) -> list[tuple[str, str, str, bool]]:
+        """Every active tenant's databases against tenants.databases.max_size (hourly);
+        (tenant, engine, database, over) of each change."""
+        changed: list[tuple[str, str, str, bool]] = []
+        for path in sorted(self._tenant_dir().glob("*.json")):
+            found = self._state(path.stem)
+            if found is not None and found[0].state == "active":
+                name = found[0].name
+                changed += [(name, *change) for change in self.databases.enforce_sizes(name)]
+        return changed
+
     def rotate_due_databases(self, now: datetime | None = None) -> list[tuple[str, DatabaseHost]]:
         """Every active tenant's database passwords older than tenants.databases.password_max_age,
         rotated (the agent runs this hourly); (tenant, database) of each, passwords included."""

@@ -270,6 +270,7 @@ class DatabaseHost(View):
     socket: str
     locked: bool = False
     size_bytes: int | None = None  # in database.list
+    over_size: bool = False  # over tenants.databases.max_size: writes refused until back under
     password: str | None = None
 
 

@@ -70,6 +70,23 @@ class TenantDatabases:
         ]
         return [self._rotate(host, entry["engine"], entry["name"], moment) for entry in due]  # type: ignore[arg-type]
 
+    def enforce_sizes(self, tenant: str) -> list[tuple[str, str, bool]]:
+        """Restrict the databases over tenants.databases.max_size, give back those under it;
+        (engine, database, over) of each change."""
+        limit = self.config.max_size
+        entries = self._load(tenant)
+        changed: list[tuple[str, str, bool]] = []
+        for entry in entries:
+            engine: Engine = entry["engine"]  # type: ignore[assignment]
+            over = limit is not None and self._server(engine).size(entry["name"]) > limit
+            if over != bool(entry.get("over_size")):
+                self._server(engine).restrict(entry["name"], over)
+                entry["over_size"] = over  # type: ignore[assignment]
+                changed.append((engine, entry["name"], over))
+        if changed:
+            self._save(tenant, entries)
+        return changed
+
     def _rotate(self, host: TenantHost, engine: Engine, name: str, now: datetime | None = None) -> DatabaseHost:
         password = new_password()
         self._server(engine).rotate(name, password)
@@ -100,9 +117,12 @@ class TenantDatabases:
         return self._view(engine, name)
 
     def lock_all(self, tenant: str, locked: bool) -> list[str]:
-        """Lock (suspension) or unlock every database user of the tenant; what could not be done."""
+        """Lock (suspension) or unlock every database user of the tenant; what could not be done.
+        A PostgreSQL database over its size stays locked when the tenant is resumed."""
         failed = []
         for entry in self._load(tenant):
+            if not locked and entry.get("over_size") and entry["engine"] == "postgresql":
+                continue
             try:
                 self._server(entry["engine"]).lock(entry["name"], locked)  # type: ignore[arg-type]
             except (DatabaseFailed, DatabaseRefused) as exc:
@@ -124,7 +144,8 @@ class TenantDatabases:
                 size: int | None = self._server(engine).size(entry["name"])
             except (DatabaseFailed, DatabaseRefused):
                 size = None
-            found.append(view.model_copy(update={"size_bytes": size, "locked": locked}))
+            over = bool(entry.get("over_size"))
+            found.append(view.model_copy(update={"size_bytes": size, "locked": locked, "over_size": over}))
         return found
 
     def names(self, tenant: str) -> list[tuple[str, str]]:
@@ -148,7 +169,7 @@ class TenantDatabases:
         location = self.servers[engine].location
         return DatabaseHost(engine=engine, database=name, user=name, socket=location, password=password)
 
-    def _load(self, tenant: str) -> list[dict[str, str]]:  # engine, name, rotated_at
+    def _load(self, tenant: str) -> list[dict[str, str]]:  # engine, name, rotated_at, over_size
         try:
             kept: list[dict[str, str]] = json.loads((self.state_dir / f"{tenant}.json").read_text())
         except FileNotFoundError:
