@@ -77,7 +77,8 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
     "WCP-TDB-001": (
         "mariadb accounts",
         "high",
-        "DROP USER every anonymous account and every account of a non-local host; no global privileges for tenants",
+        "DROP USER every anonymous account and every account of a non-local host; no global privileges for "
+        "tenants; a password (or unix_socket) for every account",
     ),
     "WCP-TDB-002": (
         "postgresql pg_hba",
@@ -600,6 +601,13 @@ def _tenant_databases(config: Config) -> list[Check]:
             with MariaDB(databases.mariadb)._admin() as sql:
                 sql.execute("SELECT user, host, Super_priv, File_priv, Grant_priv, Create_user_priv FROM mysql.user")
                 accounts = sql.fetchall()
+                # A password-less account that signs in by password: anyone who reaches the socket
+                # (a tenant's jail binds it, for its databases) is that account.
+                sql.execute(
+                    "SELECT user, host FROM mysql.user WHERE authentication_string = ''"
+                    " AND plugin IN ('', 'mysql_native_password', 'mysql_old_password')"
+                )
+                empty = [f"{user}@{host}" for user, host in sql.fetchall()]
         except (DatabaseFailed, OSError) as exc:
             found.append(check("WCP-TDB-001", "warn", f"not checked: {str(exc)[:200]}"))
         else:
@@ -613,11 +621,14 @@ def _tenant_databases(config: Config) -> list[Check]:
                 *(f"remote {r}" for r in remote),
                 *(f"global privileges {e}" for e in elevated),
             ]
-            found.append(
-                check("WCP-TDB-001", "fail", "; ".join(problems)[:300])
-                if problems
-                else check("WCP-TDB-001", "ok", f"{len(accounts)} accounts, all local, none anonymous or elevated")
-            )
+            if problems:
+                found.append(check("WCP-TDB-001", "fail", "; ".join(problems)[:300]))
+            elif empty:
+                detail = f"no password: {', '.join(empty)}: whoever reaches the socket signs in as it"
+                found.append(check("WCP-TDB-001", "warn", detail[:300]))
+            else:
+                detail = f"{len(accounts)} accounts, all local, none anonymous, elevated or without a password"
+                found.append(check("WCP-TDB-001", "ok", detail))
     if databases.postgresql.enabled:
         try:
             with PostgreSQL(databases.postgresql)._admin() as sql:

@@ -211,7 +211,7 @@ def test_doctor_finds_a_remote_and_an_anonymous_mariadb_account(agent: tuple[Hos
     server = host.databases.servers["mariadb"]  # type: ignore[index]
     # The check reads config.server.tenants.databases only: the agent's own settings stand in.
     config = SimpleNamespace(server=SimpleNamespace(tenants=host.tenants))
-    assert _tenant_databases(config)[0].status == "ok"  # type: ignore[arg-type]
+    assert _tenant_databases(config)[0].status != "fail"  # type: ignore[arg-type] - warn: this root has no password
     with server._admin() as sql:  # type: ignore[attr-defined]
         sql.execute("CREATE USER 'wcp360doctor'@'10.0.0.%' IDENTIFIED BY 'x-Unused-1'")
         sql.execute("CREATE USER ''@'localhost'")
@@ -363,3 +363,30 @@ def test_a_database_over_its_size_takes_no_more_writes(agent: tuple[HostAgent, s
     assert host.enforce_database_sizes() == [(first, engine, made.database, False)]
     with connect(engine, made) as connection, connection.cursor() as sql:
         sql.execute("INSERT INTO notes VALUES ('more')")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_jailed_application_reaches_its_database_with_the_handed_credentials(
+    agent: tuple[HostAgent, str, str], engine: str, tmp_path: Path
+) -> None:
+    """The whole path a tenant's app takes: in its jail, read the credentials file the agent
+    wrote, connect through the server's socket (bound into the jail), query its own database;
+    another tenant's database stays refused from there too."""
+    from tests.dropping import searchable
+    from wcp360.system.protocol import TenantRun
+
+    host, first, second = agent
+    create(host, first, engine)
+    theirs = create(host, second, engine)
+    env_file = f"$HOME/.wcp360/databases/{engine}-shop.env"
+    client = (
+        'mariadb --socket="$DB_SOCKET" -u "$DB_USER" -p"$DB_PASSWORD" -N -e "SELECT 40 + 2" "$DB_NAME"'
+        if engine == "mariadb"
+        else 'PGPASSWORD="$DB_PASSWORD" psql -h "$DB_SOCKET" -U "$DB_USER" -Atc "SELECT 40 + 2" "$DB_NAME"'
+    )
+    with searchable(tmp_path / "www"):
+        ours = host.run_in_jail(TenantRun(tenant=first, argv=["sh", "-c", f". {env_file}; {client}"]))
+        assert ours.exit_code == 0 and ours.stdout.strip() == "42", ours.stderr
+        other = client.replace('"$DB_NAME"', theirs.database)
+        refused_ = host.run_in_jail(TenantRun(tenant=first, argv=["sh", "-c", f". {env_file}; {other}"]))
+        assert refused_.exit_code != 0 and "42" not in refused_.stdout

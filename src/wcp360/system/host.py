@@ -320,6 +320,7 @@ class HostAgent:
             # Without Landlock in the kernel the other layers still hold; doctor says what is missing.
             landlock_optional=landlock_abi() == 0,
             tcp_ports=None if self.tenants.network.allow_all_tcp_ports else tuple(self.tenants.network.allow_tcp_ports),
+            socket_dirs=self.databases.socket_dirs(),
         )
 
     def _stop_everything(self, host: TenantHost) -> None:

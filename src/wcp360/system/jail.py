@@ -97,6 +97,9 @@ class Jail:
     landlock_optional: bool = False
     # With `network`: the TCP ports it may connect to (None: every port).
     tcp_ports: tuple[int, ...] | None = ()
+    # Host directories of sockets the tenant may connect to (its database servers'), bound
+    # read-only at their own paths: connecting needs no write access to the directory.
+    socket_dirs: tuple[Path, ...] = ()
 
     def argv(self, command: list[str], fds: _Descriptors) -> list[str]:
         bwrap = shutil.which("bwrap")
@@ -108,6 +111,8 @@ class Jail:
         args += ["--die-with-parent", "--new-session", "--disable-userns", *system_mounts()]
         args += ["--proc", "/proc", *DEVICES, "--tmpfs", "/tmp"]  # noqa: S108 - the jail's own, empty
         args += ["--bind", str(self.home), str(self.home), "--chdir", str(self.home)]
+        for directory in self.socket_dirs:
+            args += ["--ro-bind", str(directory), str(directory)]
         for inside, fd in fds.files.items():
             args += ["--perms", "0444", "--ro-bind-data", str(fd), inside]
         args += ["--seccomp", str(fds.seccomp), "--block-fd", str(fds.block), "--info-fd", str(fds.info)]
@@ -123,6 +128,8 @@ class Jail:
                 args += ["-p", str(port)]
         for top in ("/usr", "/etc", "/proc", "/run", *(f"/{top}" for top in SYSTEM_TOPS)):
             args += ["-r", top]
+        for directory in self.socket_dirs:  # beneath /run usually; elsewhere, readable too
+            args += ["-r", str(directory)]
         args += ["-d", "/dev", "-w", "/tmp", "-w", str(self.home)]  # noqa: S108 - the jail's own /tmp
         for limit in RLIMITS:
             args += ["-l", limit]

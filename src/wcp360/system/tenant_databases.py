@@ -148,6 +148,16 @@ class TenantDatabases:
             found.append(view.model_copy(update={"size_bytes": size, "locked": locked, "over_size": over}))
         return found
 
+    def socket_dirs(self) -> tuple[Path, ...]:
+        """Where the offered servers' sockets are, for the tenants' jails (their apps connect)."""
+        found = []
+        for server in self.servers.values():
+            location = Path(server.location)
+            directory = location if location.is_dir() else location.parent
+            if directory.is_dir() and directory not in found:
+                found.append(directory)
+        return tuple(found)
+
     def names(self, tenant: str) -> list[tuple[str, str]]:
         return [(entry["engine"], entry["name"]) for entry in self._load(tenant)]
 
