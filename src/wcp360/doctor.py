@@ -597,29 +597,20 @@ def _tenant_databases(config: Config) -> list[Check]:
     databases = config.server.tenants.databases
     found: list[Check] = []
     if databases.mariadb.enabled:
+        mariadb = MariaDB(databases.mariadb)
         try:
-            with MariaDB(databases.mariadb)._admin() as sql:
-                sql.execute("SELECT user, host, Super_priv, File_priv, Grant_priv, Create_user_priv FROM mysql.user")
-                accounts = sql.fetchall()
-                # A password-less account that signs in by password: anyone who reaches the socket
-                # (a tenant's jail binds it, for its databases) is that account.
-                sql.execute(
-                    "SELECT user, host FROM mysql.user WHERE authentication_string = ''"
-                    " AND plugin IN ('', 'mysql_native_password', 'mysql_old_password')"
-                )
-                empty = [f"{user}@{host}" for user, host in sql.fetchall()]
+            accounts, empty = mariadb.accounts(), mariadb.passwordless()
         except (DatabaseFailed, OSError) as exc:
             found.append(check("WCP-TDB-001", "warn", f"not checked: {str(exc)[:200]}"))
         else:
-            anonymous = [f"''@{host}" for user, host, *_ in accounts if user == ""]
-            remote = [f"{user}@{host}" for user, host, *_ in accounts if host not in LOCAL_HOSTS]
-            elevated = [
-                f"{user}@{host}" for user, host, *grants in accounts if user not in SERVER_ACCOUNTS and "Y" in grants
-            ]
             problems = [
-                *(f"anonymous {a}" for a in anonymous),
-                *(f"remote {r}" for r in remote),
-                *(f"global privileges {e}" for e in elevated),
+                *(f"anonymous ''@{host}" for user, host, _ in accounts if user == ""),
+                *(f"remote {user}@{host}" for user, host, _ in accounts if host not in LOCAL_HOSTS),
+                *(
+                    f"global privileges {user}@{host}"
+                    for user, host, elevated in accounts
+                    if elevated and user not in SERVER_ACCOUNTS
+                ),
             ]
             if problems:
                 found.append(check("WCP-TDB-001", "fail", "; ".join(problems)[:300]))
@@ -631,11 +622,7 @@ def _tenant_databases(config: Config) -> list[Check]:
                 found.append(check("WCP-TDB-001", "ok", detail))
     if databases.postgresql.enabled:
         try:
-            with PostgreSQL(databases.postgresql)._admin() as sql:
-                sql.execute(
-                    "SELECT type, address, auth_method, user_name FROM pg_hba_file_rules WHERE error IS NULL"
-                )
-                rules = sql.fetchall()
+            rules = PostgreSQL(databases.postgresql).hba_rules()
         except (DatabaseFailed, OSError) as exc:
             found.append(check("WCP-TDB-002", "warn", f"not checked: {str(exc)[:200]}"))
         else:
@@ -644,7 +631,7 @@ def _tenant_databases(config: Config) -> list[Check]:
                 for kind, address, method, _ in rules
                 if method == "trust" and kind.startswith("host") and address not in ("127.0.0.1", "::1")
             ]
-            guarded = any(f"+{TENANTS_ROLE}" in (users or []) for *_, users in rules)
+            guarded = any(f"+{TENANTS_ROLE}" in users for *_, users in rules)
             if remote_trust:
                 found.append(check("WCP-TDB-002", "fail", f"trust for non-loopback hosts: {', '.join(remote_trust)}"))
             elif not guarded:

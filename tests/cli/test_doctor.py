@@ -20,14 +20,10 @@ def _env(tmp_path: Path, files: dict[str, str]) -> dict[str, str]:
 
 
 def _mariadb_passwordless() -> list[str]:
-    import pymysql
+    from wcp360.config.server import MariaDBEngine
+    from wcp360.system.databases import MariaDB
 
-    with pymysql.connect(unix_socket="/run/mysqld/mysqld.sock", user="root") as connection, connection.cursor() as sql:
-        sql.execute(
-            "SELECT user, host FROM mysql.user WHERE authentication_string = ''"
-            " AND plugin IN ('', 'mysql_native_password', 'mysql_old_password')"
-        )
-        return [f"{user}@{host}" for user, host in sql.fetchall()]
+    return MariaDB(MariaDBEngine()).passwordless()
 
 
 def _checks(env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]]]:

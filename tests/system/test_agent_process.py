@@ -24,6 +24,7 @@ from tests.dropping import service_user
 from tests.helpers import HOST, TEST_UID_MAX, TEST_UID_MIN, make_user
 from wcp360.config import load_config
 from wcp360.runtime import Runtime
+from wcp360.system import accounts
 from wcp360.system.client import SocketAgent
 
 
@@ -42,6 +43,12 @@ def installation() -> Iterator[tuple[dict[str, str], Path]]:
         )
         (etc / "wcp360.yml").chmod(0o600)
         yield {**os.environ, "WCP360_CONFIG_DIR": str(etc), "WCP360_DATA_DIR": str(root / "data")}, root
+    # A test cut short leaves its tenants' users behind: homes here are outside pytest's
+    # directory, so the suite's own clean-up would not see them.
+    for entry in pwd.getpwall():
+        if entry.pw_gecos == "WCP360 tenant" and entry.pw_dir.startswith(str(root)):
+            accounts.kill_all(entry.pw_uid)
+            accounts.remove_user(entry.pw_name)
     shutil.rmtree(root)
 
 

@@ -60,23 +60,29 @@ class DatabaseService:
     def create(
         self, actor: Principal, tenant_id: uuid.UUID, engine: DatabaseEngineName, name: str
     ) -> DatabaseCredentialsView:
-        tenant = self.tenants.owned.authorised(actor, tenant_id, "tenants:update")
-        call = self._call(DatabaseCreate, tenant.name, engine, name)
-        with agent_errors():
-            made = self.agent.call(call, actor.actor_label)
-        assert isinstance(made, DatabaseHost)
-        self._record(actor, tenant_id, tenant.name, "create", made)
-        return credentials_view(tenant.name, made)
+        return self._credentials(actor, tenant_id, DatabaseCreate, "create", engine, name)
 
     def rotate(
         self, actor: Principal, tenant_id: uuid.UUID, engine: DatabaseEngineName, name: str
     ) -> DatabaseCredentialsView:
+        return self._credentials(actor, tenant_id, DatabaseRotate, "rotate", engine, name)
+
+    def _credentials(
+        self,
+        actor: Principal,
+        tenant_id: uuid.UUID,
+        verb: type[DatabaseCreate] | type[DatabaseRotate],
+        action: str,
+        engine: DatabaseEngineName,
+        name: str,
+    ) -> DatabaseCredentialsView:
+        """Create and rotate: the agent answers the password, passed on once and nowhere else."""
         tenant = self.tenants.owned.authorised(actor, tenant_id, "tenants:update")
         with agent_errors():
-            rotated = self.agent.call(self._call(DatabaseRotate, tenant.name, engine, name), actor.actor_label)
-        assert isinstance(rotated, DatabaseHost)
-        self._record(actor, tenant_id, tenant.name, "rotate", rotated)
-        return credentials_view(tenant.name, rotated)
+            answered = self.agent.call(self._call(verb, tenant.name, engine, name), actor.actor_label)
+        assert isinstance(answered, DatabaseHost)
+        self._record(actor, tenant_id, tenant.name, action, answered)
+        return credentials_view(tenant.name, answered)
 
     def drop(self, actor: Principal, tenant_id: uuid.UUID, engine: DatabaseEngineName, name: str, confirm: str) -> None:
         """`confirm` must repeat the database's name: a stray request cannot drop a database."""

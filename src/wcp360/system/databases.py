@@ -194,6 +194,21 @@ class MariaDB:
             row = sql.fetchone()
             return int(row[0]) if row else 0
 
+    def accounts(self) -> list[tuple[str, str, bool]]:
+        """Every account: (user, host, holds a global privilege: SUPER, FILE, GRANT or CREATE USER)."""
+        with self._admin() as sql:
+            sql.execute("SELECT user, host, Super_priv, File_priv, Grant_priv, Create_user_priv FROM mysql.user")
+            return [(user, host, "Y" in grants) for user, host, *grants in sql.fetchall()]
+
+    def passwordless(self) -> list[str]:
+        """Accounts that sign in by password and have none: whoever reaches the socket is them."""
+        with self._admin() as sql:
+            sql.execute(
+                "SELECT user, host FROM mysql.user WHERE authentication_string = ''"
+                " AND plugin IN ('', 'mysql_native_password', 'mysql_old_password')"
+            )
+            return [f"{user}@{host}" for user, host in sql.fetchall()]
+
     @staticmethod
     def _disconnect(sql: Any, name: str) -> None:
         """End the user's sessions: a rotated password or a lock holds from now, not from their
@@ -319,6 +334,12 @@ class PostgreSQL:
         cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (TENANTS_ROLE,))
         if cursor.fetchone() is None:
             cursor.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(TENANTS_ROLE)))
+
+    def hba_rules(self) -> list[tuple[str, str | None, str, list[str]]]:
+        """pg_hba.conf as the server reads it: (type, address, method, users) of each valid line."""
+        with self._admin() as cursor:
+            cursor.execute("SELECT type, address, auth_method, user_name FROM pg_hba_file_rules WHERE error IS NULL")
+            return [(kind, address, method, users or []) for kind, address, method, users in cursor.fetchall()]
 
     @staticmethod
     def _disconnect(cursor: Any, name: str) -> None:

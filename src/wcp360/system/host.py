@@ -9,7 +9,6 @@ system account; every reply says so in `degraded`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import stat
 import tarfile
@@ -57,6 +56,7 @@ from wcp360.system.protocol import (
     TenantSuspend,
     TenantUsage,
 )
+from wcp360.system.statefile import read_json, write_json
 from wcp360.system.supervise import Supervisor, SupervisorRefusal
 from wcp360.system.syscalls import RuntimeClass
 from wcp360.system.tenant_databases import TenantDatabases
@@ -92,10 +92,8 @@ class HostAgent:
         """The agent starting: every active tenant's processes that were running run again."""
         if not self.privileged:
             return
-        for path in sorted(self._tenant_dir().glob("*.json")):
-            found = self._state(path.stem)
-            if found is not None and found[0].state == "active":
-                self.supervisor.revive(found[0])
+        for host in self._active_tenants():
+            self.supervisor.revive(host)
 
     def close(self) -> None:
         self.supervisor.shutdown()
@@ -103,23 +101,16 @@ class HostAgent:
     def enforce_database_sizes(self) -> list[tuple[str, str, str, bool]]:
         """Every active tenant's databases against tenants.databases.max_size (hourly);
         (tenant, engine, database, over) of each change."""
-        changed: list[tuple[str, str, str, bool]] = []
-        for path in sorted(self._tenant_dir().glob("*.json")):
-            found = self._state(path.stem)
-            if found is not None and found[0].state == "active":
-                name = found[0].name
-                changed += [(name, *change) for change in self.databases.enforce_sizes(name)]
-        return changed
+        return [
+            (host.name, *change)
+            for host in self._active_tenants()
+            for change in self.databases.enforce_sizes(host.name)
+        ]
 
     def rotate_due_databases(self, now: datetime | None = None) -> list[tuple[str, DatabaseHost]]:
         """Every active tenant's database passwords older than tenants.databases.password_max_age,
         rotated (the agent runs this hourly); (tenant, database) of each, passwords included."""
-        rotated: list[tuple[str, DatabaseHost]] = []
-        for path in sorted(self._tenant_dir().glob("*.json")):
-            found = self._state(path.stem)
-            if found is not None and found[0].state == "active":
-                rotated += [(found[0].name, made) for made in self.databases.rotate_due(found[0], now)]
-        return rotated
+        return [(host.name, made) for host in self._active_tenants() for made in self.databases.rotate_due(host, now)]
 
     def run(self, call: Call) -> Result:
         handlers: dict[type, Callable[..., Result]] = {
@@ -406,11 +397,15 @@ class HostAgent:
         return directory
 
     def _state(self, name: str) -> tuple[TenantHost, TenantLimits] | None:
-        try:
-            stored = json.loads((self._tenant_dir() / f"{name}.json").read_text())
-        except FileNotFoundError:
+        stored = read_json(self._tenant_dir() / f"{name}.json", None)
+        if stored is None:
             return None
         return TenantHost.model_validate(stored["host"]), TenantLimits.model_validate(stored["limits"])
+
+    def _active_tenants(self) -> list[TenantHost]:
+        """Every active tenant the agent keeps (the agent's start, its hourly upkeep)."""
+        found = [self._state(path.stem) for path in sorted(self._tenant_dir().glob("*.json"))]
+        return [state[0] for state in found if state is not None and state[0].state == "active"]
 
     def _existing(self, name: str) -> tuple[TenantHost, TenantLimits]:
         check_name(name, ())
@@ -420,10 +415,5 @@ class HostAgent:
         return found
 
     def _save(self, host: TenantHost, limits: TenantLimits) -> None:
-        path = self._tenant_dir() / f"{host.name}.json"
-        temporary = path.with_suffix(".tmp")
         document = {"host": host.model_dump(), "limits": limits.model_dump(mode="json")}
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(document, out)
-        os.replace(temporary, path)
+        write_json(self._tenant_dir() / f"{host.name}.json", document)

@@ -152,9 +152,13 @@ class _Descriptors:
 
 
 def _data_fd(data: bytes) -> int:
+    """A pipe's read end holding `data`, for bubblewrap to read whole (a seccomp program of ~2 KiB,
+    a configuration file of a few: one pipe buffer, 64 KiB)."""
+    if len(data) > 65536:
+        raise JailUnavailable(f"{len(data)} bytes do not fit a pipe for bubblewrap")
     read_end, write_end = os.pipe()
     try:
-        os.write(write_end, data)  # configuration files of a few KiB: one pipe buffer
+        os.write(write_end, data)
     finally:
         os.close(write_end)
     return read_end
@@ -184,7 +188,7 @@ def spawn(
     block_read, block_write = os.pipe()
     info_read, info_write = os.pipe()
     try:
-        opened += [os.open(jail.helper, os.O_RDONLY | os.O_CLOEXEC), syscalls.program_fd(jail.runtime)]
+        opened += [os.open(jail.helper, os.O_RDONLY | os.O_CLOEXEC), _data_fd(syscalls.program(jail.runtime))]
         files = {inside: _data_fd(data) for inside, data in jail.files.items()}
         opened += files.values()
         fds = _Descriptors(opened[0], opened[1], block_read, info_write, files)

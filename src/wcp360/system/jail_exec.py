@@ -9,6 +9,7 @@ Statically linked: no dynamic loader or library is opened before Landlock holds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -23,9 +24,14 @@ class HelperUnavailable(RuntimeError):
     pass
 
 
+@functools.cache
+def _source_digest() -> str:
+    """Read once per process: every jail start asks for the helper's path."""
+    return hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+
+
 def helper_path(directory: Path) -> Path:
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
-    return directory / f"wcp360-jail-exec-{digest}"
+    return directory / f"wcp360-jail-exec-{_source_digest()}"
 
 
 _building = threading.Lock()  # the agent's threads (supervised processes) may all start at once

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -31,6 +30,7 @@ from wcp360.system.cgroups import TenantCgroups
 from wcp360.system.jail import Jail, JailUnavailable, spawn
 from wcp360.system.logfile import LogFile
 from wcp360.system.protocol import ErrorCode, ProcessSpec, ProcessState, ProcessStatus, TenantHost
+from wcp360.system.statefile import read_json, write_json
 from wcp360.system.syscalls import RuntimeClass
 
 PHP_CONFIG = "/run/wcp360/php-fpm.conf"
@@ -331,21 +331,12 @@ class Supervisor:
     # -- declarations on disk ----------------------------------------------------------------------
 
     def _save(self, tenant: str) -> None:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         document = {
             name: {"spec": p.spec.model_dump(mode="json"), "wanted": p.wanted}
             for name, p in self._processes.get(tenant, {}).items()
         }
-        path = self.state_dir / f"{tenant}.json"
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(document, out)
-        os.replace(temporary, path)
+        write_json(self.state_dir / f"{tenant}.json", document)
 
     def _load(self, tenant: str) -> dict[str, dict[str, object]]:
-        try:
-            loaded: dict[str, dict[str, object]] = json.loads((self.state_dir / f"{tenant}.json").read_text())
-        except FileNotFoundError:
-            return {}
+        loaded: dict[str, dict[str, object]] = read_json(self.state_dir / f"{tenant}.json", {})
         return loaded

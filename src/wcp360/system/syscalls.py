@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import errno
 import functools
-import os
 import socket
 import tempfile
 from typing import Literal
@@ -121,18 +120,3 @@ def program(runtime: RuntimeClass) -> bytes:
         out.seek(0)
         return out.read()
 
-
-def program_fd(runtime: RuntimeClass) -> int:
-    """A pipe's read end holding the program, for one bubblewrap start (it reads it whole)."""
-    data = program(runtime)
-    read_end, write_end = os.pipe()
-    try:
-        if len(data) > 65536:  # a pipe's default capacity; these programs are ~2 KiB
-            raise RuntimeError(f"seccomp program of {len(data)} bytes does not fit a pipe")
-        os.write(write_end, data)
-    except BaseException:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)
-    return read_end

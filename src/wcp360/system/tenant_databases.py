@@ -8,7 +8,6 @@ never a password.
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ from wcp360.system.credentials_file import credentials_text, write_credentials
 from wcp360.system.databases import DatabaseFailed, DatabaseRefused, DatabaseServer, Engine, full_name, new_password
 from wcp360.system.databases import servers as offered_servers
 from wcp360.system.protocol import DatabaseHost, TenantHost
+from wcp360.system.statefile import read_json, write_json
 
 
 def _now() -> str:
@@ -180,17 +180,8 @@ class TenantDatabases:
         return DatabaseHost(engine=engine, database=name, user=name, socket=location, password=password)
 
     def _load(self, tenant: str) -> list[dict[str, str]]:  # engine, name, rotated_at, over_size
-        try:
-            kept: list[dict[str, str]] = json.loads((self.state_dir / f"{tenant}.json").read_text())
-        except FileNotFoundError:
-            return []
+        kept: list[dict[str, str]] = read_json(self.state_dir / f"{tenant}.json", [])
         return kept
 
     def _save(self, tenant: str, entries: list[dict[str, str]]) -> None:
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        path = self.state_dir / f"{tenant}.json"
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(entries, out)
-        os.replace(temporary, path)
+        write_json(self.state_dir / f"{tenant}.json", entries)
