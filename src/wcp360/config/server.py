@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from wcp360.config.base import ByteSize, ConfigPath, Duration, Network, Section
+from wcp360.config.websites import WebsitesConfig
 
 
 class Paths(Section):
@@ -177,6 +178,7 @@ class TenantsConfig(Section):
     processes: ProcessesConfig = ProcessesConfig()
     network: TenantNetworkConfig = TenantNetworkConfig()
     databases: DatabasesConfig = DatabasesConfig()
+    websites: WebsitesConfig = WebsitesConfig()
 
     @field_validator("uid_max")
     @classmethod

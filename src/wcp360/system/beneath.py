@@ -55,10 +55,18 @@ def _component(name: str) -> str:
     return name
 
 
-def make_directory(parent_fd: int, name: str, uid: int, gid: int, mode: int) -> int:
-    """Create `name` in `parent_fd` (it must not exist), owned uid:gid with `mode`; its descriptor."""
-    os.mkdir(_component(name), 0o700, dir_fd=parent_fd)
-    fd = os.open(name, _DIR, dir_fd=parent_fd)
+def make_directory(parent_fd: int, name: str, uid: int, gid: int, mode: int, existing_ok: bool = False) -> int:
+    """Create `name` in `parent_fd` (with `existing_ok`, or take the directory standing there,
+    never a link), owned uid:gid with `mode`; its descriptor."""
+    try:
+        os.mkdir(_component(name), 0o700, dir_fd=parent_fd)
+    except FileExistsError:
+        if not existing_ok:
+            raise
+    try:
+        fd = os.open(name, _DIR, dir_fd=parent_fd)
+    except OSError as exc:
+        raise Escape(f"{name}: not a directory ({exc.strerror})") from None
     try:
         os.fchown(fd, uid, gid)
         os.fchmod(fd, mode)

@@ -24,6 +24,7 @@ from wcp360.system.protocol import (
     FirewallSync,
     JobOutcome,
     ProcessList,
+    SiteList,
     TenantRun,
 )
 
@@ -42,7 +43,7 @@ class Dispatcher:
                 return self._audit_attribute(request, call)
             # A job runs outside the lock: it changes nothing of the host's record, and one
             # tenant's minute-long job must not hold every other verb (a suspend that would stop it).
-            reading = isinstance(call, TenantRun | ProcessList | DatabaseList)
+            reading = isinstance(call, TenantRun | ProcessList | DatabaseList | SiteList)
             serialised = contextlib.nullcontext() if reading else self._lock
             try:
                 with serialised:
@@ -56,7 +57,7 @@ class Dispatcher:
                 self._record(request, "failure", {"error": "failed", "reason": type(exc).__name__})
                 message = f"the agent failed: {type(exc).__name__}"
                 return AgentReply(request_id=request.request_id, error=AgentError(code="failed", message=message))
-            if isinstance(call, ProcessList | DatabaseList):  # a reading: nothing changed, no event
+            if isinstance(call, ProcessList | DatabaseList | SiteList):  # a reading: nothing changed, no event
                 return AgentReply(request_id=request.request_id, result=result)
             details: dict[str, Any] = result.model_dump(mode="json")
             if isinstance(result, DatabaseHost):  # never the password, not even redacted

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from wcp360.audit.append_only import set_append_only_fd
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
+from wcp360.config.tls import TlsConfig
 from wcp360.defense.firewall import NftFirewall
 from wcp360.kernel import landlock_abi
 from wcp360.system import accounts, beneath
@@ -27,6 +28,7 @@ from wcp360.system.databases import DatabaseFailed, DatabaseRefused
 from wcp360.system.jail import Jail, JailUnavailable, run_job
 from wcp360.system.jail_exec import HelperUnavailable, ensure_helper
 from wcp360.system.names import NameRefused, check_name, system_user_exists
+from wcp360.system.nginx import ApplyFailed, NginxUnavailable
 from wcp360.system.protocol import (
     AuditAppendOnly,
     Call,
@@ -45,6 +47,11 @@ from wcp360.system.protocol import (
     ProcessStart,
     ProcessState,
     Result,
+    SiteCertify,
+    SiteCreate,
+    SiteDelete,
+    SiteHost,
+    SiteList,
     TenantCreate,
     TenantDatabaseList,
     TenantDelete,
@@ -53,16 +60,23 @@ from wcp360.system.protocol import (
     TenantResume,
     TenantRun,
     TenantSetLimits,
+    TenantSiteList,
     TenantSuspend,
     TenantUsage,
 )
+from wcp360.system.sites import SiteRefused, Websites, web_group
 from wcp360.system.statefile import read_json, write_json
 from wcp360.system.supervise import Supervisor, SupervisorRefusal
 from wcp360.system.syscalls import RuntimeClass
 from wcp360.system.tenant_databases import TenantDatabases
 
-HOME_MODE = 0o750  # seed 001 §6: "750 or stricter"; nginx reads public/ through the group (websites issue)
+# Seed 001 §6: "750 or stricter". With websites, the home's group is nginx's and only lets it
+# pass (0710) to public/ (02750: readable by the group, kept for new files by setgid) and run/
+# (its sockets); logs/ and tmp/ stay the tenant's own group's or its alone.
+HOME_MODE = 0o750
+WEB_HOME_MODE = 0o710
 SUBDIRECTORIES = {"public": 0o750, "logs": 0o750, "tmp": 0o700}
+WEB_SUBDIRECTORIES = {"public": 0o2750, "logs": 0o750, "tmp": 0o700}
 UNPRIVILEGED = "not root: no system user or group; the home belongs to the server's own user"
 
 
@@ -75,7 +89,13 @@ class AgentFailure(Exception):
 
 class HostAgent:
     def __init__(
-        self, tenants: TenantsConfig, firewall: FirewallConfig, state_dir: Path, audit_dir: Path | None = None
+        self,
+        tenants: TenantsConfig,
+        firewall: FirewallConfig,
+        state_dir: Path,
+        audit_dir: Path | None = None,
+        tls: TlsConfig | None = None,
+        panel_upstream: str | None = None,
     ) -> None:
         self.tenants = tenants
         self.firewall_config = firewall
@@ -86,7 +106,12 @@ class HostAgent:
         self.cgroups = TenantCgroups(read_layout()) if self.privileged else None
         self._firewall: NftFirewall | None = None
         self.databases = TenantDatabases(tenants.databases, state_dir)
-        self.supervisor = Supervisor(tenants.processes, tenants.home_root, state_dir, self.cgroups, self._jail_for)
+        # nginx's group for the homes (None: websites off, or no such user on this host).
+        self.web_gid = web_group(tenants.websites) if tenants.websites.enabled and self.privileged else None
+        self.supervisor = Supervisor(
+            tenants.processes, tenants.home_root, state_dir, self.cgroups, self._jail_for, self.web_gid
+        )
+        self.websites = Websites(tenants.websites, tls or TlsConfig(), state_dir, self._all_tenants, panel_upstream)
 
     def revive_all(self) -> None:
         """The agent starting: every active tenant's processes that were running run again."""
@@ -128,6 +153,10 @@ class HostAgent:
             DatabaseRotate: self.database_rotate,
             DatabaseDrop: self.database_drop,
             DatabaseList: self.database_list,
+            SiteCreate: self.site_create,
+            SiteDelete: self.site_delete,
+            SiteCertify: self.site_certify,
+            SiteList: self.site_list,
             FirewallSync: self.firewall_sync,
         }
         try:
@@ -142,6 +171,13 @@ class HostAgent:
             raise AgentFailure(exc.code, str(exc)) from None
         except DatabaseFailed as exc:
             raise AgentFailure("failed", str(exc)) from None
+        except SiteRefused as exc:
+            raise AgentFailure(exc.code, str(exc)) from None  # type: ignore[arg-type]
+        except ApplyFailed as exc:
+            where = f" (site {exc.site}, line {exc.line})" if exc.site else ""
+            raise AgentFailure("failed", f"nginx refused the configuration{where}: {exc}") from None
+        except NginxUnavailable as exc:
+            raise AgentFailure("unsupported", str(exc)) from None
         except LookupError as exc:
             raise AgentFailure("not_found", str(exc).strip("'\"")) from None
         except accounts.HostCommandFailed as exc:
@@ -169,11 +205,13 @@ class HostAgent:
             with beneath.opened_root(self.tenants.home_root, create_mode=0o755) as root:
                 if beneath.exists(root, name):
                     raise AgentFailure("conflict", f"{home} exists already; it is left as it is")
-                home_fd = beneath.make_directory(root, name, uid, gid, HOME_MODE)
+                web = self.web_gid
+                home_fd = beneath.make_directory(root, name, uid, web or gid, WEB_HOME_MODE if web else HOME_MODE)
                 undo.append(lambda: self._remove_home(name))
                 try:
-                    for sub, mode in SUBDIRECTORIES.items():
-                        os.close(beneath.make_directory(home_fd, sub, uid, gid, mode))
+                    for sub, mode in (WEB_SUBDIRECTORIES if web else SUBDIRECTORIES).items():
+                        group = web if web is not None and sub == "public" else gid
+                        os.close(beneath.make_directory(home_fd, sub, uid, group, mode))
                 finally:
                     os.close(home_fd)
             degraded = self._degraded()
@@ -197,6 +235,7 @@ class HostAgent:
         locked = self.databases.lock_all(host.name, True)
         suspended = host.model_copy(update={"state": "suspended", "degraded": [*host.degraded, *locked]})
         self._save(suspended, limits)
+        self._serve_sites_of(host.name)  # they answer 503 now
         return suspended
 
     def resume(self, call: TenantResume) -> TenantHost:
@@ -207,6 +246,7 @@ class HostAgent:
         kept = [line for line in host.degraded if not line.startswith(("mariadb ", "postgresql "))]
         active = host.model_copy(update={"state": "active", "degraded": [*kept, *unlocked]})
         self._save(active, limits)
+        self._serve_sites_of(host.name)
         if self.privileged:
             self.supervisor.revive(active)
         return active
@@ -228,6 +268,8 @@ class HostAgent:
             self._stop_everything(host)
         self.supervisor.forget(host.name)
         self.databases.drop_all(host.name)
+        if self.websites.listing(host):
+            self.websites.delete_all(host)
         archive = self._archive(host.name)
         self._remove_home(host.name)
         if self.privileged:
@@ -279,6 +321,36 @@ class HostAgent:
         host, _ = self._existing(call.tenant)
         listing = self.databases.listing(host.name, locked=host.state != "active")
         return TenantDatabaseList(tenant=host.name, databases=listing)
+
+    def site_create(self, call: SiteCreate) -> SiteHost:
+        return self.websites.create(self._web_tenant(call.tenant), call.site)
+
+    def site_delete(self, call: SiteDelete) -> SiteHost:
+        self._websites_here()
+        return self.websites.delete(self._existing(call.tenant)[0], call.name)
+
+    def site_certify(self, call: SiteCertify) -> SiteHost:
+        return self.websites.certify(self._web_tenant(call.tenant), call.name)
+
+    def site_list(self, call: SiteList) -> TenantSiteList:
+        host, _ = self._existing(call.tenant)
+        return TenantSiteList(tenant=host.name, sites=self.websites.listing(host))
+
+    def _web_tenant(self, name: str) -> TenantHost:
+        self._websites_here()
+        return self._active(name)
+
+    def _websites_here(self) -> None:
+        if not self.tenants.websites.enabled:
+            raise AgentFailure("unsupported", "websites are off (tenants.websites.enabled)")
+        if not self.privileged:
+            raise AgentFailure("unsupported", "websites are served by the agent as root; this agent is not root")
+
+    def _serve_sites_of(self, tenant: str) -> None:
+        """A tenant's state changed: its sites' configuration follows (503 while suspended)."""
+        host, _ = self._existing(tenant)
+        if self.privileged and self.websites.listing(host):
+            self.websites.apply()
 
     def _active(self, name: str) -> TenantHost:
         host, _ = self._existing(name)
@@ -402,10 +474,13 @@ class HostAgent:
             return None
         return TenantHost.model_validate(stored["host"]), TenantLimits.model_validate(stored["limits"])
 
+    def _all_tenants(self) -> list[TenantHost]:
+        found = [self._state(path.stem) for path in sorted(self._tenant_dir().glob("*.json"))]
+        return [state[0] for state in found if state is not None]
+
     def _active_tenants(self) -> list[TenantHost]:
         """Every active tenant the agent keeps (the agent's start, its hourly upkeep)."""
-        found = [self._state(path.stem) for path in sorted(self._tenant_dir().glob("*.json"))]
-        return [state[0] for state in found if state is not None and state[0].state == "active"]
+        return [host for host in self._all_tenants() if host.state == "active"]
 
     def _existing(self, name: str) -> tuple[TenantHost, TenantLimits]:
         check_name(name, ())

@@ -158,6 +158,79 @@ class Ban(View):
     expires_in: Annotated[int, Field(ge=1, le=10 * 365 * 86400)] | None = None  # seconds; None: permanent
 
 
+SiteName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+SiteKind = Literal["static", "php", "proxy"]
+# Beneath the tenant's public/: names of letters, digits, `.`, `_`, `-` that do not start with a
+# dot (so never `.`, `..` or a hidden directory), at most eight deep.
+_ROOT_PART = r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}"
+SiteRoot = Annotated[str, Field(pattern=rf"^{_ROOT_PART}(/{_ROOT_PART}){{0,7}}$")]
+
+
+class SiteSpec(View):
+    """A website: its names (validated and normalised by the agent), what serves it, where its
+    files are (`root` beneath the tenant's public/; default: the site's name)."""
+
+    name: SiteName
+    domains: Annotated[list[Annotated[str, Field(min_length=1, max_length=253)]], Field(min_length=1, max_length=100)]
+    kind: SiteKind = "static"
+    root: SiteRoot | None = None
+    process: ProcessName | None = None  # php: the tenant's php process; proxy: its app
+    autoindex: bool = False
+    hsts: bool = True
+
+    @model_validator(mode="after")
+    def _process_by_kind(self) -> SiteSpec:
+        if self.kind == "static" and self.process is not None:
+            raise ValueError("a static site is served by nginx alone; it takes no process")
+        if self.kind != "static" and self.process is None:
+            raise ValueError(f"a {self.kind} site needs the process that serves it")
+        return self
+
+
+class SiteCreate(View):
+    verb: Literal["site.create"] = "site.create"
+    tenant: TenantName
+    site: SiteSpec
+
+
+class SiteDelete(View):
+    """Remove the site's configuration and revoke its certificate; its files stay in the home."""
+
+    verb: Literal["site.delete"] = "site.delete"
+    tenant: TenantName
+    name: SiteName
+
+
+class SiteCertify(View):
+    """Issue (or renew) the site's certificate now."""
+
+    verb: Literal["site.certify"] = "site.certify"
+    tenant: TenantName
+    name: SiteName
+
+
+class SiteList(View):
+    verb: Literal["site.list"] = "site.list"
+    tenant: TenantName
+
+
+# An upload the panel wrote to its spool (the agent opens it there without following a link).
+StagedName = Annotated[str, Field(pattern=r"^upload-[a-f0-9]{32}$")]
+UploadPath = Annotated[str, Field(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class SiteUpload(View):
+    """Put a file, or an archive's entries, beneath the site's document root."""
+
+    verb: Literal["site.upload"] = "site.upload"
+    tenant: TenantName
+    name: SiteName
+    staged: StagedName
+    format: Literal["file", "zip", "tar"]
+    # A file: its path beneath the root; an archive: the directory it unpacks into ("" = the root).
+    path: UploadPath = ""
+
+
 class FirewallSync(View):
     """The whole ban list: the agent replaces its table's sets with exactly these (atomically)."""
 
@@ -188,6 +261,11 @@ Call = Annotated[
     | DatabaseRotate
     | DatabaseDrop
     | DatabaseList
+    | SiteCreate
+    | SiteDelete
+    | SiteCertify
+    | SiteList
+    | SiteUpload
     | FirewallSync
     | AuditAppendOnly,
     Field(discriminator="verb"),
@@ -279,6 +357,47 @@ class TenantDatabaseList(View):
     databases: list[DatabaseHost]
 
 
+CertificateStatus = Literal["pending", "valid", "failed", "self_signed"]
+
+
+class CertificateState(View):
+    status: CertificateStatus
+    not_after: str | None = None  # ISO 8601, UTC
+    issuer: str | None = None
+    error: str | None = None  # the last failure, while retrying
+    failures: int = 0
+    next_attempt: str | None = None  # when the agent tries again (failed, or due for renewal)
+
+
+class SiteHost(View):
+    tenant: str
+    name: str
+    domains: list[str]
+    kind: SiteKind
+    document_root: str
+    process: str | None
+    autoindex: bool
+    hsts: bool
+    certificate: CertificateState
+    serving: bool  # false while the tenant is suspended (its sites answer 503)
+    revoked: bool | None = None  # site.delete: whether the CA took the revocation
+
+
+class TenantSiteList(View):
+    tenant: str
+    sites: list[SiteHost]
+
+
+class UploadOutcome(View):
+    tenant: str
+    site: str
+    files: int
+    directories: int
+    bytes: int
+    stripped_exec: int  # files whose execute bits were taken off
+    scanned: bool
+
+
 class FileState(View):
     file: str
     append_only: bool
@@ -301,6 +420,9 @@ Result = (
     | TenantProcesses
     | DatabaseHost
     | TenantDatabaseList
+    | SiteHost
+    | TenantSiteList
+    | UploadOutcome
 )
 
 

@@ -60,7 +60,9 @@ def php_pool(host: TenantHost, name: str, socket: str, max_children: int) -> byt
         "daemonize = no\n"
         f"[{name}]\n"
         f"listen = {socket}\n"
-        "listen.mode = 0660\n"
+        # Who may connect is decided by run/ (0710, nginx's group: only the tenant and nginx pass);
+        # php-fpm in the jail cannot give the socket nginx's group itself.
+        "listen.mode = 0666\n"
         "pm = ondemand\n"
         f"pm.max_children = {max_children}\n"
         "pm.process_idle_timeout = 60s\n"
@@ -232,8 +234,10 @@ class Supervisor:
         state_dir: Path,
         cgroups: TenantCgroups | None,
         jail_for: JailFactory,
+        web_gid: int | None = None,
     ) -> None:
         self.config, self.home_root, self.cgroups, self.jail_for = config, home_root, cgroups, jail_for
+        self.web_gid = web_gid
         self.state_dir = state_dir / "processes"
         self._processes: dict[str, dict[str, Supervised]] = {}
         self._lock = threading.Lock()
@@ -318,13 +322,15 @@ class Supervisor:
         return [binary, "--nodaemonize", "--force-stderr", "--fpm-config", PHP_CONFIG], {PHP_CONFIG: pool}
 
     def _make_run_directory(self, host: TenantHost) -> None:
-        """The tenant's `run/` for its sockets (group-searchable: nginx reaches them by the group)."""
+        """The tenant's `run/` for its sockets: nginx passes (0710, its group) to the socket it
+        is given; nobody else can, whatever mode a socket in it has."""
+        group, mode = (self.web_gid, 0o710) if self.web_gid is not None else (host.gid, 0o750)
         with beneath.opened_root(self.home_root) as root:
             home = os.open(host.name, os.O_DIRECTORY | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
             try:
                 if not beneath.is_directory(home, "run"):
                     beneath.remove_tree(home, "run")  # whatever the tenant put under the name
-                    os.close(beneath.make_directory(home, "run", host.uid, host.gid, 0o750))
+                os.close(beneath.make_directory(home, "run", host.uid, group, mode, existing_ok=True))
             finally:
                 os.close(home)
 
