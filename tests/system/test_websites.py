@@ -24,10 +24,13 @@ from wcp360.config.websites import AcmeConfig, WebsitesConfig
 from wcp360.system.host import AgentFailure, HostAgent
 from wcp360.system.protocol import (
     SiteCreate,
+    SiteDelete,
     SiteHost,
     SiteSpec,
     TenantCreate,
     TenantDelete,
+    TenantResume,
+    TenantSuspend,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
@@ -132,3 +135,99 @@ def test_static_site_over_https_with_a_pebble_certificate(web: Web) -> None:
     redirect = web.http(domain, "/index.html?a=1")
     assert redirect.status_code == 301
     assert redirect.headers["location"] == f"https://{domain}/index.html?a=1"
+
+
+def test_a_symlink_to_another_tenants_file_is_not_served(web: Web) -> None:
+    secret = put(web, web.second, "private/secret.txt", b"the second tenant's secret")
+    own = put(web, web.first, "links/own.txt", b"my own file")
+    link_dir = web.host.tenants.home_root / web.first / "public" / "links"
+    (link_dir / "theirs.txt").symlink_to(secret)
+    (link_dir / "mine.txt").symlink_to(own)
+    (link_dir / "passwd").symlink_to("/etc/passwd")
+    home = os.stat(web.host.tenants.home_root / web.first)
+    for link in ("theirs.txt", "mine.txt", "passwd"):
+        os.lchown(link_dir / link, home.st_uid, home.st_gid)  # the tenant made them
+    domain = f"links.{web.first}.example.test"
+    create_site(web, web.first, "links", [domain])
+    assert web.https(domain, "/mine.txt").content == b"my own file"  # its own link: followed
+    for link in ("/theirs.txt", "/passwd"):
+        answer = web.https(domain, link)
+        assert answer.status_code in {403, 404}, link
+        assert b"secret" not in answer.content and b"root:" not in answer.content
+
+
+def test_dotfiles_are_never_served_and_unknown_types_are_not_sniffed(web: Web) -> None:
+    put(web, web.first, "dots/.env", b"DB_PASSWORD=hunter2")
+    put(web, web.first, "dots/.git/config", b"[core]")
+    put(web, web.first, "dots/page.unknownext", b"<script>alert(1)</script>")
+    domain = f"dots.{web.first}.example.test"
+    create_site(web, web.first, "dots", [domain])
+    for path in ("/.env", "/.git/config"):
+        assert web.https(domain, path).status_code == 404
+    typed = web.https(domain, "/page.unknownext")
+    assert typed.headers["content-type"] == "application/octet-stream"
+    assert web.https(domain, "/").status_code in {403, 404}  # no directory listing
+
+
+def test_suspended_tenants_sites_answer_503_and_come_back(web: Web) -> None:
+    domain = f"pause.{web.second}.example.test"
+    put(web, web.second, "pause/index.html", b"open")
+    create_site(web, web.second, "pause", [domain])
+    assert web.https(domain, "/index.html").status_code == 200
+    web.host.run(TenantSuspend(tenant=web.second))
+    try:
+        answer = web.https(domain, "/index.html")
+        assert answer.status_code == 503 and b"open" not in answer.content
+        assert "strict-transport-security" in answer.headers
+    finally:
+        web.host.run(TenantResume(tenant=web.second))
+    assert web.https(domain, "/index.html").content == b"open"
+
+
+def test_a_domain_belongs_to_one_site_and_bad_names_are_refused(web: Web) -> None:
+    domain = f"taken.{web.first}.example.test"
+    create_site(web, web.first, "taken", [domain])
+    before = sorted((web.host.websites.root / "current").resolve().joinpath("sites").iterdir())
+    for spelling in (domain, domain.upper(), f"{domain}."):
+        with pytest.raises(AgentFailure) as refused:
+            create_site(web, web.second, "steal", [spelling])
+        assert refused.value.code == "conflict"
+    for bad in ("localhost", "127.0.0.1", "*.example.test", "a..b.test", "-x.test", "ex ample.test",
+                "x.test;\n}", 'x.test" return 200', "a" * 64 + ".test", "x.123"):  # fmt: skip
+        with pytest.raises(AgentFailure) as refused:
+            create_site(web, web.second, "bad", [bad])
+        assert refused.value.code == "invalid", bad
+    with pytest.raises(AgentFailure):  # the same site name twice
+        create_site(web, web.first, "taken", [f"other.{web.first}.example.test"])
+    after = sorted((web.host.websites.root / "current").resolve().joinpath("sites").iterdir())
+    assert [p.name for p in after] == [p.name for p in before]  # nothing changed
+
+
+def test_a_broken_configuration_is_refused_whole_and_the_others_keep_serving(web: Web) -> None:
+    domain = f"steady.{web.first}.example.test"
+    put(web, web.first, "steady/index.html", b"steady")
+    create_site(web, web.first, "steady", [domain])
+    chain = web.host.websites.root / "certs" / f"{web.first}.steady" / "fullchain.pem"
+    good = chain.read_bytes()
+    serving = web.host.websites.nginx.serving()
+    chain.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    try:
+        with pytest.raises(AgentFailure) as refused:
+            create_site(web, web.second, "next", [f"next.{web.second}.example.test"])
+        assert f"site {web.first}.steady, line" in refused.value.message
+        assert web.host.websites.nginx.serving() == serving  # the running generation is untouched
+        assert web.https(domain, "/index.html").content == b"steady"
+        assert not any(site.name == "next" for site in web.host.websites.listing(web.host._existing(web.second)[0]))
+    finally:
+        chain.write_bytes(good)
+
+
+def test_deleting_a_site_revokes_its_certificate(web: Web) -> None:
+    domain = f"gone.{web.second}.example.test"
+    create_site(web, web.second, "gone", [domain])
+    assert web.https(domain).status_code in {403, 404}
+    deleted = web.host.run(SiteDelete(tenant=web.second, name="gone"))
+    assert isinstance(deleted, SiteHost) and deleted.revoked is True
+    assert not (web.host.websites.root / "certs" / f"{web.second}.gone").exists()
+    with pytest.raises(httpx.ConnectError):  # no certificate for the name any more: refused in the handshake
+        web.https(domain)

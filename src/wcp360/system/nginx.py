@@ -346,12 +346,13 @@ class Nginx:
         link.symlink_to(directory)
         os.replace(link, current)
         master = self.master_pid()
+        old_workers = _children(master) if master is not None else []
         if master is None:
             start = [binary, "-c", str(current / "nginx.conf")]  # the configured binary, our own file
             subprocess.run(start, check=True, capture_output=True, timeout=60)  # noqa: S603
         else:
             os.kill(master, signal.SIGHUP)
-        self._await(generation)
+        self._await(generation, old_workers)
         self._generation = generation
         self._prune(generation)
         return generation
@@ -394,6 +395,8 @@ class Nginx:
             line = int(found["line"])
             site = where.stem if where.parent.name == "sites" else None
             message = message[: found.start()]
+        else:  # errors found after parsing (a certificate that does not load) name a file, not a line
+            site, line = _naming(message, candidate.parent / "sites")
         raise ApplyFailed(message.strip(), site, line)
 
     def master_pid(self) -> int | None:
@@ -405,13 +408,16 @@ class Nginx:
             return None
         return pid if b"nginx" in command else None
 
-    def _await(self, generation: int) -> None:
-        """Until the status socket answers this generation (old workers finish their requests)."""
+    def _await(self, generation: int, old_workers: list[int]) -> None:
+        """Until the new workers answer this generation and no old worker accepts any more: an old
+        worker titles itself "shutting down" just before it closes its listening sockets (it
+        finishes the requests it has). Without the second wait, a request right after the apply
+        (the CA checking a challenge) could still meet the previous configuration."""
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            if self.serving() == generation:
+            if self.serving() == generation and not any(_accepting(pid) for pid in old_workers):
                 return
-            time.sleep(0.005)
+            time.sleep(0.002)
         raise NginxUnavailable(f"nginx did not serve generation {generation}; see {self.log_dir}/error.log")
 
     def serving(self) -> int | None:
@@ -442,6 +448,39 @@ class Nginx:
             time.sleep(0.01)
         if Path(f"/proc/{master}").exists():
             os.kill(master, signal.SIGKILL)
+
+
+def _naming(message: str, sites: Path) -> tuple[str | None, int | None]:
+    """The site file (and its line) holding a quoted path nginx's message names."""
+    quoted = re.search(r'"(/[^"]+)"', message)
+    if quoted is None:
+        return None, None
+    for path in sorted(sites.glob("*.conf")):
+        for number, text in enumerate(path.read_text().splitlines(), start=1):
+            if quoted[1] in text:
+                return path.stem, number
+    return None, None
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent:
+                found.append(int(entry))
+    return found
+
+
+def _accepting(worker: int) -> bool:
+    try:
+        title = Path(f"/proc/{worker}/cmdline").read_bytes()
+    except OSError:
+        return False  # gone
+    return b"worker process" in title and b"shutting down" not in title
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):

@@ -330,7 +330,10 @@ class Websites:
 
     def _stapling(self, key: str) -> bool:
         files = self._certificate_files(key)
-        return files is not None and has_ocsp_responder(Path(files[0]).read_bytes())
+        try:
+            return files is not None and has_ocsp_responder(Path(files[0]).read_bytes())
+        except ValueError:  # not a certificate: nginx -t will say so, naming the site
+            return False
 
     def _write_certificate(self, key: str, chain: bytes, private: bytes) -> None:
         """Key first, then the chain, each replaced whole; root's alone (nginx's master is root)."""
