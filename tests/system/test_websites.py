@@ -5,12 +5,16 @@ a broken configuration refused whole while the others keep serving, suspended si
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import ssl
+import tarfile
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,22 +22,31 @@ import httpx
 import pytest
 
 from tests.acme_server import Pebble, free_port, pebble
+from tests.clamd_server import EICAR, clamd_server
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
-from wcp360.config.websites import AcmeConfig, WebsitesConfig
+from wcp360.config.websites import AcmeConfig, ScanConfig, UploadsConfig, WebsitesConfig
 from wcp360.system.host import AgentFailure, HostAgent
 from wcp360.system.protocol import (
+    JobOutcome,
+    ProcessSpec,
+    ProcessStart,
+    ProcessState,
     SiteCreate,
     SiteDelete,
     SiteHost,
     SiteSpec,
+    SiteUpload,
     TenantCreate,
     TenantDelete,
     TenantResume,
+    TenantRun,
     TenantSuspend,
+    UploadOutcome,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
+UPLOADS = UploadsConfig(max_size=4 * 1024**2, max_entries=50, max_unpacked=8 * 1024**2)
 
 
 @dataclass
@@ -50,13 +63,13 @@ class Web:
         context = ssl.create_default_context(cafile=str(self.roots))
         return httpx.Client(verify=context, timeout=30, **kwargs)  # type: ignore[arg-type]
 
-    def https(self, domain: str, path: str = "/") -> httpx.Response:
+    def https(self, domain: str, path: str = "/", headers: dict[str, str] | None = None) -> httpx.Response:
         """GET over TLS with SNI and certificate checks for `domain`, sent to 127.0.0.1."""
         transport = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(self.roots)))
         with httpx.Client(transport=transport, timeout=30) as client:
             return client.get(
                 f"https://127.0.0.1:{self.https_port}{path}",
-                headers={"Host": domain},
+                headers={"Host": domain, **(headers or {})},
                 extensions={"sni_hostname": domain},
             )
 
@@ -71,12 +84,13 @@ def web() -> Iterator[Web]:
     base = Path(tempfile.mkdtemp(prefix="wcp360-web-", dir="/var/tmp"))
     os.chmod(base, 0o755)  # noqa: S103 - traversable, as /srv/www is
     http_port, https_port = free_port(), free_port()
-    with pebble(base / "pebble", http_port, https_port) as acme:
+    with pebble(base / "pebble", http_port, https_port) as acme, clamd_server(base / "clamd") as scanner:
         websites = WebsitesConfig(
             listen_addresses=["127.0.0.1"],
             http_port=http_port,
             https_port=https_port,
             acme=AcmeConfig(directory_url=acme.directory_url, ca_bundle=acme.ca_bundle, email="ops@example.test"),
+            uploads=UPLOADS.model_copy(update={"scan": ScanConfig(enabled=True, clamd_socket=scanner)}),
         )
         config = TenantsConfig(
             home_root=base / "www",
@@ -85,7 +99,9 @@ def web() -> Iterator[Web]:
             uid_max=TEST_UID_MAX,
             websites=websites,
         )
-        host = HostAgent(config, FirewallConfig(), base / "state")
+        spool = base / "spool"
+        spool.mkdir(mode=0o700)
+        host = HostAgent(config, FirewallConfig(), base / "state", upload_spool=spool)
         roots = base / "pebble-roots.pem"
         roots.write_bytes(acme.issued_roots())
         first, second = (f"wts{uuid.uuid4().hex[:8]}" for _ in range(2))
@@ -231,3 +247,188 @@ def test_deleting_a_site_revokes_its_certificate(web: Web) -> None:
     assert not (web.host.websites.root / "certs" / f"{web.second}.gone").exists()
     with pytest.raises(httpx.ConnectError):  # no certificate for the name any more: refused in the handshake
         web.https(domain)
+
+
+PHP_PAGE = b"""<?php
+header('Content-Type: text/plain');
+echo 'php as uid ', posix_getuid(), ' https=', $_SERVER['HTTPS'] ?? 'off', ' q=', $_GET['q'] ?? '';
+"""
+
+NODE_APP = """
+const http = require('http');
+const server = http.createServer((req, res) => {
+  res.setHeader('Content-Type', 'text/plain');
+  res.end(`node ${req.url} via ${req.headers['x-forwarded-proto']} for ${req.headers['x-forwarded-for']}`);
+});
+server.listen({path: process.env.SOCKET, readableAll: true, writableAll: true});
+"""
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    """Readiness, not a deadline: the bound only turns a hang into a failure."""
+    give_up = time.monotonic() + 300
+    while not condition():
+        assert time.monotonic() < give_up, "never became true"
+        time.sleep(0.02)
+
+
+def test_php_and_proxy_sites_are_served_by_the_tenants_jailed_processes(web: Web) -> None:
+    home = web.host.tenants.home_root / web.first
+    put(web, web.first, "shop/index.php", PHP_PAGE)
+    php = web.host.run(ProcessStart(tenant=web.first, process=ProcessSpec(name="php", runtime="php")))
+    assert isinstance(php, ProcessState)
+    wait_until(lambda: Path(php.socket).exists())
+    domain = f"shop.{web.first}.example.test"
+    create_site(web, web.first, "shop", [domain], kind="php", process="php", root="shop")
+    answer = web.https(domain, "/index.php?q=books")
+    assert answer.status_code == 200, answer.text
+    assert answer.text == f"php as uid {os.stat(home).st_uid} https=on q=books"
+    assert "content-encoding" not in answer.headers  # never compressed: BREACH
+    assert web.https(domain, "/missing.php").status_code == 404  # nothing passed to php-fpm for it
+
+    (home / "app.js").write_text(NODE_APP)
+    os.chown(home / "app.js", os.stat(home).st_uid, os.stat(home).st_gid)
+    spec = ProcessSpec(name="app", runtime="node", argv=["node", "app.js"])
+    app = web.host.run(ProcessStart(tenant=web.first, process=spec))
+    assert isinstance(app, ProcessState)
+    wait_until(lambda: Path(app.socket).exists())
+    domain = f"app.{web.first}.example.test"
+    create_site(web, web.first, "app", [domain], kind="proxy", process="app")
+    answer = web.https(domain, "/orders", headers={"X-Forwarded-For": "6.6.6.6"})
+    assert answer.text == "node /orders via https for 127.0.0.1"  # the client's claim replaced, not passed on
+    # The other tenant cannot reach the first one's sockets: run/ lets nginx's group pass only.
+    outcome = web.host.run(TenantRun(tenant=web.second, argv=["sh", "-c", f"ls {home}/run; cat {php.socket}"]))
+    assert isinstance(outcome, JobOutcome) and outcome.exit_code != 0
+
+
+def upload(
+    web: Web, tenant: str, site: str, content: bytes, kind: str, path: str = "", host: HostAgent | None = None
+) -> UploadOutcome:
+    """As the panel does it: the bytes in the spool, then the agent's verb naming them."""
+    agent = host or web.host
+    assert agent.upload_spool is not None
+    staged = f"upload-{uuid.uuid4().hex}"
+    (agent.upload_spool / staged).write_bytes(content)
+    done = agent.run(SiteUpload(tenant=tenant, name=site, staged=staged, format=kind, path=path))  # type: ignore[arg-type]
+    assert isinstance(done, UploadOutcome)
+    assert not (agent.upload_spool / staged).exists()
+    return done
+
+
+def zipped(entries: dict[str, bytes], modes: dict[str, int] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = ((modes or {}).get(name, 0o100644)) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, content)
+    return buffer.getvalue()
+
+
+def tarred(members: list[tarfile.TarInfo], contents: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for member in members:
+            data = contents.get(member.name, b"")
+            member.size = len(data) if member.isreg() else 0
+            archive.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    return buffer.getvalue()
+
+
+def tree(root: Path) -> list[tuple[str, int, int]]:
+    return sorted((str(p.relative_to(root)), p.lstat().st_mode, p.lstat().st_size) for p in root.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def files_site(web: Web) -> Path:
+    create_site(web, web.second, "files", [f"files.{web.second}.example.test"])
+    return web.host.tenants.home_root / web.second / "public" / "files"
+
+
+def test_uploads_land_as_the_tenants_files_without_exec_bits(web: Web, files_site: Path) -> None:
+    domain = f"files.{web.second}.example.test"
+    done = upload(web, web.second, "files", b"<p>uploaded</p>", "file", "pages/one.html")
+    assert (done.files, done.scanned) == (1, True)
+    archive = zipped({"css/site.css": b"body{}", "run.sh": b"#!/bin/sh\nid\n", "docs/": b""},
+                     {"run.sh": 0o100755, "docs/": 0o40755})  # fmt: skip
+    done = upload(web, web.second, "files", archive, "zip", "assets")
+    assert (done.files, done.directories, done.stripped_exec) == (2, 1, 1)
+    tenant_uid = os.stat(web.host.tenants.home_root / web.second).st_uid
+    for path in (files_site / "pages" / "one.html", files_site / "assets" / "run.sh"):
+        info = path.stat()
+        assert info.st_uid == tenant_uid and info.st_mode & 0o7777 == 0o640
+    assert web.https(domain, "/pages/one.html").content == b"<p>uploaded</p>"
+    assert web.https(domain, "/assets/css/site.css").content == b"body{}"
+    members = [tarfile.TarInfo("a/b.txt"), tarfile.TarInfo("./c.txt")]
+    assert upload(web, web.second, "files", tarred(members, {"a/b.txt": b"b", "./c.txt": b"c"}), "tar").files == 2
+    assert (files_site / "c.txt").read_bytes() == b"c"
+
+
+def test_an_upload_replaces_a_planted_link_and_never_writes_through_it(web: Web, files_site: Path) -> None:
+    victim = web.host.tenants.home_root / web.first / "public" / "victim.txt"
+    victim.write_bytes(b"the first tenant's file")
+    (files_site / "planted.txt").symlink_to(victim)
+    upload(web, web.second, "files", b"replaced", "file", "planted.txt")
+    assert victim.read_bytes() == b"the first tenant's file"
+    assert not (files_site / "planted.txt").is_symlink()
+    assert (files_site / "planted.txt").read_bytes() == b"replaced"
+
+
+def link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    member = tarfile.TarInfo(name)
+    member.type, member.linkname = kind, target
+    return member
+
+
+def lying_zip() -> bytes:
+    """A zip whose central directory says its one file inflates to 100 bytes; it inflates to 1 MiB."""
+    data = bytearray(zipped({"small.txt": b"\0" * 1024**2}))
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")
+    return bytes(data)
+
+
+BAD_UPLOADS = {
+    "zip slip": (zipped({"../../../escape.txt": b"x"}), "zip", "leave the document root"),
+    "absolute": (zipped({"/etc/cron.d/evil": b"x"}), "zip", "absolute"),
+    "backslash": (zipped({"..\\..\\evil": b"x"}), "zip", "backslash"),
+    "terminal escape": (zipped({"a\x1b[2J.txt": b"x"}), "zip", "control characters"),
+    "zip symlink": (zipped({"link": b"/etc/passwd"}, {"link": 0o120777}), "zip", "link"),
+    "tar symlink": (tarred([link("l", "/etc/passwd")], {}), "tar", "link"),
+    "tar hard link": (tarred([link("h", "/etc/shadow", tarfile.LNKTYPE)], {}), "tar", "link"),
+    "tar dotdot": (tarred([tarfile.TarInfo("x/../../y")], {"x/../../y": b"y"}), "tar", "leave"),
+    "device": (tarred([link("dev", "", tarfile.CHRTYPE)], {}), "tar", "special"),
+    "twice": (zipped({"a.txt": b"1", "./a.txt": b"2"}), "zip", "twice"),
+    "file then dir": (zipped({"a": b"1", "a/b": b"2"}), "zip", "is a file"),
+    "zip bomb": (zipped({"bomb.txt": b"\0" * (64 * 1024**2)}), "zip", "max_unpacked"),
+    "lying header": (lying_zip(), "zip", "damaged"),
+    "too many": (zipped({f"f{i}": b"" for i in range(60)}), "zip", "max_entries"),
+    "not a zip": (b"plain text", "zip", "not a zip"),
+    "eicar": (zipped({"ok.txt": b"fine", "docs/readme.txt": b"hi " + EICAR}), "zip", "malware"),
+    "eicar file": (EICAR, "file", "malware"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_UPLOADS, ids=list(BAD_UPLOADS))
+def test_bad_uploads_are_refused_and_change_nothing(web: Web, files_site: Path, case: str) -> None:
+    content, kind, reason = BAD_UPLOADS[case]
+    before = tree(web.host.tenants.home_root / web.second)
+    with pytest.raises(AgentFailure) as refused:
+        upload(web, web.second, "files", content, kind, "incoming" if kind != "file" else "x.txt")
+    assert reason in refused.value.message
+    assert refused.value.code == ("infected" if reason == "malware" else "invalid")
+    assert tree(web.host.tenants.home_root / web.second) == before
+    assert not list(web.host.upload_spool.iterdir())  # type: ignore[union-attr]
+
+
+def test_with_the_scanner_down_uploads_are_refused(web: Web, files_site: Path) -> None:
+    down = UPLOADS.model_copy(update={"scan": ScanConfig(enabled=True, clamd_socket=Path("/nonexistent/clamd.sock"))})
+    config = web.host.tenants.model_copy(
+        update={"websites": web.host.tenants.websites.model_copy(update={"uploads": down})}
+    )
+    agent = HostAgent(config, FirewallConfig(), web.host.state_dir, upload_spool=web.host.upload_spool)
+    with pytest.raises(AgentFailure) as refused:
+        upload(web, web.second, "files", b"harmless", "file", "later.txt", host=agent)
+    assert refused.value.code == "unsupported" and "did not answer" in refused.value.message
+    assert not (files_site / "later.txt").exists()

@@ -8,21 +8,23 @@ system account; every reply says so in `degraded`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from wcp360.audit.append_only import set_append_only_fd
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.config.tls import TlsConfig
 from wcp360.defense.firewall import NftFirewall
 from wcp360.kernel import landlock_abi
-from wcp360.system import accounts, beneath
+from wcp360.system import accounts, beneath, clamd, uploads
 from wcp360.system.cgroups import TenantCgroups, read_layout
 from wcp360.system.databases import DatabaseFailed, DatabaseRefused
 from wcp360.system.jail import Jail, JailUnavailable, run_job
@@ -52,6 +54,7 @@ from wcp360.system.protocol import (
     SiteDelete,
     SiteHost,
     SiteList,
+    SiteUpload,
     TenantCreate,
     TenantDatabaseList,
     TenantDelete,
@@ -63,6 +66,7 @@ from wcp360.system.protocol import (
     TenantSiteList,
     TenantSuspend,
     TenantUsage,
+    UploadOutcome,
 )
 from wcp360.system.sites import SiteRefused, Websites, web_group
 from wcp360.system.statefile import read_json, write_json
@@ -96,6 +100,7 @@ class HostAgent:
         audit_dir: Path | None = None,
         tls: TlsConfig | None = None,
         panel_upstream: str | None = None,
+        upload_spool: Path | None = None,
     ) -> None:
         self.tenants = tenants
         self.firewall_config = firewall
@@ -112,6 +117,8 @@ class HostAgent:
             tenants.processes, tenants.home_root, state_dir, self.cgroups, self._jail_for, self.web_gid
         )
         self.websites = Websites(tenants.websites, tls or TlsConfig(), state_dir, self._all_tenants, panel_upstream)
+        # Where the panel leaves uploads for site.upload (its data directory's uploads/).
+        self.upload_spool = upload_spool
 
     def revive_all(self) -> None:
         """The agent starting: every active tenant's processes that were running run again."""
@@ -157,6 +164,7 @@ class HostAgent:
             SiteDelete: self.site_delete,
             SiteCertify: self.site_certify,
             SiteList: self.site_list,
+            SiteUpload: self.site_upload,
             FirewallSync: self.firewall_sync,
         }
         try:
@@ -178,6 +186,12 @@ class HostAgent:
             raise AgentFailure("failed", f"nginx refused the configuration{where}: {exc}") from None
         except NginxUnavailable as exc:
             raise AgentFailure("unsupported", str(exc)) from None
+        except uploads.MalwareFound as exc:
+            raise AgentFailure("infected", str(exc)) from None
+        except uploads.UploadRefused as exc:
+            raise AgentFailure("invalid", str(exc)) from None
+        except clamd.ScannerDown as exc:
+            raise AgentFailure("unsupported", f"{exc}; uploads are refused while scanning is on") from None
         except LookupError as exc:
             raise AgentFailure("not_found", str(exc).strip("'\"")) from None
         except accounts.HostCommandFailed as exc:
@@ -335,6 +349,47 @@ class HostAgent:
     def site_list(self, call: SiteList) -> TenantSiteList:
         host, _ = self._existing(call.tenant)
         return TenantSiteList(tenant=host.name, sites=self.websites.listing(host))
+
+    def site_upload(self, call: SiteUpload) -> UploadOutcome:
+        host = self._web_tenant(call.tenant)
+        site = self.websites.find(host, call.name)
+        settings = self.tenants.websites.uploads
+        with self._staged(call.staged) as staged:
+            size = os.fstat(staged.fileno()).st_size
+            if size > settings.max_size:
+                raise AgentFailure(
+                    "invalid", f"{size} bytes; the limit is {settings.max_size} (tenants.websites.uploads.max_size)"
+                )
+            found = list(uploads.entries(staged, call.format, call.path, settings))
+            scanned = uploads.check(found, settings)  # all of it, before anything is written
+            self.websites.make_document_root(host, site.name)
+            written = uploads.write(
+                found,
+                Path(site.document_root),
+                host.uid,
+                self.web_gid if self.web_gid is not None else host.gid,
+                keep_exec=site.kind == "proxy",  # the tenant's app may run its own files; nginx never does
+                settings=settings,
+            )
+        return UploadOutcome(tenant=host.name, site=site.name, scanned=scanned, **dataclasses.asdict(written))
+
+    @contextlib.contextmanager
+    def _staged(self, name: str) -> Iterator[IO[bytes]]:
+        """The panel's upload, taken from its spool: a regular file with one link, opened without
+        following a link, and removed from the spool at once (the agent reads its own descriptor)."""
+        if self.upload_spool is None:
+            raise AgentFailure("unsupported", "this agent has no upload spool")
+        try:
+            with beneath.opened_root(self.upload_spool) as spool:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=spool)
+                os.unlink(name, dir_fd=spool)
+        except FileNotFoundError:
+            raise AgentFailure("not_found", f"no upload {name} in the spool") from None
+        with os.fdopen(fd, "rb") as staged:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 0:
+                raise AgentFailure("invalid", f"upload {name} is not a file of the panel's own")
+            yield staged
 
     def _web_tenant(self, name: str) -> TenantHost:
         self._websites_here()

@@ -256,13 +256,14 @@ class Nginx:
                 "        include /etc/nginx/fastcgi_params;\n"
                 "        fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n"
                 "        fastcgi_param HTTPS on;\n"
+                "        gzip off;\n"  # the application's answers: see _compression
                 f"        fastcgi_pass unix:{upstream};\n"
                 "    }\n"
             )
         return (
-            f"{self._compression(False)}"
             "    location / {\n"
             f"        proxy_pass http://unix:{upstream}:;\n"
+            "        gzip off;\n"  # the application's answers: see _compression
             "        proxy_set_header Host $host;\n"
             "        proxy_set_header X-Forwarded-For $remote_addr;\n"  # replaced, never appended to
             "        proxy_set_header X-Forwarded-Proto https;\n"
@@ -272,8 +273,8 @@ class Nginx:
     def _compression(self, html_too: bool) -> str:
         """BREACH needs a secret and attacker-chosen text in one compressed response. Static sites'
         pages carry no per-user secret, so they compress HTML too; php and proxy sites' responses
-        may (session tokens, CSRF tokens), so only their static text assets are compressed: the
-        responses from the application (php, proxied) are never in these types' locations."""
+        may (session tokens, CSRF tokens), so what the application answers (the php location, the
+        proxied location) is never compressed, whatever its type; a php site's static assets are."""
         types = TEXT_TYPES + (" text/html" if html_too else "")
         return (
             "    gzip on;\n"

@@ -403,7 +403,8 @@ class FileState(View):
     append_only: bool
 
 
-ErrorCode = Literal["invalid", "conflict", "not_found", "failed", "unsupported"]
+# `infected`: an upload the malware scanner refused (the panel audits and alerts it).
+ErrorCode = Literal["invalid", "conflict", "not_found", "failed", "unsupported", "infected"]
 
 
 class AgentError(View):

@@ -396,6 +396,12 @@ class Websites:
             for name in self._spec(record).domains
         }
 
+    def make_document_root(self, host: TenantHost, name: str) -> None:
+        record = self._records(host.name).get(name)
+        if record is None:
+            raise SiteRefused("not_found", f"tenant {host.name} has no site {name}")
+        self._make_document_root(host, self._spec(record))
+
     def _make_document_root(self, host: TenantHost, spec: SiteSpec) -> None:
         """public/<root>, made component by component without following a link; owned by the
         tenant, group nginx's (setgid, so the tenant's new files there are readable by nginx)."""
