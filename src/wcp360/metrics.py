@@ -42,4 +42,7 @@ CONNECTIONS_REFUSED = Counter(
 TENANT_CPU_SECONDS = Gauge("tenant_cpu_seconds", "CPU time used by the tenant's processes (cgroup)", ["tenant"])
 TENANT_MEMORY_BYTES = Gauge("tenant_memory_bytes", "Memory charged to the tenant's cgroup", ["tenant"])
 TENANT_PIDS = Gauge("tenant_pids", "Processes and threads in the tenant's cgroup", ["tenant"])
+CERTIFICATE_EXPIRY_SECONDS = Gauge(
+    "certificate_expiry_seconds", "Seconds until the certificate of a site's domain expires", ["domain"]
+)
 TENANT_PROCESSES = Gauge("tenant_processes", "The tenant's supervised processes by status", ["tenant", "status"])

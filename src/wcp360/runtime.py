@@ -21,6 +21,7 @@ from wcp360.defense.throttles import Throttles
 from wcp360.defense.windows import windows_for
 from wcp360.hosting.databases import DatabaseService
 from wcp360.hosting.processes import ProcessService
+from wcp360.hosting.sites import SiteService
 from wcp360.hosting.tenants import TenantService
 from wcp360.identity.api_tokens import ApiTokenService
 from wcp360.identity.auth import AuthService
@@ -33,7 +34,7 @@ from wcp360.store import migrate
 from wcp360.store.database import Database
 from wcp360.store.models import User
 from wcp360.store.scope import NOBODY
-from wcp360.system.client import AgentClient, connect_agent
+from wcp360.system.client import AgentClient, connect_agent, upload_spool
 from wcp360.workloads.execution import Executor
 from wcp360.workloads.modules import ModuleService
 from wcp360.workloads.scheduler import Scheduler
@@ -62,6 +63,7 @@ class Runtime:
     tenants: TenantService
     processes: ProcessService = field(init=False)
     databases: DatabaseService = field(init=False)
+    sites: SiteService = field(init=False)
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -109,6 +111,8 @@ class Runtime:
     def __post_init__(self) -> None:
         self.processes = ProcessService(self.tenants)
         self.databases = DatabaseService(self.tenants)
+        uploads = self.config.server.tenants.websites.uploads
+        self.sites = SiteService(self.tenants, upload_spool(self.config), uploads.max_size, self.defense.alerter)
         # The IDS `quarantine` action (e.g. the seed's suspicious_module_upload rule) lands here.
         self.defense.ids.quarantine_hooks.append(
             lambda subject, event: self.modules.quarantine(subject, f"ids rule on {event.get('action')}")

@@ -12,7 +12,7 @@ from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.openapi import install_openapi
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.routers import audit, auth, ids, metrics, modules, snapshots, tasks, tenants, users
+from wcp360.api.routers import audit, auth, ids, metrics, modules, sites, snapshots, tasks, tenants, users
 from wcp360.api.routers.modules import MODULE_MEDIA_TYPES
 from wcp360.runtime import Runtime
 from wcp360.views import View
@@ -45,6 +45,7 @@ def create_app(rt: Runtime) -> FastAPI:
         snapshots.router,
         tasks.router,
         tenants.router,
+        sites.router,
         metrics.router,
     ):
         app.include_router(router)
@@ -54,12 +55,13 @@ def create_app(rt: Runtime) -> FastAPI:
         return Health(status="ok")
 
     http = rt.config.server.http
+    UPLOAD_ROUTE = f"{API_PREFIX}/tenants/*/sites/*/files"
     # Starlette runs the last-added middleware first: the context wraps everything, so even a
     # 413 from the body guard carries the security headers and a request id.
     app.add_middleware(
         BodyGuardMiddleware,
         default_limit=http.max_body_size,
-        overrides=dict(http.body_limits),
+        overrides={UPLOAD_ROUTE: rt.config.server.tenants.websites.uploads.max_size, **http.body_limits},
         media_types={f"{API_PREFIX}/modules": MODULE_MEDIA_TYPES},
     )
     # Bans and rate limits after the client address is known, before anything reads the body.

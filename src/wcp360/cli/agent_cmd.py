@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,10 +24,10 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
     """Run the system agent: root, the only process that does privileged work, for the panel
     (the `wcp360.yml user`) and root only, over the socket `agent.socket`."""
     from wcp360.audit.setup import trail_scope
+    from wcp360.defense.alerts import Alerter, senders_for
     from wcp360.privileges import DropFailed, group_id, service_account
-    from wcp360.system.client import audit_directory
+    from wcp360.system.client import host_agent
     from wcp360.system.dispatch import Dispatcher
-    from wcp360.system.host import HostAgent
     from wcp360.system.server import AgentServer, bind_socket
 
     if os.geteuid() != 0:
@@ -37,7 +38,7 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
         service = service_account(config.server.user)
     except DropFailed as exc:
         fail(str(exc), 2)
-    host = HostAgent(config.server.tenants, config.server.firewall, settings.state_dir, audit_directory(config))
+    host = host_agent(config, settings.state_dir)
     os.makedirs(settings.state_dir, mode=0o700, exist_ok=True)
     listener = bind_socket(settings.socket, group_id(config.server.user))
     dispatcher = Dispatcher(host)
@@ -51,6 +52,9 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
         host.revive_all()
         sweeping = threading.Event()
         threading.Thread(target=_rotate_due, args=(host, dispatcher, sweeping), daemon=True).start()
+        ids = config.intrusion_detection
+        alerter = Alerter(senders_for(ids.alerts), ids.alert_dedupe.total_seconds())
+        threading.Thread(target=_renew_certificates, args=(host, dispatcher, alerter, sweeping), daemon=True).start()
         audit.record(
             "agent_start",
             actor_id="system",
@@ -69,6 +73,40 @@ def agent(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None) ->
 
 
 ROTATION_SWEEP_SECONDS = 3600
+RENEWAL_SWEEP_SECONDS = 300  # failed issuances come due at their own backoff; renewals within days
+
+
+def _renew_certificates(
+    host: HostAgent, dispatcher: Dispatcher, alert: Callable[[str, str, dict[str, object]], None], stop: threading.Event
+) -> None:
+    """At the agent's start (nginx serves the sites again after a reboot) and every few minutes:
+    certificates missing, failed and due for another try, or within acme.renew_before of expiry,
+    issued again; each audited, each failure alerted."""
+    from wcp360 import audit
+
+    first = True
+    while first or not stop.wait(RENEWAL_SWEEP_SECONDS):
+        try:
+            with dispatcher.serialised():
+                if first:
+                    host.websites.serve_if_any()
+                outcomes = host.websites.renew_due()
+        except Exception as exc:  # nginx refused, or a bug: said, and tried again
+            audit.record(
+                "agent_certificate_renew", actor_id="system", outcome="failure", resource_type="agent",
+                details={"reason": str(exc)[:300]},
+            )  # fmt: skip
+            alert("certificate_renewal", "agent", {"reason": str(exc)[:300]})
+            outcomes = []
+        first = False
+        for outcome in outcomes:
+            details: dict[str, object] = {"site": outcome.site, "reason": outcome.error}
+            audit.record(
+                "agent_certificate_renew", actor_id="system", outcome="success" if outcome.ok else "failure",
+                resource_type="tenant", resource_id=outcome.tenant or None, details=details,
+            )  # fmt: skip
+            if not outcome.ok:
+                alert("certificate_renewal", f"{outcome.tenant}/{outcome.site}", details)
 
 
 def _rotate_due(host: HostAgent, dispatcher: Dispatcher, stop: threading.Event) -> None:

@@ -43,6 +43,7 @@ _REFUSALS: dict[str, Callable[[str], Exception]] = {
     "invalid": InvalidInput,
     "conflict": Conflict,
     "not_found": NotFound,
+    "infected": InvalidInput,  # an upload the malware scanner refused
 }
 
 

@@ -75,3 +75,36 @@ class DatabaseCredentialsView(DatabaseView):
     """The answer to create and rotate: the only time the password is shown (nothing keeps it)."""
 
     password: str
+
+
+class CertificateView(View):
+    status: str  # pending, valid, failed, self_signed
+    not_after: str | None
+    issuer: str | None
+    error: str | None  # the last failure while the agent retries
+    failures: int
+    next_attempt: str | None
+
+
+class SiteView(View):
+    """A website: its names, what serves it, its document root and its certificate."""
+
+    name: str
+    domains: list[str]
+    kind: str  # static, php, proxy
+    document_root: str
+    process: str | None
+    autoindex: bool
+    hsts: bool
+    certificate: CertificateView
+    serving: bool  # false while the tenant is suspended (503)
+    revoked: bool | None = None  # after delete: whether the CA took the revocation
+
+
+class UploadView(View):
+    site: str
+    files: int
+    directories: int
+    bytes: int
+    stripped_exec: int  # files whose execute bits were taken off
+    scanned: bool  # by clamd (tenants.websites.uploads.scan)

@@ -116,8 +116,26 @@ def connect_agent(config: Config) -> AgentClient:
     settings = config.server.agent
     if settings.mode == "socket" or (settings.mode == "auto" and agent_listening(settings.socket)):
         return SocketAgent(settings.socket)
-    host = HostAgent(config.server.tenants, config.server.firewall, config.data_dir / "agent", audit_directory(config))
-    return InProcessAgent(Dispatcher(host))
+    return InProcessAgent(Dispatcher(host_agent(config, config.data_dir / "agent")))
+
+
+def host_agent(config: Config, state_dir: Path) -> HostAgent:
+    """The agent's host work for this configuration (the agent process's, or in process)."""
+    server = config.server
+    return HostAgent(
+        server.tenants,
+        server.firewall,
+        state_dir,
+        audit_directory(config),
+        tls=config.tls,
+        panel_upstream=server.listen,
+        upload_spool=upload_spool(config),
+    )
+
+
+def upload_spool(config: Config) -> Path:
+    """Where the panel leaves uploads for the agent (site.upload): its own data directory's."""
+    return config.data_dir / "uploads"
 
 
 def audit_directory(config: Config) -> Path:

@@ -237,6 +237,11 @@ class Websites:
 
     # -- configuration ---------------------------------------------------------------------------
 
+    def serve_if_any(self) -> None:
+        """The agent starting: nginx serves the recorded sites (and the panel's hostname) again."""
+        if self.settings.enabled and (self.settings.panel_hostname or list((self.root / "sites").glob("*.json"))):
+            self.apply()
+
     def apply(self) -> int:
         """nginx serves exactly the record, with the ACME answers now outstanding."""
         vhosts: list[Vhost] = []

@@ -22,6 +22,7 @@ async def metrics(request: Request) -> Response:
         actor = await principal(request, rt)
         rt.policy.require(actor, "metrics:read")
     await run_in_threadpool(rt.processes.refresh_metrics)
+    await run_in_threadpool(rt.sites.refresh_metrics)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
