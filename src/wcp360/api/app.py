@@ -55,14 +55,13 @@ def create_app(rt: Runtime) -> FastAPI:
         return Health(status="ok")
 
     http = rt.config.server.http
-    UPLOAD_ROUTE = f"{API_PREFIX}/tenants/*/sites/*/files"
     # Starlette runs the last-added middleware first: the context wraps everything, so even a
     # 413 from the body guard carries the security headers and a request id.
     app.add_middleware(
         BodyGuardMiddleware,
         default_limit=http.max_body_size,
-        overrides={UPLOAD_ROUTE: rt.config.server.tenants.websites.uploads.max_size, **http.body_limits},
-        media_types={f"{API_PREFIX}/modules": MODULE_MEDIA_TYPES},
+        overrides={sites.UPLOAD_ROUTE: rt.config.server.tenants.websites.uploads.max_size, **http.body_limits},
+        media_types={f"{API_PREFIX}/modules": MODULE_MEDIA_TYPES, sites.UPLOAD_ROUTE: sites.UPLOAD_MEDIA_TYPES},
     )
     # Bans and rate limits after the client address is known, before anything reads the body.
     app.add_middleware(DefenseMiddleware, defense=rt.defense)

@@ -368,6 +368,10 @@ class Nginx:
         """run/ (the pid, the status socket, the temp paths the workers write) and logs/."""
         worker = pwd.getpwnam(self.settings.nginx_user)
         self.root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        # The workers write request bodies and upstream answers beneath run/: they pass through
+        # the agent's state directory (search only; every record in it stays 0600 root).
+        os.chmod(self.root.parent, os.stat(self.root.parent).st_mode & 0o7777 | 0o011)  # noqa: S103 - search only
+        os.chmod(self.root, 0o711)  # noqa: S103 - search only
         self.run_dir.mkdir(mode=0o711, exist_ok=True)
         self.log_dir.mkdir(mode=0o700, exist_ok=True)
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):

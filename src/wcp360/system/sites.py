@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from acme import crypto_util
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from wcp360.config.tls import TlsConfig
 from wcp360.config.websites import WebsitesConfig
@@ -320,9 +321,23 @@ class Websites:
 
     @staticmethod
     def _self_signed(names: list[str]) -> tuple[bytes, bytes]:
+        """With ACME off (development, closed networks): HTTPS still, with a warning in browsers."""
         key_pem = new_key_pem()
         key = serialization.load_pem_private_key(key_pem, password=None)
-        certificate = crypto_util.make_self_signed_cert(key, names)  # type: ignore[arg-type]
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+        now = _now()
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name) for name in names]), critical=False)
+            .sign(key, hashes.SHA256())
+        )
         return certificate.public_bytes(serialization.Encoding.PEM), key_pem
 
     def _certificate_dir(self, key: str) -> Path:

@@ -131,10 +131,11 @@ def _zip_entries(staged: IO[bytes], settings: UploadsConfig) -> Iterator[Entry]:
     infos = archive.infolist()
     _declared(len(infos), 0, settings)
     for info in infos:
-        mode = info.external_attr >> 16
+        mode = info.external_attr >> 16  # Unix mode, when the zip was made on Unix (else 0 or bare bits)
+        kind = stat.S_IFMT(mode)
         if info.flag_bits & 0x1:
             raise UploadRefused(f"{info.filename[:120]!r} is encrypted; it cannot be scanned")
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        if kind and kind not in {stat.S_IFREG, stat.S_IFDIR}:
             raise UploadRefused(f"{info.filename[:120]!r} is a link or a special file; only files and directories")
         parts = parts_of(info.filename)
         yield Entry(parts, info.is_dir(), info.file_size, bool(mode & 0o111), functools.partial(archive.open, info))

@@ -19,6 +19,9 @@ from wcp360.hosting.views import SiteView, UploadView
 from wcp360.system.protocol import ProcessName, SiteKind, SiteName, SiteRoot, SiteSpec
 
 router = APIRouter(prefix=f"{API_PREFIX}/tenants", tags=["sites"])
+# Uploads are bodies of their own kind, limited by tenants.websites.uploads.max_size (api.app).
+UPLOAD_ROUTE = f"{API_PREFIX}/tenants/*/sites/*/files"
+UPLOAD_MEDIA_TYPES = ("application/octet-stream", "application/zip", "application/x-tar", "application/gzip")
 SitePath = Annotated[str, Path(max_length=32)]
 
 
