@@ -8,7 +8,18 @@ from typing import Annotated, Literal
 import typer
 
 from wcp360 import __version__
-from wcp360.cli import admin, agent_cmd, audit_cmd, config_cmd, db, ids_cmd, modules_cmd, scheduler_cmd, tenant_cmd
+from wcp360.cli import (
+    admin,
+    agent_cmd,
+    audit_cmd,
+    config_cmd,
+    db,
+    ids_cmd,
+    modules_cmd,
+    scheduler_cmd,
+    site_cmd,
+    tenant_cmd,
+)
 from wcp360.cli.common import LOGGING, ConfigDirOption, DataDirOption, config_from, fail
 from wcp360.cli.output import terminal_safe
 
@@ -25,6 +36,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(ids_cmd.app, name="ids")
 app.add_typer(modules_cmd.app, name="modules")
 app.add_typer(scheduler_cmd.app, name="scheduler")
+app.add_typer(site_cmd.app, name="site")
 app.add_typer(tenant_cmd.app, name="tenant")
 app.command("agent")(agent_cmd.agent)
 app.command("install")(agent_cmd.install)

@@ -1,0 +1,79 @@
+"""`wcp360 site ...` as the host administrator: create, upload, show, delete through the real
+nginx; bad input is one line, a non-zero exit, and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.acme_server import free_port
+from tests.cli.test_admin_cli import wcp360
+from tests.conftest import TEST_SECURITY_YML, write_files
+from tests.helpers import STRONG, TEST_UID_MAX, TEST_UID_MIN
+
+NAME = f"wtsite{os.getpid() % 100000}"
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    web = Path(tempfile.mkdtemp(prefix="wcp360-web-", dir="/var/tmp"))
+    os.chmod(web, 0o755)  # noqa: S103 - traversable, as /srv/www is
+    wcp360_yml = (
+        f"mode: dev\ntenants:\n  home_root: {web / 'www'}\n  archive_dir: {web / 'archives'}\n"
+        f"  uid_min: {TEST_UID_MIN}\n  uid_max: {TEST_UID_MAX}\n"
+        f"  websites:\n    listen_addresses: ['127.0.0.1']\n    http_port: {free_port()}\n"
+        f"    https_port: {free_port()}\n    acme: {{enabled: false}}\n"
+    )
+    config_dir = write_files(tmp_path / "etc", {"wcp360.yml": wcp360_yml, "security.yml": TEST_SECURITY_YML})
+    (tmp_path / "data").mkdir(mode=0o700)
+    environment = {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(tmp_path / "data")}
+    created = wcp360(
+        environment, "admin", "create-user", "--username", "shopowner", "--email", "s@example.test",
+        "--roles", "reseller", "--password", "-", stdin=STRONG + "\n",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    yield environment
+    pid = tmp_path / "data" / "agent" / "web" / "run" / "nginx.pid"
+    if pid.exists():
+        os.kill(int(pid.read_text()), signal.SIGQUIT)
+    shutil.rmtree(web, ignore_errors=True)
+
+
+def test_a_site_from_the_cli(env: dict[str, str], tmp_path: Path) -> None:
+    assert wcp360(env, "tenant", "create", NAME, "--owner", "shopowner").returncode == 0
+    try:
+        made = wcp360(env, "site", "create", NAME, "www", f"Bücher.{NAME}.test", "--format", "json")
+        assert made.returncode == 0, made.stderr
+        assert json.loads(made.stdout)[0]["domains"] == [f"xn--bcher-kva.{NAME}.test"]
+        archive = tmp_path / "site.zip"
+        with zipfile.ZipFile(archive, "w") as out:
+            out.writestr("index.html", "<h1>hi</h1>")
+        uploaded = wcp360(env, "site", "upload", NAME, "www", str(archive))
+        assert uploaded.returncode == 0 and uploaded.stdout.startswith("1 files"), uploaded.stderr
+        shown = wcp360(env, "site", "show", NAME, "www")
+        assert "self_signed" in shown.stdout and "xn--bcher-kva" in shown.stdout
+        for argv in (
+            ("site", "create", NAME, "bad", "not a domain"),
+            ("site", "create", NAME, "other", f"xn--bcher-kva.{NAME}.test"),  # taken
+            ("site", "create", NAME, "x\x1b[2J", f"x.{NAME}.test"),  # an escape for the admin's terminal
+            ("site", "upload", NAME, "www", str(archive), "--path", "../.."),
+            ("site", "delete", NAME, "www", "--confirm", "nope"),
+        ):
+            refused = wcp360(env, *argv)
+            assert refused.returncode != 0 and refused.stderr.count("\n") == 1, (argv, refused.stderr)
+            assert "\x1b" not in refused.stderr
+        listed = json.loads(wcp360(env, "site", "list", NAME, "--format", "json").stdout)
+        assert [site["name"] for site in listed] == ["www"]
+        deleted = wcp360(env, "site", "delete", NAME, "www", "--confirm", "www")
+        assert deleted.returncode == 0 and "deleted" in deleted.stdout
+    finally:
+        assert wcp360(env, "tenant", "delete", NAME, "--confirm", NAME).returncode == 0
