@@ -19,6 +19,14 @@ command -v cc >/dev/null || need_apt+=(gcc)
 ls /usr/lib/*/libc.a >/dev/null 2>&1 || need_apt+=(libc6-dev)
 ls /usr/sbin/php-fpm* >/dev/null 2>&1 || need_apt+=(php-fpm)
 command -v node >/dev/null || need_apt+=(nodejs)
+# Websites (tests/system/test_websites.py): the agent's nginx, Pebble (Let's Encrypt's ACME test
+# server, with its DNS pebble-challtestsrv), clamd for the upload scan; testssl.sh and wrk for
+# scripts/testssl_sites.py and benchmarks/bench_websites.py.
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v pebble >/dev/null || need_apt+=(pebble)
+[ -x /usr/sbin/clamd ] || need_apt+=(clamav-daemon)
+command -v testssl >/dev/null || need_apt+=(testssl.sh)
+command -v wrk >/dev/null || need_apt+=(wrk)
 # The units' exposure scores (systemd-analyze security --offline=true; no systemd as PID 1 needed).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # A Python the dropped service user may run in the privilege-drop tests (tests/dropping.py).

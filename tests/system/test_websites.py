@@ -5,9 +5,11 @@ a broken configuration refused whole while the others keep serving, suspended si
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import io
 import os
 import shutil
+import socket
 import ssl
 import tarfile
 import tempfile
@@ -72,6 +74,17 @@ class Web:
                 headers={"Host": domain, **(headers or {})},
                 extensions={"sni_hostname": domain},
             )
+
+    def certificate(self, domain: str) -> bytes:
+        """The certificate nginx presents for `domain` (verified against Pebble's root)."""
+        context = ssl.create_default_context(cafile=str(self.roots))
+        with (
+            socket.create_connection(("127.0.0.1", self.https_port)) as raw,
+            context.wrap_socket(raw, server_hostname=domain) as tls,
+        ):
+            der = tls.getpeercert(True)
+        assert der is not None
+        return der
 
     def http(self, domain: str, path: str = "/") -> httpx.Response:
         with httpx.Client(timeout=30) as client:
@@ -432,3 +445,47 @@ def test_with_the_scanner_down_uploads_are_refused(web: Web, files_site: Path) -
         upload(web, web.second, "files", b"harmless", "file", "later.txt", host=agent)
     assert refused.value.code == "unsupported" and "did not answer" in refused.value.message
     assert not (files_site / "later.txt").exists()
+
+
+def test_certificates_are_renewed_before_expiry_and_failures_back_off(web: Web) -> None:
+    domain = f"renew.{web.first}.example.test"
+    first = create_site(web, web.first, "renew", [domain])
+    assert first.certificate.status == "valid" and first.certificate.not_after
+    expires = dt.datetime.fromisoformat(first.certificate.not_after)
+    settings = web.host.tenants.websites.acme
+    assert web.host.websites.renew_due(expires - settings.renew_before - dt.timedelta(days=1)) == []  # not yet
+    served = web.certificate(domain)
+    renewed = web.host.websites.renew_due(expires - settings.renew_before + dt.timedelta(days=1))
+    assert [(o.site, o.ok) for o in renewed] == [("renew", True)]
+    now_served = web.certificate(domain)
+    assert now_served != served  # nginx serves the new certificate
+
+    # A CA that does not answer: the site waits (port 80 answers 503, nothing in clear), the
+    # agent retries with a doubling delay, and succeeds once the CA is back.
+    down = web.host.tenants.websites.model_copy(
+        update={"acme": settings.model_copy(update={"directory_url": "https://127.0.0.1:9/dir"})}
+    )
+    broken = HostAgent(
+        web.host.tenants.model_copy(update={"websites": down}), FirewallConfig(), web.host.state_dir,
+        upload_spool=web.host.upload_spool,
+    )  # fmt: skip
+    waiting = broken.run(
+        SiteCreate(tenant=web.second, site=SiteSpec(name="later", domains=[f"later.{web.second}.test"]))
+    )
+    assert isinstance(waiting, SiteHost) and waiting.certificate.status == "failed"
+    assert "127.0.0.1" in (waiting.certificate.error or "") and waiting.certificate.failures == 1
+    assert web.http(f"later.{web.second}.test").status_code == 503
+    first_retry = dt.datetime.fromisoformat(waiting.certificate.next_attempt or "")
+    now = dt.datetime.now(dt.UTC)
+    assert dt.timedelta(minutes=4) < first_retry - now <= settings.retry_delay
+    assert broken.websites.renew_due(now) == []  # backing off
+    again = broken.websites.renew_due(first_retry + dt.timedelta(seconds=1))
+    assert [(o.site, o.ok) for o in again] == [("later", False)]
+    state = broken.websites.find(broken._existing(web.second)[0], "later").certificate
+    assert state.failures == 2
+    assert dt.datetime.fromisoformat(state.next_attempt or "") - dt.datetime.now(dt.UTC) > dt.timedelta(minutes=9)
+    recovered = web.host.websites.renew_due(
+        dt.datetime.fromisoformat(state.next_attempt or "") + dt.timedelta(seconds=1)
+    )
+    assert ("later", True) in [(o.site, o.ok) for o in recovered]
+    assert web.http(f"later.{web.second}.test").status_code == 301

@@ -220,8 +220,10 @@ class Websites:
         return outcomes
 
     def _due(self, state: CertificateState, now: dt.datetime) -> bool:
+        if state.next_attempt and now < dt.datetime.fromisoformat(state.next_attempt):
+            return False  # backing off after a failure
         if state.status in {"pending", "failed"}:
-            return state.next_attempt is None or dt.datetime.fromisoformat(state.next_attempt) <= now
+            return True
         expires = dt.datetime.fromisoformat(state.not_after) if state.not_after else now
         return expires - self.settings.acme.renew_before <= now
 
