@@ -85,6 +85,13 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
         "high",
         "no `trust` for non-loopback hosts; set tenants.databases.postgresql.hba_file so tenants need a password",
     ),
+    "WCP-WEB-001": ("nginx", "high", "apt install nginx (the agent runs it for tenants' sites)"),
+    "WCP-WEB-002": (
+        "upload scanning",
+        "medium",
+        "apt install clamav-daemon, start clamd, set tenants.websites.uploads.scan.enabled: true",
+    ),
+    "WCP-WEB-003": ("site certificates", "high", "see the agent's audit events agent_certificate_renew"),
     "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
     "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
 }
@@ -120,6 +127,7 @@ def run_checks(config: Config) -> list[Check]:
         _tenant_homes,
         _jails,
         _tenant_databases,
+        _websites,
         _units,
     ]
     results: list[Check] = [check("WCP-CFG-001", "ok", f"{config.server.mode} mode, {config.config_dir}")]
@@ -581,6 +589,53 @@ def _jails(config: Config) -> list[Check]:
         if binary
         else check("WCP-JAIL-005", "warn", "php-fpm is not installed: tenants' php processes are refused")
     )
+    return found
+
+
+def _websites(config: Config) -> list[Check]:
+    """Tenants' sites (system/sites.py): nginx to serve them, clamd to scan uploads, and the
+    certificates the agent keeps (expired, or due and not renewed)."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    from wcp360.system import clamd
+
+    websites = config.server.tenants.websites
+    if not websites.enabled:
+        return []
+    found: list[Check] = []
+    if os.access(websites.nginx, os.X_OK):
+        found.append(check("WCP-WEB-001", "ok", f"{websites.nginx}"))
+    else:
+        found.append(check("WCP-WEB-001", "fail", f"no nginx at {websites.nginx}: sites cannot be served"))
+    scan = websites.uploads.scan
+    if not scan.enabled:
+        found.append(check("WCP-WEB-002", "warn", "uploads into sites are not scanned for malware"))
+    elif clamd.ping(scan.clamd_socket):
+        found.append(check("WCP-WEB-002", "ok", f"clamd answers at {scan.clamd_socket}"))
+    else:
+        found.append(check("WCP-WEB-002", "fail", f"clamd does not answer at {scan.clamd_socket}: uploads are refused"))
+    certificates = config.server.agent.state_dir / "web" / "certs"
+    try:
+        chains = sorted(certificates.glob("*/fullchain.pem"))
+        now = dt.datetime.now(dt.UTC)
+        expired, due = [], []
+        for chain in chains:
+            not_after = x509.load_pem_x509_certificate(chain.read_bytes()).not_valid_after_utc
+            if not_after <= now:
+                expired.append(chain.parent.name)
+            elif not_after - websites.acme.renew_before <= now - dt.timedelta(days=1):
+                due.append(chain.parent.name)  # a day past its renewal and not renewed
+    except (OSError, ValueError) as exc:
+        found.append(check("WCP-WEB-003", "warn", f"not checked (run as root): {str(exc)[:200]}"))
+        return found
+    if expired:
+        found.append(check("WCP-WEB-003", "fail", f"expired: {', '.join(expired)[:300]}"))
+    elif due:
+        found.append(check("WCP-WEB-003", "warn", f"not renewed in time: {', '.join(due)[:300]}"))
+    else:
+        found.append(check("WCP-WEB-003", "ok", f"{len(chains)} certificates, none expired or overdue"))
     return found
 
 

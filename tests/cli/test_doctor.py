@@ -53,6 +53,9 @@ def test_a_healthy_host(tmp_path: Path) -> None:
     assert mariadb["status"] == ("warn" if empty else "ok"), mariadb
     assert all(account in mariadb["detail"] for account in empty)
     assert checks["postgresql pg_hba"]["status"] in ("ok", "warn")  # ok once the agent's block is in
+    # Websites: nginx from test-deps; scanning uploads is opt-in, and said so.
+    assert checks["nginx"]["status"] == "ok" and checks["upload scanning"]["status"] == "warn"
+    assert checks["site certificates"]["status"] in ("ok", "warn")  # warn: the agent's state is root's
 
 
 def test_broken_dependencies_fail(tmp_path: Path) -> None:
@@ -60,7 +63,9 @@ def test_broken_dependencies_fail(tmp_path: Path) -> None:
         tmp_path,
         {
             "rate_limit.yml": 'rate_limiting:\n  storage: "redis://127.0.0.1:1/0"\n',
-            "wcp360.yml": "mode: dev\nfirewall:\n  enabled: true\n  netns: wcp360-doctor-no-such-netns\n",
+            "wcp360.yml": "mode: dev\nfirewall:\n  enabled: true\n  netns: wcp360-doctor-no-such-netns\n"
+            "tenants:\n  websites:\n    nginx: /nonexistent/nginx\n"
+            "    uploads: {scan: {enabled: true, clamd_socket: /nonexistent/clamd.sock}}\n",
         },
     )
     code, checks = _checks(env)
@@ -69,5 +74,6 @@ def test_broken_dependencies_fail(tmp_path: Path) -> None:
     assert not (tmp_path / "data" / "wcp360.db").exists()  # the doctor did not create it
     assert checks["redis (rate limits)"]["status"] == "fail"
     assert checks["firewall"]["status"] == "fail"
+    assert checks["nginx"]["status"] == "fail" and checks["upload scanning"]["status"] == "fail"
     # Everything else was still checked.
     assert checks["seccomp"]["status"] == "ok"

@@ -70,11 +70,13 @@ def test_create_suspend_resume_delete(client: TestClient, rt: Runtime, tmp_path:
     home = Path(tenant["home"])
     assert home == tmp_path / "srv" / "www" / name
     info = os.lstat(home)
-    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (entry.pw_uid, entry.pw_gid, 0o750)
-    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in home.iterdir()} == {
-        "public": 0o750,
-        "logs": 0o750,
-        "tmp": 0o700,
+    # nginx's group passes through the home (0710) to public/ (setgid, group-readable), no further.
+    web = pwd.getpwnam("www-data").pw_gid
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (entry.pw_uid, web, 0o710)
+    assert {p.name: (stat.S_IMODE(p.stat().st_mode), p.stat().st_gid) for p in home.iterdir()} == {
+        "public": (0o2750, web),
+        "logs": (0o750, entry.pw_gid),
+        "tmp": (0o700, entry.pw_gid),
     }
     # Suspended: its processes stop (by uid, and whatever runs in its cgroups under another uid),
     # its account cannot sign in, the Linux account is expired.

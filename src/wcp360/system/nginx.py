@@ -350,7 +350,10 @@ class Nginx:
         old_workers = _children(master) if master is not None else []
         if master is None:
             start = [binary, "-c", str(current / "nginx.conf")]  # the configured binary, our own file
-            subprocess.run(start, check=True, capture_output=True, timeout=60)  # noqa: S603
+            started = subprocess.run(start, check=False, capture_output=True, text=True, timeout=60)  # noqa: S603
+            if started.returncode != 0:  # a port taken (Debian's own nginx unit still running?)
+                reason = _LOG_PREFIX.sub("", (started.stderr.strip().splitlines() or ["no reason given"])[-1])
+                raise NginxUnavailable(f"nginx did not start: {reason.removeprefix('nginx: ')}")
         else:
             os.kill(master, signal.SIGHUP)
         self._await(generation, old_workers)

@@ -162,7 +162,12 @@ class Websites:
         if record is None:
             raise SiteRefused("not_found", f"tenant {host.name} has no site {name}")
         self._save(host.name, records)
-        self.apply()
+        try:
+            self.apply()
+        except BaseException:
+            records[name] = record  # still served: still recorded
+            self._save(host.name, records)
+            raise
         revoked = self._retire_certificate(f"{host.name}.{name}", self._state(record))
         return self._view(host, record, revoked=revoked)
 
@@ -199,21 +204,20 @@ class Websites:
             if host.state != "active":
                 continue
             records = self._records(host.name)
-            for name, record in records.items():
-                state = self._state(record)
-                if not self._due(state, now):
-                    continue
-                state = self._obtain(f"{host.name}.{name}", list(self._spec(record).domains), state)
+            due = [name for name, record in records.items() if self._due(self._state(record), now)]
+            for name in due:
+                record = records[name]
+                state = self._obtain(f"{host.name}.{name}", list(self._spec(record).domains), self._state(record))
                 record["certificate"] = state.model_dump(mode="json")
-                outcomes.append(RenewalOutcome(host.name, name, state.status in {"valid", "self_signed"}, state.error))
-                changed = True
-            if changed:
+                outcomes.append(RenewalOutcome(host.name, name, state.error is None, state.error))
+            if due:
                 self._save(host.name, records)
+                changed = True
         panel = self._panel_state()
         if self.settings.panel_hostname and self._due(panel, now):
             panel = self._obtain(PANEL, [self.settings.panel_hostname], panel)
             write_json(self.root / f"{PANEL}.json", panel.model_dump(mode="json"))
-            outcomes.append(RenewalOutcome("", PANEL, panel.status in {"valid", "self_signed"}, panel.error))
+            outcomes.append(RenewalOutcome("", PANEL, panel.error is None, panel.error))
             changed = True
         if changed:
             self.apply()
