@@ -28,12 +28,15 @@ import signal
 import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' Pebble
 from tests.acme_server import free_port, pebble
 
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
