@@ -541,3 +541,39 @@ def test_the_panel_hostname_is_proxied_with_its_own_certificate_and_client_certi
     finally:
         web.host.websites.apply()  # back to the sites alone
         upstream.shutdown()
+
+
+def test_a_cached_file_swapped_for_a_link_never_serves_the_links_target(web: Web) -> None:
+    """nginx caches open files (open_file_cache) for throughput: a file replaced by a link to
+    another tenant's file is served as it was until the cache checks again, then refused; the
+    link's target is never served on the way."""
+    secret = put(web, web.second, "private/swap-secret.txt", b"the second tenant's secret")
+    page = put(web, web.first, "swap/page.txt", b"the first tenant's page")
+    domain = f"swap.{web.first}.example.test"
+    create_site(web, web.first, "swap", [domain])
+    assert web.https(domain, "/page.txt").content == b"the first tenant's page"  # now cached
+    page.unlink()
+    page.symlink_to(secret)
+    home = os.stat(web.host.tenants.home_root / web.first)
+    os.lchown(page, home.st_uid, home.st_gid)
+    seen: set[int] = set()
+
+    def refused() -> bool:
+        answer = web.https(domain, "/page.txt")
+        assert b"secret" not in answer.content
+        seen.add(answer.status_code)
+        return answer.status_code in {403, 404}
+
+    wait_until(refused)  # within open_file_cache_valid
+    assert seen <= {200, 403, 404}
+
+
+def test_text_is_compressed_above_the_minimum_and_binary_never(web: Web) -> None:
+    put(web, web.first, "zip/big.css", b"body { color: red; }\n" * 200)
+    put(web, web.first, "zip/small.css", b"a{}")
+    put(web, web.first, "zip/blob.bin", b"\0" * 5000)
+    domain = f"zip.{web.first}.example.test"
+    create_site(web, web.first, "zip", [domain])
+    assert web.https(domain, "/big.css").headers.get("content-encoding") == "gzip"
+    assert "content-encoding" not in web.https(domain, "/small.css").headers
+    assert "content-encoding" not in web.https(domain, "/blob.bin").headers
