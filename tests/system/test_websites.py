@@ -9,9 +9,11 @@ import datetime as dt
 import http.server
 import io
 import os
+import pwd
 import shutil
 import socket
 import ssl
+import stat
 import tarfile
 import tempfile
 import threading
@@ -27,6 +29,7 @@ import pytest
 
 from tests.acme_server import Pebble, free_port, make_ca, make_leaf, pebble
 from tests.clamd_server import EICAR, clamd_server
+from tests.conftest import CapturingSink
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.config.tls import ClientAuth, TlsConfig
@@ -577,3 +580,41 @@ def test_text_is_compressed_above_the_minimum_and_binary_never(web: Web) -> None
     assert web.https(domain, "/big.css").headers.get("content-encoding") == "gzip"
     assert "content-encoding" not in web.https(domain, "/small.css").headers
     assert "content-encoding" not in web.https(domain, "/blob.bin").headers
+
+
+def test_the_agents_sweep_audits_and_alerts_a_failed_issuance(web: Web, audit_events: CapturingSink) -> None:
+    """The sweep `wcp360 agent` runs (at its start, then every few minutes): each outcome is an
+    audit event, each failure an alert."""
+    from wcp360.cli.agent_cmd import _renew_certificates
+    from wcp360.system.dispatch import Dispatcher
+
+    down = web.host.tenants.websites.acme.model_copy(update={"directory_url": "https://127.0.0.1:9/dir"})
+    websites = web.host.tenants.websites.model_copy(update={"acme": down})
+    broken = HostAgent(web.host.tenants.model_copy(update={"websites": websites}), FirewallConfig(), web.host.state_dir)
+    broken.run(SiteCreate(tenant=web.first, site=SiteSpec(name="alerted", domains=[f"alerted.{web.first}.test"])))
+    alerts: list[tuple[str, str, dict[str, object]]] = []
+    stop = threading.Event()
+    stop.set()  # one sweep, then stop
+    # Due at once: its first failure's retry time, moved to the past.
+    records = broken.websites._records(web.first)
+    records["alerted"]["certificate"]["next_attempt"] = None  # type: ignore[index]
+    broken.websites._save(web.first, records)
+    _renew_certificates(broken, Dispatcher(broken), lambda *alert: alerts.append(alert), stop)
+    assert [(rule, subject) for rule, subject, _ in alerts] == [("certificate_renewal", f"{web.first}/alerted")]
+    failed = [e for e in audit_events.of("agent_certificate_renew") if e.outcome == "failure"]
+    assert failed and failed[0].details["site"] == "alerted" and "127.0.0.1" in str(failed[0].details["reason"])
+    web.host.run(SiteDelete(tenant=web.first, name="alerted"))
+
+
+def test_a_home_made_before_websites_is_opened_to_nginx_only(web: Web) -> None:
+    """Homes made before this version are 0750 with the tenant's group: a site's creation gives
+    nginx's group passage (0710), nothing more."""
+    home = web.host.tenants.home_root / web.second
+    info = os.stat(home)
+    os.chown(home, info.st_uid, pwd.getpwuid(info.st_uid).pw_gid)
+    os.chmod(home, 0o750)  # noqa: S103 - the mode homes had before websites
+    put(web, web.second, "older/index.html", b"older home")
+    create_site(web, web.second, "older", [f"older.{web.second}.example.test"])
+    after = os.stat(home)
+    assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (pwd.getpwnam("www-data").pw_gid, 0o710)
+    assert web.https(f"older.{web.second}.example.test", "/index.html").content == b"older home"

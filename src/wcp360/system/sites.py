@@ -196,7 +196,7 @@ class Websites:
 
     def renew_due(self, now: dt.datetime | None = None) -> list[RenewalOutcome]:
         """Every site (and the panel) whose certificate is missing, failed and due for another try,
-        or within `acme.renew_before` of expiring: issued again (the agent's hourly upkeep)."""
+        or within `acme.renew_before` of expiring: issued again (the agent's sweep, every few minutes)."""
         now = now or _now()
         outcomes: list[RenewalOutcome] = []
         changed = False
@@ -430,7 +430,8 @@ class Websites:
 
     def _make_document_root(self, host: TenantHost, spec: SiteSpec) -> None:
         """public/<root>, made component by component without following a link; owned by the
-        tenant, group nginx's (setgid, so the tenant's new files there are readable by nginx)."""
+        tenant, group nginx's (setgid, so the tenant's new files there are readable by nginx).
+        A home made before websites (0750, the tenant's group) is given nginx's group, 0710."""
         group = web_group(self.settings)
         gid = group if group is not None else host.gid
         parts = [PUBLIC, *(spec.root or spec.name).split("/")]
@@ -438,6 +439,9 @@ class Websites:
         with beneath.opened_root(home_root) as root:
             fd = os.open(host.name, os.O_DIRECTORY | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
             try:
+                if group is not None and os.fstat(fd).st_gid != group:
+                    os.fchown(fd, host.uid, group)
+                    os.fchmod(fd, 0o710)
                 for part in parts:
                     child = beneath.make_directory(fd, part, host.uid, gid, 0o2750, existing_ok=True)
                     os.close(fd)
