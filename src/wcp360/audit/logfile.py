@@ -61,10 +61,22 @@ def all_files(directory: Path, name: str = CURRENT) -> list[Path]:
 
 def read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, raw line without newline) of one file, gzip or plain."""
+    return enumerate(lines_of(path), start=1)
+
+
+def lines_of(path: Path) -> Iterator[bytes]:
+    """The raw lines of one file (gzip or plain) without their newline, read a megabyte at a
+    time (`audit verify` walks hundreds of thousands a second; a readline per line was a fifth
+    of its time)."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            yield number, raw.rstrip(b"\n")
+        tail = b""
+        while chunk := handle.read(1 << 20):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            yield from lines
+        if tail:
+            yield tail
 
 
 @dataclass
