@@ -4,12 +4,16 @@ refuse, and computes the same chain hash whenever it is trusted."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wcp360.audit.canonical import canonical, chain_hash
-from wcp360.audit.verify import _chain_of, _read, _stdlib_canonical
+from wcp360.audit.logfile import AuditLogFile
+from wcp360.audit.signing import SigningKeys
+from wcp360.audit.verify import _chain_of, _read, _stdlib_canonical, verify
 
 # JSON values as audit records hold them (no floats), with every awkward character in strings:
 # controls, quotes, backslashes, non-BMP, U+2028, DEL, lone surrogates.
@@ -54,3 +58,16 @@ def test_floats_nan_and_lone_surrogates_are_judged_by_the_standard_library() -> 
     huge = b'{"a":-9223372036854775809}'  # orjson would read a float
     record, fast = _read(huge)
     assert record == {"a": -9223372036854775809} and not fast and _stdlib_canonical(record, huge)
+
+
+def test_a_float_written_into_the_log_is_reported_not_a_crash(tmp_path: Path) -> None:
+    """The writer refuses floats; one edited into a line is "not canonical", and the verifier
+    says so (before this change it raised ValueError out of `audit verify`)."""
+    keys = SigningKeys(tmp_path / "keys")
+    log = AuditLogFile(tmp_path / "log", keys, 10**9, 10, False, 1000)
+    log.append([{"action": "x", "details": {"n": 1}}], fsync=False)
+    log.close()
+    path = tmp_path / "log" / "audit.log"
+    path.write_bytes(path.read_bytes().replace(b'"n":1', b'"n":1.5'))
+    report = verify(tmp_path / "log", keys.public_keys())
+    assert report.problem is not None and "not in canonical form" in report.problem.message
