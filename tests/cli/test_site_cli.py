@@ -16,8 +16,8 @@ import pytest
 
 from tests.acme_server import free_port
 from tests.cli.test_admin_cli import wcp360
-from tests.conftest import TEST_SECURITY_YML, write_files
-from tests.helpers import STRONG, TEST_UID_MAX, TEST_UID_MIN
+from tests.cli.test_tenant_cli import admin_env
+from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
 
 NAME = f"wtsite{os.getpid() % 100000}"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
@@ -33,15 +33,7 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
         f"  websites:\n    listen_addresses: ['127.0.0.1']\n    http_port: {free_port()}\n"
         f"    https_port: {free_port()}\n    acme: {{enabled: false}}\n"
     )
-    config_dir = write_files(tmp_path / "etc", {"wcp360.yml": wcp360_yml, "security.yml": TEST_SECURITY_YML})
-    (tmp_path / "data").mkdir(mode=0o700)
-    environment = {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(tmp_path / "data")}
-    created = wcp360(
-        environment, "admin", "create-user", "--username", "shopowner", "--email", "s@example.test",
-        "--roles", "reseller", "--password", "-", stdin=STRONG + "\n",
-    )  # fmt: skip
-    assert created.returncode == 0, created.stderr
-    yield environment
+    yield admin_env(tmp_path, wcp360_yml)
     pid = tmp_path / "data" / "agent" / "web" / "run" / "nginx.pid"
     if pid.exists():
         os.kill(int(pid.read_text()), signal.SIGQUIT)

@@ -17,12 +17,14 @@ from tests.helpers import STRONG, dev_wcp360_yml
 NAME = f"wtcli{os.getpid() % 100000}"
 
 
-
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    config_dir = write_files(
-        tmp_path / "etc", {"wcp360.yml": dev_wcp360_yml(tmp_path), "security.yml": TEST_SECURITY_YML}
-    )
+    return admin_env(tmp_path, dev_wcp360_yml(tmp_path))
+
+
+def admin_env(tmp_path: Path, wcp360_yml: str) -> dict[str, str]:
+    """The CLI's environment on this configuration, with a reseller `shopowner` to own tenants."""
+    config_dir = write_files(tmp_path / "etc", {"wcp360.yml": wcp360_yml, "security.yml": TEST_SECURITY_YML})
     (tmp_path / "data").mkdir(mode=0o700)
     environment = {**os.environ, "WCP360_CONFIG_DIR": str(config_dir), "WCP360_DATA_DIR": str(tmp_path / "data")}
     created = wcp360(
