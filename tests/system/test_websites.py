@@ -618,3 +618,22 @@ def test_a_home_made_before_websites_is_opened_to_nginx_only(web: Web) -> None:
     after = os.stat(home)
     assert (after.st_gid, stat.S_IMODE(after.st_mode)) == (pwd.getpwnam("www-data").pw_gid, 0o710)
     assert web.https(f"older.{web.second}.example.test", "/index.html").content == b"older home"
+
+
+def test_site_logs_are_rotated_past_their_size_and_nginx_writes_anew(web: Web) -> None:
+    domain = f"logs.{web.first}.example.test"
+    put(web, web.first, "logs/index.html", b"logged")
+    create_site(web, web.first, "logs", [domain])
+    access = web.host.websites.nginx.log_dir / "sites" / f"{web.first}.logs.access.log"
+    web.https(domain, "/index.html")
+    wait_until(lambda: access.exists() and access.stat().st_size > 0)
+    rotated = web.host.websites.nginx.rotate_logs(max_size=1, keep=2)
+    assert f"sites/{web.first}.logs.access.log" in rotated
+    assert access.with_name(access.name + ".1").stat().st_size > 0
+    web.https(domain, "/index.html?after")
+
+    def written_anew() -> bool:  # the workers reopen their logs on the master's signal
+        return access.exists() and b"after" in access.read_bytes()
+
+    wait_until(written_anew)
+    assert b"after" not in access.with_name(access.name + ".1").read_bytes()

@@ -81,7 +81,7 @@ def _renew_certificates(
 ) -> None:
     """At the agent's start (nginx serves the sites again after a reboot) and every few minutes:
     certificates missing, failed and due for another try, or within acme.renew_before of expiry,
-    issued again; each audited, each failure alerted."""
+    issued again; each audited, each failure alerted; nginx's logs rotated past their size."""
     from wcp360 import audit
 
     first = True
@@ -91,13 +91,19 @@ def _renew_certificates(
                 if first:
                     host.websites.serve_if_any()
                 outcomes = host.websites.renew_due()
+                rotated = host.websites.rotate_logs()
         except Exception as exc:  # nginx refused, or a bug: said, and tried again
             audit.record(
                 "agent_certificate_renew", actor_id="system", outcome="failure", resource_type="agent",
                 details={"reason": str(exc)[:300]},
             )  # fmt: skip
             alert("certificate_renewal", "agent", {"reason": str(exc)[:300]})
-            outcomes = []
+            outcomes, rotated = [], []
+        if rotated:
+            audit.record(
+                "agent_site_logs_rotated", actor_id="system", resource_type="agent",
+                details={"logs": rotated[:50], "limit": "tenants.websites.log_max_size"},
+            )  # fmt: skip
         first = False
         for outcome in outcomes:
             details: dict[str, object] = {"site": outcome.site, "reason": outcome.error}

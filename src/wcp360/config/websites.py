@@ -71,6 +71,10 @@ class WebsitesConfig(Section):
     hsts_max_age: Duration = timedelta(days=730)
     # Compress text responses from this size on (smaller ones gain nothing).
     gzip_min_length: ByteSize = 1024
+    # nginx's logs (each site's access and error log, its own error log) are rotated by the
+    # agent's sweep (every five minutes) past this size, this many kept.
+    log_max_size: ByteSize = 64 * 1024**2
+    log_keep: int = Field(default=5, ge=1, le=100)
     # DNS resolvers nginx asks for OCSP responders (stapling is on only with one).
     resolvers: list[str] = []
     acme: AcmeConfig = AcmeConfig()

@@ -98,6 +98,7 @@ class Nginx:
         self.root = root  # <agent state>/web
         self.run_dir = root / "run"
         self.log_dir = root / "logs"
+        self.site_log_dir = self.log_dir / "sites"
         self._generation = 0
 
     # -- rendering -------------------------------------------------------------------------------
@@ -384,7 +385,12 @@ class Nginx:
         os.chmod(self.root.parent, os.stat(self.root.parent).st_mode & 0o7777 | 0o011)  # noqa: S103 - search only
         os.chmod(self.root, 0o711)  # noqa: S103 - search only
         self.run_dir.mkdir(mode=0o711, exist_ok=True)
-        self.log_dir.mkdir(mode=0o700, exist_ok=True)
+        # Workers reopen their logs by path after a rotation (SIGUSR1; the master gives the new
+        # files to the worker user): they pass through, and only nginx's group may.
+        for logs in (self.log_dir, self.site_log_dir):
+            logs.mkdir(mode=0o710, exist_ok=True)
+            os.chown(logs, 0, worker.pw_gid)
+            os.chmod(logs, 0o710)  # noqa: S103 - search only, for nginx's group
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             path = self.run_dir / kind
             path.mkdir(mode=0o700, exist_ok=True)
@@ -451,6 +457,26 @@ class Nginx:
         for path in (self.root / "generations").iterdir():
             if path.name.isdigit() and int(path.name) <= generation - GENERATIONS_KEPT:
                 shutil.rmtree(path, ignore_errors=True)
+
+    def rotate_logs(self, max_size: int, keep: int) -> list[str]:
+        """Every log past `max_size` becomes `<name>.1` (older ones shift, the last goes), then
+        the master reopens its logs (SIGUSR1). The logs are root's, in the agent's state: no
+        tenant can plant a link among them. The logs rotated, by name."""
+        rotated = []
+        for log in sorted([*self.log_dir.glob("*.log"), *self.site_log_dir.glob("*.log")]):
+            if not log.is_file() or log.is_symlink() or log.stat().st_size <= max_size:
+                continue
+            log.with_name(f"{log.name}.{keep}").unlink(missing_ok=True)
+            for number in range(keep - 1, 0, -1):
+                older = log.with_name(f"{log.name}.{number}")
+                if older.exists():
+                    os.replace(older, log.with_name(f"{log.name}.{number + 1}"))
+            os.replace(log, log.with_name(f"{log.name}.1"))
+            rotated.append(str(log.relative_to(self.log_dir)))
+        master = self.master_pid()
+        if rotated and master is not None:
+            os.kill(master, signal.SIGUSR1)
+        return rotated
 
     def stop(self) -> None:
         """Stop the master and wait for it (tests; an agent uninstall). Sites go dark."""

@@ -244,6 +244,9 @@ class Websites:
 
     # -- configuration ---------------------------------------------------------------------------
 
+    def rotate_logs(self) -> list[str]:
+        return self.nginx.rotate_logs(self.settings.log_max_size, self.settings.log_keep)
+
     def serve_if_any(self) -> None:
         """The agent starting: nginx serves the recorded sites (and the panel's hostname) again."""
         if self.settings.enabled and (self.settings.panel_hostname or list((self.root / "sites").glob("*.json"))):
@@ -252,8 +255,7 @@ class Websites:
     def apply(self) -> int:
         """nginx serves exactly the record, with the ACME answers now outstanding."""
         vhosts: list[Vhost] = []
-        log_root = self.root / "logs" / "sites"
-        log_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_root = self.nginx.site_log_dir  # made by the apply, nginx's group passing
         for host in self.tenants():
             for name, record in sorted(self._records(host.name).items()):
                 spec = self._spec(record)
