@@ -637,3 +637,24 @@ def test_site_logs_are_rotated_past_their_size_and_nginx_writes_anew(web: Web) -
 
     wait_until(written_anew)
     assert b"after" not in access.with_name(access.name + ".1").read_bytes()
+
+
+def test_a_tenant_with_sites_is_deleted_even_while_nginx_refuses_the_configuration(web: Web) -> None:
+    """Another site's broken certificate makes every apply fail; deleting a tenant still
+    removes it (its user and home), and says nginx serves its sites until the next apply."""
+    name = f"wtd{uuid.uuid4().hex[:8]}"
+    web.host.create(TenantCreate(tenant=name, limits=TenantLimits()))
+    create_site(web, name, "gone", [f"gone.{name}.example.test"])
+    create_site(web, web.first, "breaks", [f"breaks.{web.first}.example.test"])
+    chain = web.host.websites.root / "certs" / f"{web.first}.breaks" / "fullchain.pem"
+    good = chain.read_bytes()
+    chain.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+    try:
+        deleted = web.host.delete(TenantDelete(tenant=name))
+    finally:
+        chain.write_bytes(good)
+    assert deleted.state == "deleted" and any("nginx still serves" in line for line in deleted.degraded)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    web.host.websites.apply()  # the configuration applies again: the sites are gone
+    assert f"{name}.gone.conf" not in [p.name for p in (web.host.websites.root / "current" / "sites").iterdir()]

@@ -282,8 +282,7 @@ class HostAgent:
             self._stop_everything(host)
         self.supervisor.forget(host.name)
         self.databases.drop_all(host.name)
-        if self.websites.listing(host):
-            self.websites.delete_all(host)
+        left = self.websites.delete_all(host) if self.websites.listing(host) else []
         archive = self._archive(host.name)
         self._remove_home(host.name)
         if self.privileged:
@@ -292,7 +291,8 @@ class HostAgent:
             self.cgroups.remove(host.name)
         (self._tenant_dir() / f"{host.name}.json").unlink(missing_ok=True)
         self.prune_archives()
-        return host.model_copy(update={"state": "deleted", "archive": str(archive) if archive else None})
+        archived = str(archive) if archive else None
+        return host.model_copy(update={"state": "deleted", "archive": archived, "degraded": [*host.degraded, *left]})
 
     def run_in_jail(self, call: TenantRun) -> JobOutcome:
         """A job: the command in the tenant's jail, as the tenant, in its cgroups, to its end."""

@@ -26,7 +26,7 @@ from wcp360.config.tls import TlsConfig
 from wcp360.config.websites import WebsitesConfig
 from wcp360.system import beneath, domains
 from wcp360.system.acme_issuer import AcmeIssuer, IssueFailed, has_ocsp_responder, new_key_pem, not_after
-from wcp360.system.nginx import Nginx, PanelVhost, Vhost
+from wcp360.system.nginx import ApplyFailed, Nginx, NginxUnavailable, PanelVhost, Vhost
 from wcp360.system.protocol import CertificateState, SiteHost, SiteSpec, TenantHost
 from wcp360.system.statefile import read_json, write_json
 
@@ -171,15 +171,23 @@ class Websites:
         revoked = self._retire_certificate(f"{host.name}.{name}", self._state(record))
         return self._view(host, record, revoked=revoked)
 
-    def delete_all(self, host: TenantHost) -> None:
-        """The tenant is being deleted: its sites go, their certificates are revoked."""
+    def delete_all(self, host: TenantHost) -> list[str]:
+        """The tenant is being deleted: its sites go, their certificates are revoked. An nginx
+        that refuses the configuration (another site's broken certificate) does not keep the
+        tenant alive: its record is gone, the next apply that passes drops its sites, and the
+        answer says so."""
         records = self._records(host.name)
         if not records:
-            return
+            return []
         self._save(host.name, {})
-        self.apply()
+        said = []
+        try:
+            self.apply()
+        except (ApplyFailed, NginxUnavailable) as exc:
+            said.append(f"nginx still serves its sites until the configuration applies again: {exc}")
         for name, record in records.items():
             self._retire_certificate(f"{host.name}.{name}", self._state(record))
+        return said
 
     def certify(self, host: TenantHost, name: str) -> SiteHost:
         """Issue the site's certificate now (ACME, or self-signed with ACME off); a failure is
