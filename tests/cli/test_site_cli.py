@@ -20,7 +20,6 @@ from tests.cli.test_tenant_cli import admin_env
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
 
 NAME = f"wtsite{os.getpid() % 100000}"
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ from tests.helpers import TEST_UID_MAX, TEST_UID_MIN, signed_in
 from wcp360.runtime import Runtime
 from wcp360.system.client import InProcessAgent
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
-
 
 @pytest.fixture(scope="module")
 def scanner() -> Iterator[Path]:

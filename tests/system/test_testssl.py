@@ -4,17 +4,13 @@ HSTS present. About 40 seconds; a real scanner against the real nginx, on loopba
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "testssl_sites.py"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the agent's nginx and a tenant need root")
 def test_testssl_finds_nothing_weak() -> None:
     run = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=1800, check=False)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -53,7 +53,6 @@ from wcp360.system.protocol import (
     UploadOutcome,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="websites are served by the agent as root")
 UPLOADS = UploadsConfig(max_size=4 * 1024**2, max_entries=50, max_unpacked=8 * 1024**2)
 
 
@@ -658,3 +657,25 @@ def test_a_tenant_with_sites_is_deleted_even_while_nginx_refuses_the_configurati
         pwd.getpwnam(name)
     web.host.websites.apply()  # the configuration applies again: the sites are gone
     assert f"{name}.gone.conf" not in [p.name for p in (web.host.websites.root / "current" / "sites").iterdir()]
+
+
+def test_one_client_flooding_a_site_meets_429_and_another_site_still_answers(web: Web) -> None:
+    """limit_req per site and client address (tenants.websites.requests_per_second, burst):
+    a flood is refused early with 429; another site's zone is its own."""
+    flooded, calm = f"flood.{web.first}.example.test", f"calm.{web.second}.example.test"
+    put(web, web.first, "flood/index.html", b"flood")
+    put(web, web.second, "calm/index.html", b"calm")
+    create_site(web, web.first, "flood", [flooded])
+    create_site(web, web.second, "calm", [calm])
+    transport = httpx.HTTPTransport(verify=ssl.create_default_context(cafile=str(web.roots)))
+    with httpx.Client(transport=transport, timeout=30) as client:  # one connection, as fast as it goes
+        codes = [
+            client.get(
+                f"https://127.0.0.1:{web.https_port}/index.html",
+                headers={"Host": flooded},
+                extensions={"sni_hostname": flooded},
+            ).status_code
+            for _ in range(web.host.tenants.websites.request_burst * 3)
+        ]
+    assert 429 in codes and codes[0] == 200
+    assert web.https(calm, "/index.html").content == b"calm"
