@@ -74,3 +74,11 @@ class AgentUnreachable(WcpError):
     status = 503
     code = "agent-unavailable"
     title = "System agent unavailable"
+
+
+class ProviderUnavailable(WcpError):
+    """A directory or identity provider did not answer (or its TLS did not verify)."""
+
+    status = 503
+    code = "provider-unavailable"
+    title = "Identity provider unavailable"

@@ -25,8 +25,11 @@ from wcp360.hosting.sites import SiteService
 from wcp360.hosting.tenants import TenantService
 from wcp360.identity.api_tokens import ApiTokenService
 from wcp360.identity.auth import AuthService
+from wcp360.identity.directory_sweep import DirectorySweep
 from wcp360.identity.jwt_codec import JwtCodec
+from wcp360.identity.oidc_flows import OidcFlows
 from wcp360.identity.passwords import PasswordHasher, policy_violations
+from wcp360.identity.providers import Providers
 from wcp360.identity.two_factor import TwoFactor
 from wcp360.identity.users import ADMIN_ROLE, UserService
 from wcp360.keys import HostKeys, ensure_private_dir
@@ -61,9 +64,11 @@ class Runtime:
     scheduler: Scheduler
     agent: AgentClient
     tenants: TenantService
+    oidc: OidcFlows
     processes: ProcessService = field(init=False)
     databases: DatabaseService = field(init=False)
     sites: SiteService = field(init=False)
+    directory_sweep: DirectorySweep | None = field(init=False)
 
     @classmethod
     def open(cls, config: Config, upgrade: bool = True) -> Runtime:
@@ -86,6 +91,7 @@ class Runtime:
             keys.derive("wcp360 compiled wasm artifacts"),
         )
         agent = connect_agent(config)
+        providers = Providers(config.auth)
         return cls(
             config=config,
             keys=keys,
@@ -95,7 +101,14 @@ class Runtime:
             codec=codec,
             two_factor=two_factor,
             auth=AuthService(
-                db, policy, hasher, codec, two_factor, config.auth, keys.derive("wcp360 unknown usernames")
+                db,
+                policy,
+                hasher,
+                codec,
+                two_factor,
+                config.auth,
+                keys.derive("wcp360 unknown usernames"),
+                providers,
             ),
             users=UserService(db, policy, hasher, config.auth.password_policy()),
             api_tokens=ApiTokenService(db, policy, two_factor, config.auth.api_tokens),
@@ -106,6 +119,7 @@ class Runtime:
             scheduler=Scheduler(db, executor, config.server.scheduler, keys),
             agent=agent,
             tenants=TenantService(db, policy, agent, config.server.tenants),
+            oidc=OidcFlows(db, keys, providers.oidc),
         )
 
     def __post_init__(self) -> None:
@@ -120,8 +134,12 @@ class Runtime:
         self.modules.on_stored.append(self.executor.precompile)
         self.modules.on_discarded.append(self.executor.forget)
         self.auth.on_api_token_verified.append(self.defense.verified.remember)
+        directory = self.auth.providers.directory
+        self.directory_sweep = DirectorySweep(self.db, directory) if directory is not None else None
 
     def close(self) -> None:
+        if self.directory_sweep is not None:
+            self.directory_sweep.stop()
         self.defense.bans.stop()
         self.scheduler.stop()
         self.executor.close()

@@ -71,6 +71,8 @@ def serve(config: Config, listen: str | None = None) -> None:
             rt.executor.resume_compiles()  # modules a stopped server left compiling
             if config.server.scheduler.enabled:
                 rt.scheduler.start()
+            if rt.directory_sweep is not None:
+                rt.directory_sweep.start()
             try:
                 _run(server, sock)
             finally:

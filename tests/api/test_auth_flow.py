@@ -199,14 +199,25 @@ def test_concurrent_refreshes_of_one_token_let_one_win(rt: Runtime) -> None:
         assert s.scalars(select(Session)).one().revoked_reason == "refresh_token_replay"
 
 
-def test_only_enabled_implemented_providers_are_offered(client: TestClient) -> None:
-    assert client.get("/api/v1/auth/providers").json() == {"providers": [{"type": "local"}]}
+def test_only_enabled_providers_are_offered(client: TestClient) -> None:
+    assert client.get("/api/v1/auth/providers").json() == {
+        "providers": [{"name": "local", "type": "local", "flow": "password", "login_url": None}]
+    }
 
 
 def test_disabled_local_provider_refuses_password_sign_in(client: TestClient, rt: Runtime) -> None:
     from wcp360.config.security import LocalProvider
+    from wcp360.identity.providers import Providers
 
     make_user(rt, "offline", ["viewer"])
     rt.auth.settings = rt.auth.settings.model_copy(update={"providers": [LocalProvider(type="local", enabled=False)]})
+    rt.auth.providers = Providers(rt.auth.settings)
     response = client.post("/api/v1/auth/login", json={"username": "offline", "password": STRONG})
     assert response.status_code == 401 and "not offered" in problem_of(response)["detail"]
+
+
+def test_control_characters_in_a_username_are_refused_not_a_server_error(client: TestClient) -> None:
+    # A NUL once reached PostgreSQL (which refuses it) and came back as a 500.
+    for name in ("alice\x00", "ali\nce", "\x1b[31malice"):
+        answer = client.post("/api/v1/auth/login", json={"username": name, "password": STRONG})
+        assert answer.status_code == 422, answer.text

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.acme_server import free_port
 from tests.cli.test_admin_cli import wcp360
 from tests.cli.test_tenant_cli import admin_env
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
+from tests.pki import free_port
 
 NAME = f"wtsite{os.getpid() % 100000}"
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.acme_server import free_port
 from tests.clamd_server import EICAR, clamd_server
 from tests.conftest import CapturingSink, problem_of, write_files
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN, signed_in
+from tests.pki import free_port
 from wcp360.runtime import Runtime
 from wcp360.system.client import InProcessAgent
 

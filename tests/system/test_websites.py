@@ -27,10 +27,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.acme_server import Pebble, free_port, make_ca, make_leaf, pebble
+from tests.acme_server import Pebble, pebble
 from tests.clamd_server import EICAR, clamd_server
 from tests.conftest import CapturingSink
 from tests.helpers import TEST_UID_MAX, TEST_UID_MIN
+from tests.pki import free_port, make_ca, make_leaf
 from wcp360.config.server import FirewallConfig, TenantLimits, TenantsConfig
 from wcp360.config.tls import ClientAuth, TlsConfig
 from wcp360.config.websites import AcmeConfig, ScanConfig, UploadsConfig, WebsitesConfig

@@ -12,7 +12,7 @@ from wcp360.api.errors import install_error_handlers
 from wcp360.api.middleware import BodyGuardMiddleware, RequestContextMiddleware
 from wcp360.api.openapi import install_openapi
 from wcp360.api.paths import API_PREFIX
-from wcp360.api.routers import audit, auth, ids, metrics, modules, sites, snapshots, tasks, tenants, users
+from wcp360.api.routers import audit, auth, ids, metrics, modules, oidc, sites, snapshots, tasks, tenants, users
 from wcp360.api.routers.modules import MODULE_MEDIA_TYPES
 from wcp360.runtime import Runtime
 from wcp360.views import View
@@ -37,6 +37,7 @@ def create_app(rt: Runtime) -> FastAPI:
     # Each router carries its full prefix, so route templates (metrics labels) are whole paths.
     for router in (
         auth.router,
+        oidc.router,
         users.router,
         audit.router,
         ids.router,
@@ -49,6 +50,7 @@ def create_app(rt: Runtime) -> FastAPI:
         metrics.router,
     ):
         app.include_router(router)
+    oidc.install_callbacks(app, rt)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> Health:

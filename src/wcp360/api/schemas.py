@@ -7,6 +7,9 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
+# No control characters (a NUL reached PostgreSQL, which refuses it, as a 500; a newline or escape
+# has no place in a name that ends up in the trail and on the admin's terminal).
+SignInName = Annotated[str, Field(min_length=1, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 RoleName = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -16,9 +19,11 @@ class StrictBody(BaseModel):
 
 
 class LoginBody(StrictBody):
-    username: Annotated[str, Field(min_length=1, max_length=254)]
+    username: SignInName
     password: Password
     totp: Annotated[str, Field(min_length=6, max_length=32)] | None = None
+    # A password provider's name (`local`, `ldap`); absent: local when offered, else the directory.
+    provider: Annotated[str, Field(min_length=1, max_length=64)] | None = None
 
 
 class RefreshBody(StrictBody):

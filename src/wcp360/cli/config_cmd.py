@@ -20,7 +20,7 @@ def validate(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None)
     from wcp360.config import ConfigError
     from wcp360.config.hardening import production_problems
     from wcp360.config.warnings import config_warnings
-    from wcp360.identity.providers import unavailable
+    from wcp360.identity.providers import unknown_roles
 
     problems: list[ConfigError] = []
     config = config_from(config_dir, data_dir, enforce_production=False, data_must_exist=False, problems=problems)
@@ -31,8 +31,8 @@ def validate(config_dir: ConfigDirOption = None, data_dir: DataDirOption = None)
         raise typer.Exit(2)
     for warning in config_warnings(config):
         typer.echo(f"warning: {terminal_safe(warning)}", err=True)
-    for kind in unavailable(config.auth):
-        typer.echo(f"warning: security.yml: provider {kind!r} is enabled but not available in this version", err=True)
+    for problem in unknown_roles(config.auth, frozenset(config.rbac.roles)):
+        typer.echo(f"warning: security.yml: {terminal_safe(problem)}", err=True)
     loaded = ", ".join(config.loaded_files) or "none (all defaults)"
     typer.echo(f"config OK ({config.server.mode} mode; files: {loaded})")
 

@@ -20,7 +20,12 @@ class RateLimitConfig(Section):
     global_: Limit = Field(default=Limit(requests_per_minute=1000, burst=100), alias="global")
     per_user: Limit = Limit(requests_per_minute=100, burst=20)
     # Keys are request paths; `*` matches one path segment ("/api/v1/modules/*/execute").
-    per_endpoint: dict[str, Limit] = {"/api/v1/auth/login": Limit(requests_per_minute=5, burst=2)}
+    per_endpoint: dict[str, Limit] = {
+        "/api/v1/auth/login": Limit(requests_per_minute=5, burst=2),
+        # Each start is a row and a round trip to the provider; each verify a TOTP guess.
+        "/api/v1/auth/oidc/*/login": Limit(requests_per_minute=10, burst=5),
+        "/api/v1/auth/2fa/verify": Limit(requests_per_minute=5, burst=2),
+    }
     ip_whitelist: list[Network] = []
     ip_blacklist: list[Network] = []
     # Peers whose X-Forwarded-For is believed (read right to left).

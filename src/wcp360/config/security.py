@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, model_validator
 
 from wcp360.config.base import ConfigPath, Duration, Section
+from wcp360.net import is_loopback
 
 JwtAlgorithm = Literal["HS256", "HS384", "HS512", "RS256", "RS384", "ES256", "EdDSA"]
 
@@ -56,27 +57,132 @@ class LocalProvider(Section):
     config: LocalProviderSettings = LocalProviderSettings()
 
 
-class OAuth2Client(Section):
+class AccountMapping(Section):
+    """How an identity from a directory or identity provider becomes a WCP360 account."""
+
+    # Just-in-time creation on the first sign-in; off, an administrator links accounts
+    # (`wcp360 admin link-identity`). An identity is never linked by its email or name.
+    create: bool = False
+    # Roles a created account starts with: none (the account sees only itself) unless given.
+    roles: list[str] = []
+    # Group (LDAP: cn or DN; OIDC: a value of the groups claim) -> roles. When any is given, the
+    # roles are set from the groups at every sign-in: leaving a group takes its roles away.
+    groups: dict[str, list[str]] = {}
+    # A claim or group never makes an administrator unless this says so explicitly.
+    allow_admin: bool = False
+
+    @model_validator(mode="after")
+    def _admin_only_when_allowed(self) -> AccountMapping:
+        granted = set(self.roles) | {r for roles in self.groups.values() for r in roles}
+        if "admin" in granted and not self.allow_admin:
+            raise ValueError("maps an identity to the admin role: set allow_admin: true to let it")
+        return self
+
+
+# Issuers of providers the seed names by key alone (`google:`).
+KNOWN_ISSUERS = {"google": "https://accounts.google.com"}
+
+
+class OidcClient(Section):
+    """One OpenID Connect provider and WCP360's registration with it."""
+
     client_id: str
-    client_secret: SecretStr
+    client_secret: SecretStr | None = None
+    client_secret_file: ConfigPath | None = None
+    # Exactly as registered with the provider; its path is where WCP360 serves the callback.
     redirect_url: str
+    # Discovery at `<issuer_url>/.well-known/openid-configuration`; known names have a default.
     issuer_url: str | None = None
+    scopes: list[str] = ["openid", "email", "profile"]
+    # ID token signature algorithms accepted; empty: the provider's advertised ones. Never `none`
+    # nor an HMAC (the client secret is not a signing key WCP360 accepts).
+    algorithms: list[str] = []
+    # Verify the provider's TLS certificate with this CA bundle instead of the system's.
+    ca_file: ConfigPath | None = None
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    # Accept the provider's word that the person used a second factor (`amr`), in place of
+    # WCP360's own TOTP for roles that require 2FA.
+    trust_mfa: bool = False
+    mfa_methods: list[str] = ["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "pop"]
+    timeout: Duration = timedelta(seconds=10)
+    accounts: AccountMapping = AccountMapping()
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> OidcClient:
+        if (self.client_secret is None) == (self.client_secret_file is None):
+            raise ValueError("give client_secret or client_secret_file (one of them)")
+        if "openid" not in self.scopes:
+            raise ValueError("scopes must include openid")
+        refused = {a for a in self.algorithms if a == "none" or a.startswith("HS")}
+        if refused:
+            raise ValueError(f"algorithms may not include {', '.join(sorted(refused))}")
+        if not self.redirect_url.startswith(("https://", "http://")):
+            raise ValueError("redirect_url must be an http(s) URL")
+        return self
 
 
 class OAuth2Provider(Section):
     type: Literal["oauth2"]
     enabled: bool = False
-    # Keyed by provider name as in the seed (`google: {...}`).
-    config: dict[str, OAuth2Client] = {}
+    # Keyed by provider name as in the seed (`google: {...}`): any number of providers.
+    config: dict[str, OidcClient] = {}
+
+
+class OidcProvider(Section):
+    """The generic shape: one named OpenID Connect provider per list entry."""
+
+    type: Literal["oidc"]
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
+    enabled: bool = True
+    config: OidcClient
 
 
 class LdapSettings(Section):
     server: str
     bind_dn: str
-    bind_password: SecretStr
+    # From `${ENV}` or a file readable by the service only; never logged.
+    bind_password: SecretStr | None = None
+    bind_password_file: ConfigPath | None = None
     user_base: str
+    # `%s` is the username, escaped (RFC 4515) before it is put in. For Active Directory, e.g.
+    # (&(sAMAccountName=%s)(!(userAccountControl:1.2.840.113556.1.4.803:=2))) also keeps
+    # disabled accounts out.
     user_filter: str = "(uid=%s)"
     start_tls: bool = True
+    ca_file: ConfigPath | None = None
+    # Plain ldap:// to anything but loopback only with this set (doctor reports it).
+    insecure: bool = False
+    # The directory's stable id for an entry: OpenLDAP entryUUID, Active Directory objectGUID.
+    id_attribute: str = "entryUUID"
+    username_attribute: str = "uid"
+    email_attribute: str = "mail"
+    # Groups: searched under group_base with group_filter (`%s` is the user's escaped DN).
+    group_base: str | None = None
+    group_filter: str = "(member=%s)"
+    timeout: Duration = timedelta(seconds=10)
+    # How often accounts signed in through the directory are checked against it; the sessions of
+    # one that left or was disabled end within this interval.
+    recheck_interval: Duration = timedelta(minutes=5)
+    accounts: AccountMapping = AccountMapping()
+
+    @model_validator(mode="after")
+    def _safe_settings(self) -> LdapSettings:
+        if (self.bind_password is None) == (self.bind_password_file is None):
+            raise ValueError("give bind_password or bind_password_file (one of them)")
+        for key, text in (("user_filter", self.user_filter), ("group_filter", self.group_filter)):
+            if text.count("%s") != 1 or not (text.startswith("(") and text.endswith(")")):
+                raise ValueError(f"{key} must be a parenthesised filter with exactly one %s")
+        scheme, _, rest = self.server.partition("://")
+        if scheme not in ("ldap", "ldaps") or not rest:
+            raise ValueError("server must be an ldap:// or ldaps:// URL")
+        host = rest.split("/")[0].rsplit(":", 1)[0].strip("[]")
+        if scheme == "ldap" and not self.start_tls and not self.insecure and not is_loopback(host):
+            raise ValueError(
+                "plain ldap:// to another host sends passwords in clear: use ldaps://, start_tls: true, "
+                "or set insecure: true"
+            )
+        return self
 
 
 class LdapProvider(Section):
@@ -85,7 +191,7 @@ class LdapProvider(Section):
     config: LdapSettings
 
 
-Provider = Annotated[LocalProvider | OAuth2Provider | LdapProvider, Field(discriminator="type")]
+Provider = Annotated[LocalProvider | OAuth2Provider | OidcProvider | LdapProvider, Field(discriminator="type")]
 
 
 class TwoFactorConfig(Section):
@@ -120,12 +226,37 @@ class AuthConfig(Section):
     api_tokens: ApiTokenConfig = ApiTokenConfig()
 
     @model_validator(mode="after")
-    def _one_provider_per_type(self) -> AuthConfig:
-        kinds = [p.type for p in self.providers]
+    def _one_provider_per_name(self) -> AuthConfig:
+        kinds = [p.type for p in self.providers if p.type != "oidc"]
         duplicated = {k for k in kinds if kinds.count(k) > 1}
         if duplicated:
             raise ValueError(f"provider type listed twice: {', '.join(sorted(duplicated))}")
+        names = [name for name, _ in self.oidc_clients(enabled_only=False)]
+        clashes = {n for n in names if names.count(n) > 1 or n in ("local", "ldap")}
+        if clashes:
+            raise ValueError(f"provider name used twice: {', '.join(sorted(clashes))}")
+        for name, client in self.oidc_clients(enabled_only=False):
+            if client.issuer_url is None and name not in KNOWN_ISSUERS:
+                raise ValueError(f"provider {name}: issuer_url is required (only {', '.join(KNOWN_ISSUERS)} is known)")
         return self
+
+    def oidc_clients(self, enabled_only: bool = True) -> list[tuple[str, OidcClient]]:
+        """Every OpenID Connect provider by name, from both shapes (`oauth2` keyed, `oidc` named)."""
+        found: list[tuple[str, OidcClient]] = []
+        for provider in self.providers:
+            if enabled_only and not provider.enabled:
+                continue
+            if isinstance(provider, OAuth2Provider):
+                found.extend(provider.config.items())
+            elif isinstance(provider, OidcProvider):
+                found.append((provider.name, provider.config))
+        return found
+
+    def ldap(self) -> LdapSettings | None:
+        for provider in self.providers:
+            if isinstance(provider, LdapProvider) and provider.enabled:
+                return provider.config
+        return None
 
     def local_provider(self) -> LocalProvider | None:
         for provider in self.providers:

@@ -18,10 +18,11 @@ from wcp360 import audit, metrics
 from wcp360.authz import Policy, Principal
 from wcp360.config.security import AuthConfig
 from wcp360.errors import Forbidden, Unauthorized
+from wcp360.identity.external import Accounts, ExternalProfile
 from wcp360.identity.jwt_codec import JwtCodec
 from wcp360.identity.opaque import digest, digest_matches, new_secret
 from wcp360.identity.passwords import PasswordHasher, check_password
-from wcp360.identity.providers import LocalProvider, offered
+from wcp360.identity.providers import LDAP, LOCAL, LocalProvider, Providers
 from wcp360.identity.revocation import end_credentials
 from wcp360.identity.two_factor import TwoFactor
 from wcp360.identity.views import TokenPairView
@@ -83,6 +84,7 @@ class AuthService:
         two_factor: TwoFactor,
         settings: AuthConfig,
         name_key: bytes = b"",
+        providers: Providers | None = None,
     ) -> None:
         self.db = db
         # Keys the names of accounts that do not exist before they reach the trail or a counter:
@@ -94,14 +96,24 @@ class AuthService:
         self.two_factor = two_factor
         self.settings = settings
         self.local = LocalProvider(hasher)
+        self.providers = providers or Providers(settings)
+        self.accounts = Accounts(frozenset(policy.rbac.roles))
         # Told of every API token that verified (the defense keys rate limits by its account).
         self.on_api_token_verified: list[Callable[[str, uuid.UUID], None]] = []
 
     # -- sign-in -------------------------------------------------------------------------
 
-    def login(self, username: str, password: str, totp: str | None = None) -> TokenPair:
-        if "local" not in offered(self.settings):
-            raise Unauthorized("password sign-in is not offered here")
+    def login(self, username: str, password: str, totp: str | None = None, provider: str | None = None) -> TokenPair:
+        """A password sign-in: local, or the directory's (`provider: ldap`)."""
+        chosen = self.providers.password_provider(provider)
+        if chosen is None:
+            raise Unauthorized(
+                "password sign-in is not offered here"
+                if provider is None
+                else f"no password provider named {provider!r} is enabled"
+            )
+        if chosen == LDAP:
+            return self._login_directory(username, password, totp)
         name = username.strip().lower()
         with self.db.transaction(NOBODY) as s:
             # Unknown user and wrong password cost the same and return the same body.
@@ -114,31 +126,92 @@ class AuthService:
             assert user is not None
             if self.hasher.needs_rehash(user.password_hash):
                 user.password_hash = self.hasher.hash(password)
-            mfa = False
-            if user.totp_enabled:
-                if not totp:
-                    # The answer confirms the password was right, so it counts toward the account's
-                    # throttle like a failure: otherwise it is a free password oracle.
-                    self._fail("totp_required", name, user)
-                    raise TotpRequired("a two-factor code is required")
-                second = self.two_factor.verify(s, user, totp)
-                if second == "reused":
-                    self._fail("reused_totp", name, user)
-                    raise Unauthorized("this two-factor code was already used; wait for the next one")
-                if second != "ok":
-                    self._fail("bad_totp", name, user)
-                    raise Unauthorized("invalid two-factor code")
-                mfa = True
-            user.last_login_at = utcnow()
-            pair = self._open_session(s, user, mfa)
-            audit.record(
-                "login_success",
-                actor_id=str(user.id),
-                resource_type="user",
-                resource_id=str(user.id),
-                details={"username": user.username, "mfa": mfa},
-            )
-            return pair
+            mfa = self._second_factor(s, user, name, totp, LOCAL)
+            return self._signed_in(s, user, mfa, LOCAL)
+
+    def _login_directory(self, username: str, password: str, totp: str | None) -> TokenPair:
+        directory = self.providers.directory
+        assert directory is not None
+        name = username.strip().lower()
+        try:
+            profile = directory.authenticate(username, password)
+        except Unauthorized:
+            self._fail("bad_password", self.login_name(name), None, LDAP)
+            raise Unauthorized(INVALID_CREDENTIALS) from None
+        with self.db.transaction(NOBODY) as s:
+            user = self._account_for(s, profile)
+            mfa = self._second_factor(s, user, user.username, totp, LDAP)
+            return self._signed_in(s, user, mfa, LDAP)
+
+    def login_external(self, profile: ExternalProfile) -> TokenPair:
+        """The end of an OpenID Connect sign-in: the provider vouched for `profile`. An account
+        with TOTP opens a session that must still prove it (POST /auth/2fa/verify) unless the
+        provider asserted a second factor and the config trusts it."""
+        with self.db.transaction(NOBODY) as s:
+            user = self._account_for(s, profile)
+            return self._signed_in(s, user, profile.mfa, profile.provider)
+
+    def verify_second_factor(self, actor: Principal, code: str) -> None:
+        """Complete a session opened without the second factor (an OIDC sign-in) with a TOTP or
+        recovery code; counts toward the sign-in throttles like a wrong password."""
+        self.policy.require(actor, "self:2fa")
+        if actor.session_id is None or actor.user_id is None:
+            raise Forbidden("only a signed-in session can be completed with a second factor")
+        with self.db.transaction(NOBODY) as s:
+            user = s.get(User, actor.user_id)
+            assert user is not None
+            if not user.totp_enabled:
+                raise Forbidden("this account has no second factor to verify; enrol one")
+            second = self.two_factor.verify(s, user, code)
+            if second != "ok":
+                self._fail("reused_totp" if second == "reused" else "bad_totp", user.username, user)
+                raise Unauthorized("invalid two-factor code")
+            s.execute(update(Session).where(Session.id == actor.session_id).values(mfa=True))
+            audit.record("2fa_verify", actor=actor, resource_type="session", resource_id=str(actor.session_id))
+
+    def _account_for(self, s: OrmSession, profile: ExternalProfile) -> User:
+        try:
+            user = self.accounts.resolve(s, profile, self.providers.mapping(profile.provider))
+        except Unauthorized as refused:
+            self._fail("not_linked", f"{profile.provider}:{profile.subject}", None, profile.provider)
+            raise refused from None
+        if user.status != "active":
+            self._fail("disabled", user.username, user, profile.provider)
+            raise Unauthorized(INVALID_CREDENTIALS)
+        return user
+
+    def _second_factor(self, s: OrmSession, user: User, name: str, totp: str | None, provider: str) -> bool:
+        if not user.totp_enabled:
+            return False
+        if not totp:
+            # The answer confirms the password was right, so it counts toward the account's
+            # throttle like a failure: otherwise it is a free password oracle.
+            self._fail("totp_required", name, user, provider)
+            raise TotpRequired("a two-factor code is required")
+        second = self.two_factor.verify(s, user, totp)
+        if second == "reused":
+            self._fail("reused_totp", name, user, provider)
+            raise Unauthorized("this two-factor code was already used; wait for the next one")
+        if second != "ok":
+            self._fail("bad_totp", name, user, provider)
+            raise Unauthorized("invalid two-factor code")
+        return True
+
+    def _signed_in(self, s: OrmSession, user: User, mfa: bool, provider: str) -> TokenPair:
+        user.last_login_at = utcnow()
+        pair = self._open_session(s, user, mfa)
+        audit.record(
+            "login_success",
+            actor_id=str(user.id),
+            resource_type="user",
+            resource_id=str(user.id),
+            details={"username": user.username, "mfa": mfa, "provider": provider},
+        )
+        return pair
+
+    def record_external_failure(self, provider: str | None, reason: str) -> None:
+        """A refused OpenID Connect callback: a login_failure like any other (the IDS counts it)."""
+        self._fail(reason, None, None, provider)
 
     def refresh(self, refresh_token: str) -> TokenPair:
         stored = digest(refresh_token)
@@ -354,14 +427,14 @@ class AuthService:
         metrics.AUTHENTICATION_FAILURES.labels(reason="refresh_replay").inc()
 
     @staticmethod
-    def _fail(reason: str, username: str | None, user: User | None) -> None:
+    def _fail(reason: str, username: str | None, user: User | None, provider: str | None = LOCAL) -> None:
         metrics.AUTHENTICATION_FAILURES.labels(reason=reason).inc()
         audit.record(
             "login_failure",
             actor_id=str(user.id) if user else None,
             outcome="failure",
             resource_type="user",
-            details={"username": username, "reason": reason},
+            details={"username": username, "reason": reason, "provider": provider},
         )
 
 

@@ -1,25 +1,29 @@
 """Identity providers (seed 003 `auth.providers`): which sign-in methods this installation offers.
 
-A provider turns presented credentials into a local account. `local` (argon2id passwords in our
-database) is built in. `ldap` (bind as the user, map to a local account) and `oauth2` (redirect
-flow) plug in here by implementing `PasswordProvider` or a redirect counterpart; until they exist,
-an enabled entry for them is reported by `wcp360 config validate` and not offered. A disabled
-provider is simply not offered.
+Three kinds: `local` (argon2id passwords in our database), `ldap` (a directory: a password checked
+by binding as the person, `identity.ldap_directory`) and OpenID Connect providers (a redirect to
+the provider and back: `identity.oidc_provider`, `identity.oidc_flows`), each named — the seed's
+`oauth2` entry keyed by name (`google:`) or the generic `oidc` entry. A disabled provider is not
+offered, and sign-in through it is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
-from wcp360.config.security import AuthConfig
+from wcp360.config.security import AccountMapping, AuthConfig
+from wcp360.identity.ldap_directory import Directory
+from wcp360.identity.oidc_provider import OidcProvider
 from wcp360.identity.passwords import PasswordHasher
 from wcp360.store.models import User
 
-IMPLEMENTED = frozenset({"local"})
+LDAP = "ldap"
+LOCAL = "local"
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class PasswordProvider(Protocol):
 
 
 class LocalProvider:
-    kind = "local"
+    kind = LOCAL
 
     def __init__(self, hasher: PasswordHasher) -> None:
         self.hasher = hasher
@@ -49,11 +53,59 @@ class LocalProvider:
         return Verdict(user, ok)
 
 
-def offered(settings: AuthConfig) -> list[str]:
-    """The provider types a client may use: enabled in security.yml and implemented."""
-    return [p.type for p in settings.providers if p.enabled and p.type in IMPLEMENTED]
+@dataclass(frozen=True)
+class Offered:
+    name: str
+    type: str
+    # "password": POST /auth/login with `provider`; "redirect": GET login_url in a browser.
+    flow: Literal["password", "redirect"]
 
 
-def unavailable(settings: AuthConfig) -> list[str]:
-    """Enabled in security.yml but not implemented in this version (reported, never offered)."""
-    return [p.type for p in settings.providers if p.enabled and p.type not in IMPLEMENTED]
+class Providers:
+    """The enabled providers, built once from security.yml."""
+
+    def __init__(self, settings: AuthConfig) -> None:
+        self.settings = settings
+        ldap = settings.ldap()
+        self.directory = Directory(LDAP, ldap) if ldap is not None else None
+        self.oidc = {name: OidcProvider(name, client) for name, client in settings.oidc_clients()}
+
+    def offered(self) -> list[Offered]:
+        found = [Offered(LOCAL, LOCAL, "password")] if self.settings.local_provider() else []
+        if self.directory is not None:
+            found.append(Offered(LDAP, LDAP, "password"))
+        found.extend(Offered(name, "oidc", "redirect") for name in self.oidc)
+        return found
+
+    def password_provider(self, requested: str | None) -> str | None:
+        """Which password provider a sign-in without `provider` means: local when offered, else
+        the directory. None when the one asked for is not offered."""
+        names = [o.name for o in self.offered() if o.flow == "password"]
+        if requested is None:
+            return names[0] if names else None
+        return requested if requested in names else None
+
+    def mapping(self, name: str) -> AccountMapping:
+        if name == LDAP and self.directory is not None:
+            return self.directory.settings.accounts
+        return self.oidc[name].settings.accounts
+
+    def callback_paths(self) -> dict[str, frozenset[str]]:
+        """Each redirect URL's path and the providers that come back to it."""
+        paths: dict[str, set[str]] = {}
+        for name, provider in self.oidc.items():
+            paths.setdefault(urlsplit(provider.settings.redirect_url).path or "/", set()).add(name)
+        return {path: frozenset(names) for path, names in paths.items()}
+
+
+def unknown_roles(settings: AuthConfig, roles: frozenset[str]) -> list[str]:
+    """Roles a provider's `accounts` names that rbac.yml does not define (`config validate`)."""
+    named: list[tuple[str, AccountMapping]] = [(n, c.accounts) for n, c in settings.oidc_clients(enabled_only=False)]
+    ldap = settings.ldap()
+    if ldap is not None:
+        named.append((LDAP, ldap.accounts))
+    problems: list[str] = []
+    for name, mapping in named:
+        wanted = set(mapping.roles) | {r for group_roles in mapping.groups.values() for r in group_roles}
+        problems.extend(f"provider {name}: role {r!r} is not defined in rbac.yml" for r in sorted(wanted - roles))
+    return problems

@@ -3,6 +3,7 @@ hash; a secret only in the one answer that creates it)."""
 
 from __future__ import annotations
 
+from wcp360.identity.passwords import NO_PASSWORD
 from wcp360.store.models import ApiToken, User
 from wcp360.views import View
 
@@ -18,6 +19,8 @@ class UserView(View):
     created_at: str
     last_login_at: str | None
     password_changed_at: str
+    # How the account signs in: "local" (a password here) and the providers it is linked to.
+    sign_in: list[str]
 
 
 class ApiTokenView(View):
@@ -64,7 +67,11 @@ class TotpEnabledView(View):
 
 
 class ProviderView(View):
+    name: str
     type: str
+    # "password": POST /api/v1/auth/login with `provider`; "redirect": open login_url in a browser.
+    flow: str
+    login_url: str | None = None
 
 
 class ProvidersView(View):
@@ -83,7 +90,13 @@ def user_view(user: User) -> UserView:
         created_at=user.created_at.isoformat(),
         last_login_at=user.last_login_at.isoformat() if user.last_login_at else None,
         password_changed_at=user.password_changed_at.isoformat(),
+        sign_in=sign_in_methods(user),
     )
+
+
+def sign_in_methods(user: User) -> list[str]:
+    linked = sorted({identity.provider for identity in user.identities})
+    return ([] if user.password_hash == NO_PASSWORD else ["local"]) + linked
 
 
 def api_token_view(token: ApiToken) -> ApiTokenView:

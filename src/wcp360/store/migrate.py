@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration (tests/store/test_sqlite.py checks it against Alembic's head). A database
 # already there needs no Alembic at all: importing it costs most of a second, on every CLI command.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 
 def alembic_config() -> AlembicConfig:

@@ -49,6 +49,9 @@ class User(Base):
     roles: Mapped[list[UserRole]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="UserRole.role"
     )
+    identities: Mapped[list[ExternalIdentity]] = relationship(
+        cascade="all, delete-orphan", lazy="selectin", order_by="ExternalIdentity.provider"
+    )
 
     @property
     def role_names(self) -> list[str]:
@@ -64,6 +67,45 @@ class UserRole(Base):
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class ExternalIdentity(Base):
+    """An identity at a directory or OpenID provider linked to one account, by the provider's
+    stable subject (`issuer` + `subject`: OIDC `iss` + `sub`, LDAP the provider and entryUUID),
+    never by an email or a name."""
+
+    __tablename__ = "external_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The provider's name in security.yml (`google`, `corp`, `ldap`).
+    provider: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(512))
+    subject: Mapped[str] = mapped_column(String(255))
+    # The name the directory knows the person by (LDAP: what they type), for the recheck sweep.
+    external_name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+    last_checked_at: Mapped[datetime | None]
+
+
+class LoginFlow(Base):
+    """An OpenID Connect sign-in between the redirect to the provider and its callback: used once."""
+
+    __tablename__ = "login_flows"
+
+    # sha256 of the `state` sent to the provider (a replayed or forged state finds no row).
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(128))
+    # The PKCE verifier, encrypted with the host data key.
+    code_verifier: Mapped[str] = mapped_column(String(512))
+    # sha256 of the secret in the browser's cookie: the callback must come from the browser that
+    # started the flow (no login CSRF, no flow handed to a victim).
+    binding_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Session(Base):

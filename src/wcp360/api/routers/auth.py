@@ -15,7 +15,6 @@ from wcp360.api.schemas import (
     TotpCodeBody,
     TotpDisableBody,
 )
-from wcp360.identity.providers import offered
 from wcp360.identity.views import (
     ApiTokenView,
     MeView,
@@ -34,18 +33,29 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 @router.get("/providers")
 async def providers(rt: RuntimeDep) -> ProvidersView:
-    """The sign-in methods offered here (enabled in security.yml and implemented)."""
-    return ProvidersView(providers=[ProviderView(type=kind) for kind in offered(rt.config.auth)])
+    """The sign-in methods offered here (enabled in security.yml)."""
+    return ProvidersView(
+        providers=[
+            ProviderView(
+                name=p.name,
+                type=p.type,
+                flow=p.flow,
+                login_url=f"{API_PREFIX}/auth/oidc/{p.name}/login" if p.flow == "redirect" else None,
+            )
+            for p in rt.auth.providers.offered()
+        ]
+    )
 
 
 @router.post("/login")
 async def login(body: LoginBody, rt: RuntimeDep) -> TokenPairView:
-    # async so that a throttled attempt waits on the event loop, not in a worker thread.
+    # async so that a throttled attempt waits on the event loop, not in a worker thread. Every
+    # password provider (local, the directory) passes the same throttles and lockout.
     pair = await rt.defense.sign_in(
         current_request().ip_address,
         body.username,
         rt.auth,
-        lambda: rt.auth.login(body.username, body.password, body.totp),
+        lambda: rt.auth.login(body.username, body.password, body.totp, body.provider),
     )
     return pair.view()
 
@@ -90,6 +100,18 @@ def enroll_2fa(actor: PrincipalDep, rt: RuntimeDep) -> TotpEnrollmentView:
 @router.post("/2fa/confirm")
 def confirm_2fa(body: TotpCodeBody, actor: PrincipalDep, rt: RuntimeDep) -> TotpEnabledView:
     return TotpEnabledView(enabled=True, recovery_codes=rt.two_factor.confirm(actor, body.code))
+
+
+@router.post("/2fa/verify", status_code=204)
+async def verify_2fa(body: TotpCodeBody, actor: PrincipalDep, rt: RuntimeDep) -> Response:
+    """Complete a session opened without the second factor (an OpenID Connect sign-in)."""
+    await rt.defense.sign_in(
+        current_request().ip_address,
+        actor.username,
+        rt.auth,
+        lambda: rt.auth.verify_second_factor(actor, body.code),
+    )
+    return Response(status_code=204)
 
 
 @router.post("/2fa/disable", status_code=204)
