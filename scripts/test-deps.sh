@@ -27,6 +27,8 @@ command -v pebble >/dev/null || need_apt+=(pebble)
 [ -x /usr/sbin/clamd ] || need_apt+=(clamav-daemon)
 command -v testssl >/dev/null || need_apt+=(testssl.sh)
 command -v wrk >/dev/null || need_apt+=(wrk)
+# Sign-in through a directory (tests/ldap_server.py): a real OpenLDAP slapd, in a temp directory.
+command -v slapd >/dev/null || [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 # The units' exposure scores (systemd-analyze security --offline=true; no systemd as PID 1 needed).
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # A Python the dropped service user may run in the privilege-drop tests (tests/dropping.py).
@@ -51,6 +53,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   echo "test-deps: installing ${need_apt[*]}" >&2
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The real OpenID provider for the OIDC sign-in tests (tests/oidc_server.py): panva's
+# oidc-provider, pinned by tests/oidc/package-lock.json.
+oidc_dir="$(dirname "$0")/../tests/oidc"
+if [ ! -f "$oidc_dir/node_modules/oidc-provider/package.json" ]; then
+  echo "test-deps: installing the test OpenID provider (npm ci in tests/oidc)" >&2
+  npm ci --prefix "$oidc_dir" --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 bash "$(dirname "$0")/services.sh"

@@ -92,6 +92,12 @@ CATALOGUE: dict[str, tuple[str, Severity, str]] = {
         "apt install clamav-daemon, start clamd, set tenants.websites.uploads.scan.enabled: true",
     ),
     "WCP-WEB-003": ("site certificates", "high", "see the agent's audit events agent_certificate_renew"),
+    "WCP-IDP-001": (
+        "identity provider",
+        "high",
+        "check the provider's URL, its TLS certificate (ca_file) and the client or service credentials",
+    ),
+    "WCP-IDP-002": ("directory transport", "high", "use ldaps:// or start_tls: true and drop insecure: true"),
     "WCP-TEN-001": ("tenant homes", "high", "chmod 0750 (or stricter) each tenant home; owner the tenant"),
     "WCP-UNIT-001": ("unit exposure", "medium", "install the units from packaging/ (`wcp360 install`)"),
 }
@@ -128,6 +134,7 @@ def run_checks(config: Config) -> list[Check]:
         _jails,
         _tenant_databases,
         _websites,
+        _identity_providers,
         _units,
     ]
     results: list[Check] = [check("WCP-CFG-001", "ok", f"{config.server.mode} mode, {config.config_dir}")]
@@ -636,6 +643,33 @@ def _websites(config: Config) -> list[Check]:
         found.append(check("WCP-WEB-003", "warn", f"not renewed in time: {', '.join(due)[:300]}"))
     else:
         found.append(check("WCP-WEB-003", "ok", f"{len(chains)} certificates, none expired or overdue"))
+    return found
+
+
+def _identity_providers(config: Config) -> list[Check]:
+    """Each enabled directory and OpenID provider answers over verified TLS (discovery and keys;
+    the directory's service bind), and no directory password travels in clear."""
+    from wcp360.errors import WcpError
+    from wcp360.identity.providers import Providers
+
+    providers = Providers(config.auth)
+    probes: list[tuple[str, Callable[[], str]]] = [(name, p.check) for name, p in providers.oidc.items()]
+    found: list[Check] = []
+    directory = providers.directory
+    if directory is not None:
+        probes.insert(0, (directory.name, directory.check))
+        settings = directory.settings
+        if not directory.ldaps and not settings.start_tls:
+            detail = "plain ldap:// without TLS" + (" (insecure: true)" if settings.insecure else " (loopback)")
+            found.append(
+                check("WCP-IDP-002", "warn", f"{directory.name}: {detail}", name=f"directory {directory.name}")
+            )
+    for name, probe in probes:
+        try:
+            found.append(check("WCP-IDP-001", "ok", probe(), name=f"provider {name}"))
+        except (WcpError, OSError) as error:
+            detail = getattr(error, "detail", None) or f"{type(error).__name__}: {error}"
+            found.append(check("WCP-IDP-001", "fail", str(detail)[:300], name=f"provider {name}"))
     return found
 
 

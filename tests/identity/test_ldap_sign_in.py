@@ -76,7 +76,9 @@ def test_directory_sign_in_creates_the_account_with_its_groups_roles(
     assert me["username"] == "alice" and me["roles"] == ["operator"]
     user = rt.users.get(HOST, uuid.UUID(me["id"]))
     assert user.sign_in == ["ldap"]  # no local password: it signs in through the directory only
-    assert client.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORDS["alice"]}).status_code == 401
+    assert (
+        client.post("/api/v1/auth/login", json={"username": "alice", "password": PASSWORDS["alice"]}).status_code == 401
+    )
     success = audit_events.of("login_success")[-1]
     assert success.details["provider"] == "ldap"
     created = audit_events.of("user_create")[-1]
@@ -139,9 +141,7 @@ def test_a_locked_or_deleted_directory_account_loses_its_sessions_on_the_next_sw
     assert ldap_login(client, "bob", "Bob-new-entry-pw9").status_code == 401  # type: ignore[attr-defined]
 
 
-def test_leaving_a_group_takes_its_role_away_at_the_next_sign_in(
-    client: TestClient, directory_server: Slapd
-) -> None:
+def test_leaving_a_group_takes_its_role_away_at_the_next_sign_in(client: TestClient, directory_server: Slapd) -> None:
     first = ldap_login(client, "bob", PASSWORDS["bob"]).json()  # type: ignore[attr-defined]
     assert client.get("/api/v1/auth/me", headers=bearer(first["access_token"])).json()["roles"] == ["operator"]
     directory_server.remove_member("ops", "bob")
@@ -243,3 +243,21 @@ def test_directory_guessing_meets_the_same_throttle_and_ban_as_local(defended_di
             headers=from_("198.51.100.10"),
         )
         assert owner.status_code == 200
+
+
+def test_doctor_checks_the_directory_over_verified_tls(tmp_path: Path, rt: Runtime, directory_server: Slapd) -> None:
+    from wcp360.doctor import _identity_providers
+
+    found = {c.name: c for c in _identity_providers(rt.config)}
+    assert found["provider ldap"].status == "ok" and "StartTLS" in found["provider ldap"].detail
+    from tests.pki import make_ca
+
+    other_ca, _, _ = make_ca(tmp_path, "doctor-wrong-ca")
+    (rt.config.config_dir / "security.yml").write_text(ldap_security_yml(directory_server, ca_file=str(other_ca)))
+    wrong = load_config(rt.config.config_dir, rt.config.data_dir)
+    failed = {c.name: c for c in _identity_providers(wrong)}["provider ldap"]
+    assert failed.status == "fail" and failed.id == "WCP-IDP-001" and failed.remedy
+    # Plain ldap:// (allowed to loopback) is reported.
+    (rt.config.config_dir / "security.yml").write_text(ldap_security_yml(directory_server, start_tls=False))
+    plain = {c.id: c for c in _identity_providers(load_config(rt.config.config_dir, rt.config.data_dir))}
+    assert plain["WCP-IDP-002"].status == "warn" and plain["WCP-IDP-001"].status == "ok"

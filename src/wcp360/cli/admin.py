@@ -104,6 +104,34 @@ def reset_2fa(username: Username, config_dir: ConfigDirOption = None, data_dir: 
     typer.echo(f"two-factor authentication reset for {username}")
 
 
+@app.command("link-identity")
+def link_identity(
+    username: Username,
+    provider: Annotated[str, typer.Option("--provider", help="The provider's name in security.yml")],
+    subject: Annotated[str, typer.Option("--subject", help="Its stable id: OIDC `sub`, LDAP entryUUID")],
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Link an account to an identity at a provider (never by email: by the provider's subject)."""
+    with runtime_from(config_dir, data_dir) as rt:
+        issuer = rt.auth.providers.issuer_of(provider)
+        rt.users.link_identity(host(), rt.users.find_id(username), provider, issuer, subject)
+    typer.echo(f"{username} now signs in through {provider} as subject {terminal_safe(subject)}")
+
+
+@app.command("unlink-identity")
+def unlink_identity(
+    username: Username,
+    provider: Annotated[str, typer.Option("--provider")],
+    config_dir: ConfigDirOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Remove an account's link to a provider; its sessions end."""
+    with runtime_from(config_dir, data_dir) as rt:
+        rt.users.unlink_identity(host(), rt.users.find_id(username), provider)
+    typer.echo(f"{username} no longer signs in through {provider}; its sessions were ended")
+
+
 @app.command("list-users")
 def list_users(
     output: Annotated[Literal["table", "json", "csv"], typer.Option("--format")] = "table",
@@ -118,13 +146,13 @@ def list_users(
     typer.echo(render_users(users, output), nl=False)
 
 
-COLUMNS = ("username", "email", "roles", "status", "totp_enabled", "last_login_at", "id")
+COLUMNS = ("username", "email", "roles", "sign_in", "status", "totp_enabled", "last_login_at", "id")
 
 
 def render_users(users: list[UserView], output: str) -> str:
     if output == "json":
         return json_text([u.model_dump() for u in users]) + "\n"
-    rows = [[",".join(u.roles) if c == "roles" else getattr(u, c) for c in COLUMNS] for u in users]
+    rows = [[",".join(getattr(u, c)) if c in ("roles", "sign_in") else getattr(u, c) for c in COLUMNS] for u in users]
     if output == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

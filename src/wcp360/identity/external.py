@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit
 from wcp360.config.security import AccountMapping
-from wcp360.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from wcp360.errors import InvalidInput, Unauthorized
 from wcp360.identity.passwords import NO_PASSWORD
 from wcp360.identity.users import ADMIN_ROLE, normalize_email, normalize_username
 from wcp360.store.models import ExternalIdentity, User, UserRole
@@ -76,26 +76,6 @@ class Accounts:
         if mapping.groups:
             self._sync_roles(user, profile, mapping)
         return user
-
-    def link(self, s: OrmSession, user: User, provider: str, issuer: str, subject: str) -> ExternalIdentity:
-        """An administrator's link of an existing account to a provider's subject."""
-        taken = s.scalar(
-            select(ExternalIdentity).where(ExternalIdentity.issuer == issuer, ExternalIdentity.subject == subject)
-        )
-        if taken is not None:
-            raise Conflict("that identity is already linked to an account")
-        link = ExternalIdentity(user_id=user.id, provider=provider, issuer=issuer, subject=subject)
-        s.add(link)
-        return link
-
-    @staticmethod
-    def unlink(s: OrmSession, user: User, provider: str) -> int:
-        links = [i for i in user.identities if i.provider == provider]
-        if not links:
-            raise NotFound(f"{user.username} has no identity at {provider}")
-        for link in links:
-            user.identities.remove(link)
-        return len(links)
 
     def _create(self, s: OrmSession, profile: ExternalProfile, mapping: AccountMapping) -> User:
         try:

@@ -72,6 +72,7 @@ class OidcProvider:
         self._lock = threading.Lock()
         self._metadata: tuple[float, Metadata] | None = None
         self._keys: tuple[float, KeySet] | None = None
+        self._last_refetch = -KEYS_REFETCH_GAP
 
     # -- the two requests of the code flow -------------------------------------------------
 
@@ -185,14 +186,18 @@ class OidcProvider:
         return found
 
     def _key_set(self, refresh: bool) -> KeySet:
+        """The cached key set; with `refresh` (an unknown kid) fetched again, unless the last
+        such refetch was under KEYS_REFETCH_GAP ago."""
+        now = time.monotonic()
         with self._lock:
             cached = self._keys
-        now = time.monotonic()
-        if cached is not None:
-            expires = cached[0]
-            fetched = expires - KEYS_TTL
-            if (not refresh and expires > now) or (refresh and fetched > now - KEYS_REFETCH_GAP):
-                return cached[1]
+            if cached is not None:
+                if not refresh and cached[0] > now:
+                    return cached[1]
+                if refresh and now - self._last_refetch < KEYS_REFETCH_GAP:
+                    return cached[1]
+            if refresh:
+                self._last_refetch = now
         document = self._get_json(self.metadata().jwks_uri)
         try:
             keys = KeySet.import_key_set(document)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360.config.security import AccountMapping, AuthConfig
+from wcp360.errors import NotFound
 from wcp360.identity.ldap_directory import Directory
 from wcp360.identity.oidc_provider import OidcProvider
 from wcp360.identity.passwords import PasswordHasher
@@ -89,6 +90,14 @@ class Providers:
         if name == LDAP and self.directory is not None:
             return self.directory.settings.accounts
         return self.oidc[name].settings.accounts
+
+    def issuer_of(self, name: str) -> str:
+        """The issuer an identity at provider `name` is linked under."""
+        if name == LDAP and self.directory is not None:
+            return self.directory.issuer
+        if name in self.oidc:
+            return self.oidc[name].issuer
+        raise NotFound(f"no enabled identity provider named {name!r}")
 
     def callback_paths(self) -> dict[str, frozenset[str]]:
         """Each redirect URL's path and the providers that come back to it."""

@@ -24,7 +24,7 @@ from wcp360.identity.passwords import PasswordHasher, check_password
 from wcp360.identity.revocation import end_credentials, end_sessions
 from wcp360.identity.views import UserView, user_view
 from wcp360.store.database import Database
-from wcp360.store.models import RecoveryCode, Tenant, User, UserRole
+from wcp360.store.models import ExternalIdentity, RecoveryCode, Tenant, User, UserRole
 from wcp360.store.scope import NOBODY, SYSTEM, RowScope
 from wcp360.store.types import utcnow
 
@@ -221,6 +221,54 @@ class UserService:
                 resource_id=str(user.id),
                 details={"username": user.username, **ended},
             )
+            return user_view(user)
+
+    def link_identity(self, actor: Principal, user_id: uuid.UUID, provider: str, issuer: str, subject: str) -> UserView:
+        """Link an account to a subject at a provider (how an account is linked when the provider's
+        `accounts.create` is off): only an administrator's act ever links by a known subject."""
+        subject = subject.strip()
+        if not subject or len(subject) > 255 or not subject.isprintable():
+            raise InvalidInput("the subject must be 1-255 printable characters")
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
+            user = self._load(s, user_id)
+            self.policy.require(actor, "users:update", self._resource(user))
+            taken = s.scalar(
+                select(ExternalIdentity.id).where(
+                    ExternalIdentity.issuer == issuer, ExternalIdentity.subject == subject
+                )
+            )
+            if taken is not None:
+                raise Conflict("that identity is already linked to an account")
+            user.identities.append(ExternalIdentity(provider=provider, issuer=issuer, subject=subject))
+            s.flush()
+            audit.record(
+                "identity_link",
+                actor=actor,
+                resource_type="user",
+                resource_id=str(user.id),
+                details={"username": user.username, "provider": provider, "subject": subject},
+            )
+            return user_view(user)
+
+    def unlink_identity(self, actor: Principal, user_id: uuid.UUID, provider: str) -> UserView:
+        with self.db.transaction(RowScope.of(actor.user_id)) as s:
+            user = self._load(s, user_id)
+            self.policy.require(actor, "users:update", self._resource(user))
+            links = [i for i in user.identities if i.provider == provider]
+            if not links:
+                raise NotFound(f"{user.username} has no identity at {provider}")
+            for link in links:
+                user.identities.remove(link)
+            # Sessions opened through that provider end with the link.
+            ended = end_credentials(s, user.id, "identity_unlinked")
+            audit.record(
+                "identity_unlink",
+                actor=actor,
+                resource_type="user",
+                resource_id=str(user.id),
+                details={"username": user.username, "provider": provider, **ended},
+            )
+            s.flush()
             return user_view(user)
 
     def delete(self, actor: Principal, user_id: uuid.UUID) -> None:
