@@ -4,8 +4,10 @@ bind, a locked or deleted directory account holding live sessions, a group left,
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -261,3 +263,19 @@ def test_doctor_checks_the_directory_over_verified_tls(tmp_path: Path, rt: Runti
     (rt.config.config_dir / "security.yml").write_text(ldap_security_yml(directory_server, start_tls=False))
     plain = {c.id: c for c in _identity_providers(load_config(rt.config.config_dir, rt.config.data_dir))}
     assert plain["WCP-IDP-002"].status == "warn" and plain["WCP-IDP-001"].status == "ok"
+
+
+def test_the_servers_sweep_ends_a_locked_accounts_sessions_on_its_own(
+    client: TestClient, rt: Runtime, directory_server: Slapd
+) -> None:
+    sweep = rt.directory_sweep
+    assert sweep is not None
+    # The interval from the config, shortened for the test; the test waits on the outcome.
+    sweep.directory.settings = sweep.directory.settings.model_copy(update={"recheck_interval": timedelta(seconds=0.2)})
+    carol = ldap_login(client, "carol", PASSWORDS["carol"]).json()  # type: ignore[attr-defined]
+    sweep.start()
+    directory_server.lock("carol")
+    deadline = time.monotonic() + 120  # a bound on a hang, not a speed expectation
+    while client.get("/api/v1/auth/me", headers=bearer(carol["access_token"])).status_code == 200:
+        assert time.monotonic() < deadline, "the sweep never ended the session"
+        time.sleep(0.05)
