@@ -4,6 +4,7 @@ so tests can speak from any address through X-Forwarded-For."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,23 +31,30 @@ rate_limiting:
 """
 
 
-@pytest.fixture
-def defended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
+@contextmanager
+def defended_runtime(root: Path, security_yml: str = TEST_SECURITY_YML) -> Iterator[Runtime]:
+    """A runtime beneath `root` with these limits, the IDS reading its trail, and `security_yml`."""
     etc = write_files(
-        tmp_path / "etc",
+        root / "etc",
         {
             "wcp360.yml": "mode: dev\n",
-            "security.yml": TEST_SECURITY_YML,
+            "security.yml": security_yml,
             "rate_limit.yml": RATE_LIMIT_YML,
             "sandbox.yml": NO_PRECOMPILE,
         },
     )
-    rt = Runtime.open(load_config(etc, tmp_path / "data", env={}))
+    rt = Runtime.open(load_config(etc, root / "data", env={}))
     try:
         with trail_scope(rt.config, rt.db, extra_sinks=[rt.defense.ids]):
             yield rt
     finally:
         rt.close()
+
+
+@pytest.fixture
+def defended(tmp_path: Path) -> Iterator[Runtime]:
+    with defended_runtime(tmp_path) as rt:
+        yield rt
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import TEST_SECURITY_YML, CapturingSink, problem_of, write_files
-from tests.defense.conftest import RATE_LIMIT_YML, from_
+from tests.conftest import TEST_SECURITY_YML, CapturingSink, problem_of
+from tests.defense.conftest import defended_runtime, from_
 from tests.helpers import HOST, STRONG, bearer, make_user
 from tests.ldap_server import PASSWORDS, PEOPLE, SERVICE_DN, SERVICE_PASSWORD, Slapd, slapd
 from wcp360.api.app import create_app
-from wcp360.audit.setup import trail_scope
 from wcp360.config import load_config
 from wcp360.config.security import LdapSettings
 from wcp360.errors import ProviderUnavailable, Unauthorized
@@ -206,20 +205,8 @@ def test_no_username_but_alice_signs_in_with_alices_password(directory_server: S
 
 @pytest.fixture
 def defended_directory(tmp_path: Path, directory_server: Slapd) -> Iterator[Runtime]:
-    etc = write_files(
-        tmp_path / "etc-defended",
-        {
-            "wcp360.yml": "mode: dev\n",
-            "security.yml": ldap_security_yml(directory_server),
-            "rate_limit.yml": RATE_LIMIT_YML,
-        },
-    )
-    rt = Runtime.open(load_config(etc, tmp_path / "data-defended", env={}))
-    try:
-        with trail_scope(rt.config, rt.db, extra_sinks=[rt.defense.ids]):
-            yield rt
-    finally:
-        rt.close()
+    with defended_runtime(tmp_path / "defended", ldap_security_yml(directory_server)) as rt:
+        yield rt
 
 
 def test_directory_guessing_meets_the_same_throttle_and_ban_as_local(defended_directory: Runtime) -> None:

@@ -25,13 +25,11 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.conftest import TEST_SECURITY_YML, CapturingSink, problem_of, write_files
-from tests.defense.conftest import RATE_LIMIT_YML, from_
+from tests.conftest import TEST_SECURITY_YML, CapturingSink, problem_of
+from tests.defense.conftest import defended_runtime, from_
 from tests.helpers import HOST, bearer, enable_totp, login, make_user
 from tests.oidc_server import Browser, Client, OidcProvider, new_keys, oidc_provider, query_of
 from wcp360.api.app import create_app
-from wcp360.audit.setup import trail_scope
-from wcp360.config import load_config
 from wcp360.identity.oidc_provider import RefusedToken
 from wcp360.runtime import Runtime
 
@@ -326,16 +324,8 @@ def test_forged_id_tokens_are_refused(rt: Runtime, corp: OidcProvider) -> None:
 
 @pytest.fixture
 def defended_oidc(tmp_path: Path, corp: OidcProvider, other: OidcProvider) -> Iterator[Runtime]:
-    etc = write_files(
-        tmp_path / "etc-defended",
-        {"wcp360.yml": "mode: dev\n", "security.yml": oidc_security_yml(corp, other), "rate_limit.yml": RATE_LIMIT_YML},
-    )
-    rt = Runtime.open(load_config(etc, tmp_path / "data-defended", env={}))
-    try:
-        with trail_scope(rt.config, rt.db, extra_sinks=[rt.defense.ids]):
-            yield rt
-    finally:
-        rt.close()
+    with defended_runtime(tmp_path / "defended", oidc_security_yml(corp, other)) as rt:
+        yield rt
 
 
 def test_refused_callbacks_count_toward_the_address_ban(defended_oidc: Runtime) -> None:
