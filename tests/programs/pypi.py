@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -25,7 +26,7 @@ def wheel(project: str, version: str, sha256: str, platform: str | None = None) 
     cached = cache_dir() / "wheels" / f"{project}-{version}-{sha256[:16]}.whl"
     if cached.exists() and hashlib.sha256(cached.read_bytes()).hexdigest() == sha256:
         return cached
-    pip = shutil.which("python3") or "python3"
+    pip = _python_with_pip()
     with tempfile.TemporaryDirectory() as scratch:
         which = ["--platform", platform] if platform else []
         download = [pip, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", *which, "-d", scratch]
@@ -44,6 +45,19 @@ def wheel(project: str, version: str, sha256: str, platform: str | None = None) 
         cached.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(found[0], cached)
     return cached
+
+
+def _python_with_pip() -> str:
+    """An interpreter that has pip: the project's venv (made by uv) has none, so the one it was
+    made from, else Debian's (scripts/test-deps.sh installs python3-pip), else python3 on PATH.
+    (Picking python3 from PATH alone found the venv's under `dev.py test`, and a machine without
+    the cached wheel skipped the real-program tests.)"""
+    candidates = [getattr(sys, "_base_executable", None), "/usr/bin/python3", shutil.which("python3")]
+    for python in dict.fromkeys(c for c in candidates if c):
+        probe = subprocess.run([python, "-m", "pip", "--version"], capture_output=True, timeout=120)
+        if probe.returncode == 0:
+            return python
+    return "python3"
 
 
 def extracted(project: str, version: str, sha256: str, prefix: str, platform: str | None = None) -> Path:
