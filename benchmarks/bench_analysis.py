@@ -12,6 +12,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import wasmtime
 
@@ -71,8 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--megabytes", type=float, default=30)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--module", type=Path, help="analyse this .wasm instead (e.g. yosys.wasm)")
     args = parser.parse_args()
-    raw = build(args.megabytes)
+    raw = args.module.read_bytes() if args.module else build(args.megabytes)
     engine = wasmtime.Engine()
     validate, analysis = [], []
     result = None

@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wcp360.audit.canonical import canonical, chain_hash
+from wcp360.audit.canonical import canonical, chain_hash, stdlib_canonical
 from wcp360.audit.logfile import AuditLogFile
 from wcp360.audit.signing import SigningKeys
 from wcp360.audit.verify import _chain_of, _read, _stdlib_canonical, verify
@@ -71,3 +72,26 @@ def test_a_float_written_into_the_log_is_reported_not_a_crash(tmp_path: Path) ->
     path.write_bytes(path.read_bytes().replace(b'"n":1', b'"n":1.5'))
     report = verify(tmp_path / "log", keys.public_keys())
     assert report.problem is not None and "not in canonical form" in report.problem.message
+
+
+@settings(max_examples=600)
+@given(values)
+def test_the_writers_canonical_form_is_the_standard_librarys(value: object) -> None:
+    """The trail writes with orjson (canonical.py); every byte must be what json.dumps writes."""
+    try:
+        expected = stdlib_canonical(value)
+    except (ValueError, UnicodeEncodeError):
+        with pytest.raises((ValueError, UnicodeEncodeError)):
+            canonical(value)
+        return
+    assert canonical(value) == expected
+
+
+def test_what_json_cannot_hold_is_refused_by_both() -> None:
+    import datetime
+    import uuid
+
+    for value in ({"a": uuid.uuid4()}, {"a": datetime.datetime.now()}, {"a": {1, 2}}, {"a": 1.5}):
+        for form in (canonical, stdlib_canonical):
+            with pytest.raises((TypeError, ValueError)):
+                form(value)

@@ -5,12 +5,15 @@ opcode, and the reader's structure matches the generator's (it finds every loop 
 
 from __future__ import annotations
 
+import re
+
 import wasmtime
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from wcp360.config.sandbox import Capabilities
 from wcp360.config.static_analysis import StaticAnalysisConfig
+from wcp360.workloads.engine import wasm_reader
 from wcp360.workloads.engine.analysis import analyse
 from wcp360.workloads.engine.wasm_reader import loops_of, read_module
 
@@ -184,7 +187,7 @@ ENGINE = wasmtime.Engine()
 @given(bodies())
 def test_no_module_wasmtime_validates_has_an_unknown_instruction(generated: tuple[str, int]) -> None:
     body, expected_loops = generated
-    text = f"(module {PRELUDE} (func (export \"run\") (param $p i32) {LOCALS} {body}))"
+    text = f'(module {PRELUDE} (func (export "run") (param $p i32) {LOCALS} {body}))'
     raw = bytes(wasmtime.wat2wasm(text))
     try:
         wasmtime.Module.validate(ENGINE, raw)
@@ -200,7 +203,46 @@ def test_no_module_wasmtime_validates_has_an_unknown_instruction(generated: tupl
 def test_every_snippet_is_valid_on_its_own() -> None:
     """The catalogue itself is checked: a snippet wasmtime refuses would only ever be assumed away."""
     for snippet in SNIPPETS:
-        text = f"(module {PRELUDE} (func (export \"run\") (param $p i32) {LOCALS} {snippet}))"
+        text = f'(module {PRELUDE} (func (export "run") (param $p i32) {LOCALS} {snippet}))'
         raw = bytes(wasmtime.wat2wasm(text))
         wasmtime.Module.validate(ENGINE, raw)
         assert list(loops_of(raw, read_module(raw))) == [], snippet
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bodies(),
+    st.lists(
+        st.sampled_from(
+            [
+                "(br 0)",
+                "(br_if 0 (local.get $p))",
+                "(return)",
+                "(unreachable)",
+                "(drop (memory.grow (i32.const 1)))",
+                "(call $nop)",
+            ]
+        ),
+        max_size=3,
+    ),
+)
+def test_the_regex_skip_never_changes_what_the_walker_reports(generated: tuple[str, int], exits: list[str]) -> None:
+    """The walker skips runs of instructions with `re` (wasm_reader._SKIP_*); walking them one by
+    one must report exactly the same loops, exits, back edges and memory growth."""
+    body, _ = generated
+    tail = " ".join(exits)
+    text = f'(module {PRELUDE} (func (export "run") (param $p i32) {LOCALS} (loop {body} {tail})))'
+    raw = bytes(wasmtime.wat2wasm(text))
+    try:
+        wasmtime.Module.validate(ENGINE, raw)
+    except wasmtime.WasmtimeError:
+        assume(False)
+    info = read_module(raw)
+    fast = list(loops_of(raw, info))
+    skips = wasm_reader._SKIP_INSIDE, wasm_reader._SKIP_OUTSIDE
+    wasm_reader._SKIP_INSIDE = wasm_reader._SKIP_OUTSIDE = re.compile(rb"")  # skips nothing
+    try:
+        slow = list(loops_of(raw, info))
+    finally:
+        wasm_reader._SKIP_INSIDE, wasm_reader._SKIP_OUTSIDE = skips
+    assert fast == slow

@@ -12,10 +12,23 @@ import hashlib
 import json
 from typing import Any
 
+import orjson
+
 GENESIS = "0" * 64
+# orjson, sorted, writes exactly the standard library's canonical form for everything an audit
+# record may hold (strings with any character, 64-bit integers, booleans, null, lists, objects
+# with string keys: a hypothesis test holds the two to that), in ~1 us where json.dumps takes
+# ~13 us; each append serialises a record twice (the chain hash, then the line). What it cannot
+# write (integers beyond 64 bits, lone surrogates, non-string keys) goes to the standard library.
+# No passthrough types: a datetime or dataclass in a record is refused, as json.dumps refuses it.
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _reject_floats(value: Any) -> None:
+    """Floats are refused (ValueError); so is anything JSON has no form for (TypeError), here
+    rather than by the serialiser: orjson would write a UUID that json.dumps refuses."""
+    if isinstance(value, str | int | None):  # bool is an int
+        return
     if isinstance(value, float):
         raise ValueError("audit records may not contain floats (canonical form would be ambiguous)")
     if isinstance(value, dict):
@@ -24,9 +37,20 @@ def _reject_floats(value: Any) -> None:
     elif isinstance(value, list | tuple):
         for item in value:
             _reject_floats(item)
+    else:
+        raise TypeError(f"audit records may not contain {type(value).__name__} values")
 
 
 def canonical(value: Any) -> bytes:
+    _reject_floats(value)
+    try:
+        return orjson.dumps(value, option=_ORJSON)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return stdlib_canonical(value)
+
+
+def stdlib_canonical(value: Any) -> bytes:
+    """The reference form (what `canonical` must always equal): the standard library's."""
     _reject_floats(value)
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 

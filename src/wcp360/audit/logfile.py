@@ -144,7 +144,8 @@ class AuditLogFile:
             if head.seq - head.checkpoint_seq >= self.checkpoint_every:
                 lines.append(self._checkpoint_line(head))
             self._write(b"".join(lines), fsync)
-            if self._size() >= self.max_size:
+            assert self._identity is not None  # set by _write: the size after it, no fstat needed
+            if self._identity[1] >= self.max_size:
                 self._rotate(head)
         self._tell_witnesses()
         return written[len(written) - len(events) :]
@@ -250,9 +251,6 @@ class AuditLogFile:
         # Only this writer's own maintenance (rotation, retention, torn-tail repair) lifts it.
         if self.append_only:
             self.attribute(path, False)
-
-    def _size(self) -> int:
-        return os.fstat(self._open()).st_size
 
     def _locked(self) -> _Flock:
         return _Flock(self._lock_fd)

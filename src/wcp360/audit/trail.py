@@ -95,7 +95,7 @@ class EventFields(TypedDict, total=False):
 
 def record(action: str, **fields: Unpack[EventFields]) -> AuditEvent:
     """Record one security-relevant action. The only way anything in WCP360 writes to the trail."""
-    return submit(action, **fields).wait()
+    return _submit(action, False, **fields).wait()
 
 
 def submit(
@@ -114,6 +114,29 @@ def submit(
     trail's fsync does. The event is written whatever happens in between; call `wait()` before
     answering, so that nothing is acknowledged before its event is on disk.
     """
+    return _submit(
+        action,
+        True,
+        actor=actor,
+        actor_id=actor_id,
+        outcome=outcome,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        details=details,
+    )
+
+
+def _submit(
+    action: str,
+    overlap: bool,
+    *,
+    actor: Principal | None = None,
+    actor_id: str | None = None,
+    outcome: str = "success",
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> PendingEvent:
     trail = _trail
     context = current_request()
     clean = redact({k: v for k, v in (details or {}).items() if v is not None}, trail.sensitive)
@@ -135,7 +158,7 @@ def submit(
     }
     if resource_type in _MODULE_TYPES:
         body["module_id"] = resource_id
-    written = trail.writer.enqueue(body) if trail.writer is not None else None
+    written = trail.writer.enqueue(body, overlap) if trail.writer is not None else None
     return PendingEvent(trail, body, written)
 
 

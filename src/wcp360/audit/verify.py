@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from wcp360.audit.canonical import GENESIS, canonical, chain_hash
+from wcp360.audit.canonical import GENESIS, canonical, chain_hash, stdlib_canonical
 from wcp360.audit.logfile import CURRENT, all_files, read_lines
 from wcp360.audit.signing import verify_signature
 from wcp360.audit.witness import Anchor
@@ -244,7 +244,7 @@ def _nested_float(value: Any) -> bool:
 
 def _stdlib_canonical(record: dict[str, Any], raw: bytes) -> bool:
     try:
-        return canonical(record) == raw
+        return stdlib_canonical(record) == raw
     except ValueError:  # a float: never written by the trail, so never canonical
         return False
 

@@ -1,10 +1,13 @@
 """Durable appends with group commit: callers block until their event is on disk.
 
-One writer thread per process owns the log file. `always` writes and fsyncs each event on its
-own; `batch` takes everything that queued up while the previous fsync ran (plus whatever arrives
-within `window` seconds, 0 by default: a lone caller never waits for company) and pays one fsync
-for all of it, so throughput grows with concurrency while every acknowledged event is durable. The thread
-also writes a checkpoint when `checkpoint_seconds` pass with unsigned events.
+`always` writes and fsyncs each event on its own, in the caller's thread when the caller waits
+for it anyway (`write`): handing one event to another thread and back cost two wake-ups, ~60 us
+beside a ~190 us fsync (benchmarks/bench_audit.py). `batch` hands events to one writer thread,
+which takes everything that queued up while the previous fsync ran (plus whatever arrives within
+`window` seconds, 0 by default: a lone caller never waits for company) and pays one fsync for all
+of it, so throughput grows with concurrency while every acknowledged event is durable. The thread
+also writes a checkpoint when `checkpoint_seconds` pass with unsigned events. One lock orders
+every write of this process (the log file's flock orders the processes).
 """
 
 from __future__ import annotations
@@ -39,24 +42,30 @@ class AuditWriter:
         self.checkpoint_seconds = checkpoint_seconds
         self.max_batch = max_batch
         self.listeners: list[threading.Condition] = []
+        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
     def submit(self, event: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
         """Append one event and return it as written (with seq and chain) once it is durable."""
-        return self.enqueue(event).result(timeout)
+        return self.enqueue(event, overlap=False).result(timeout)
 
-    def enqueue(self, event: dict[str, Any]) -> Future[dict[str, Any]]:
-        """Queue one event; the future resolves to it as written once it is durable."""
+    def enqueue(self, event: dict[str, Any], overlap: bool = True) -> Future[dict[str, Any]]:
+        """Queue one event; the future resolves to it as written once it is durable. Without
+        `overlap` (the caller will only wait), `always` writes it here and now."""
         done: Future[dict[str, Any]] = Future()
-        self._queue.put((event, done))
+        if self.fsync == "always" and not overlap:
+            self._commit([(event, done)])
+        else:
+            self._queue.put((event, done))
         return done
 
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join(30)
-        self.logfile.close()
+        with self._lock:
+            self.logfile.close()
 
     def _run(self) -> None:
         last_checkpoint = time.monotonic()
@@ -75,7 +84,8 @@ class AuditWriter:
                 self._commit(batch)
             if time.monotonic() - last_checkpoint >= self.checkpoint_seconds:
                 try:
-                    self.logfile.checkpoint()
+                    with self._lock:
+                        self.logfile.checkpoint()
                 except OSError:
                     metrics.AUDIT_WRITE_FAILURES.inc()
                     _log.exception("audit checkpoint failed")
@@ -96,7 +106,8 @@ class AuditWriter:
 
     def _commit(self, batch: list[Any]) -> None:
         try:
-            written = self.logfile.append([event for event, _ in batch], fsync=True)
+            with self._lock:
+                written = self.logfile.append([event for event, _ in batch], fsync=True)
         except Exception as exc:  # the callers learn of it; nothing is acknowledged
             metrics.AUDIT_WRITE_FAILURES.inc()
             _log.exception("audit write failed", events=len(batch))
