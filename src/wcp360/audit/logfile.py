@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wcp360.audit.append_only import set_append_only
-from wcp360.audit.canonical import GENESIS, canonical, chain_hash
+from wcp360.audit.canonical import GENESIS, canonical, chain_hash, with_chain
 from wcp360.audit.signing import SigningKeys
 from wcp360.keys import adopt, ensure_private_dir
 
@@ -136,9 +136,10 @@ class AuditLogFile:
                 record = {k: v for k, v in event.items() if k not in {"seq", "prev", "chain"}}
                 record["seq"] = head.seq + 1
                 record["prev"] = head.chain
-                record["chain"] = chain_hash(head.chain, record)
-                head.seq, head.chain = record["seq"], record["chain"]
-                lines.append(canonical(record) + b"\n")
+                chain = chain_hash(head.chain, record)  # checks the values, once
+                lines.append(with_chain(record, chain) + b"\n")
+                record["chain"] = chain
+                head.seq, head.chain = record["seq"], chain
                 written.append(record)
             self.tamper_notes = []
             if head.seq - head.checkpoint_seq >= self.checkpoint_every:

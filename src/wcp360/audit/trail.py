@@ -9,7 +9,6 @@ written event; the syslog and database copies are fed from the file by forwarder
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
@@ -22,7 +21,7 @@ from wcp360.request_context import current_request
 
 if TYPE_CHECKING:
     from wcp360.audit.forwarder import Forwarder
-    from wcp360.audit.writer import AuditWriter
+    from wcp360.audit.writer import AuditWriter, Durable
     from wcp360.authz.principal import Principal
 
 DEFAULT_SENSITIVE = ("password", "token", "secret", "key", "totp", "code")
@@ -168,7 +167,7 @@ class PendingEvent:
 
     trail: Trail
     body: dict[str, Any]
-    written: Future[dict[str, Any]] | None
+    written: Durable | None
 
     def wait(self, timeout: float = 30.0) -> AuditEvent:
         seq = None
