@@ -134,3 +134,49 @@ def test_compiles_a_stopped_server_left_resume_when_it_starts(compiling: Path, t
     finally:
         second.close()
 
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+def test_the_compile_starts_before_the_analysis_and_a_compile_that_ends_first_still_marks_the_row(
+    served: tuple[TestClient, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upload's compile runs while its analysis does. Here the analysis waits until that
+    compile has finished, so the compile ends before the module's row exists: the row must still
+    become ready (it asks the executor once it exists), with no second compile."""
+    client, rt = served
+    dev = signed_in(client, rt, "dev", ["developer"])
+    from wcp360.workloads import modules as modules_module
+
+    analyse = modules_module.analyse
+    compiles: list[str] = []
+    precompile = rt.executor.precompile
+
+    def counting(digest: str) -> Any:
+        compiles.append(digest)
+        return precompile(digest)
+
+    rt.modules.on_stored[:] = [counting]
+    pool = rt.executor.pool
+    execute = pool.execute
+    jobs: list[Any] = []
+
+    def recording(job: Any, user: str = "system") -> Any:
+        jobs.append(job)
+        return execute(job, user)
+
+    monkeypatch.setattr(pool, "execute", recording)
+
+    def after_the_compile(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        assert compiles, "the compile had not started when the analysis began"
+        pending = rt.executor._compile_of(compiles[0])
+        if pending is not None:
+            pending.result(timeout=600)  # a bound on a hang, not a speed expectation
+        return analyse(raw, *args, **kwargs)
+
+    monkeypatch.setattr(modules_module, "analyse", after_the_compile)
+    module_id = upload(client, dev, HELLO)
+    state = compile_state(client, dev, module_id, until_not="compiling")
+    assert state["state"] == "ready", state
+    assert len(compiles) == 2 and [j.compile_only for j in jobs] == [True]  # asked twice, compiled once
+    ran = client.post(f"/api/v1/modules/{module_id}/execute", json={}, headers=dev.headers)
+    assert ran.status_code == 200 and ran.json()["outcome"] == "ok", ran.text

@@ -10,6 +10,7 @@ import math
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -60,6 +61,9 @@ class Executor:
         self._changed = threading.Condition(self._lock)
         # Compiles in progress in this process: the future's result is the error, None when it compiled.
         self._compiling: dict[str, Future[str | None]] = {}
+        # How the latest compiles of this process ended (error or None, seconds), by digest: an
+        # upload starts its compile before its row exists, and the row is marked from here.
+        self._compiled: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
         # Bytes per second of the last real compile on this machine: how long the next should take.
         self._compile_rate: float | None = None
         self._closed = False
@@ -106,7 +110,13 @@ class Executor:
         with self._lock:
             if digest in self._compiling:
                 return self._compiling[digest]
-            self._compiling[digest] = done
+            finished = self._compiled.get(digest)
+            if finished is None:
+                self._compiling[digest] = done
+        if finished is not None:  # compiled moments ago, before the upload's row existed
+            self.modules.compile_finished(digest, *finished)
+            done.set_result(finished[0])
+            return done
 
         def compile_in_worker() -> None:
             started = time.perf_counter()
@@ -124,6 +134,14 @@ class Executor:
                     _log.warning("ahead-of-time compile failed", digest=digest, message=error)
                 elif seconds > 1.0:  # a real compile, not an artifact read: the machine's pace
                     self._compile_rate = self._size_of(digest) / seconds
+                # Known here before the rows are marked: an upload whose row appears meanwhile
+                # finds either the compile still in progress (marked by the update below) or
+                # this outcome (and marks its row itself).
+                with self._lock:
+                    self._compiled[digest] = (error, round(seconds, 3))
+                    while len(self._compiled) > 256:
+                        self._compiled.popitem(last=False)
+                    self._compiling.pop(digest, None)
                 self.modules.compile_finished(digest, error, round(seconds, 3))
             except Exception as exc:  # shutting down: the state stays compiling, resumed at the next start
                 _log.warning("ahead-of-time compile not finished", digest=digest, error=str(exc)[:200])
@@ -175,6 +193,8 @@ class Executor:
 
     def forget(self, digest: str) -> None:
         """The module's bytes are gone from the store: its compiled artifact goes too."""
+        with self._lock:
+            self._compiled.pop(digest, None)
         for suffix in (".cwasm", ".tag"):
             (self.work_dir / "compiled" / f"{digest}{suffix}").unlink(missing_ok=True)
 
@@ -212,9 +232,7 @@ class Executor:
             self.admission.leave(user)
         return self._complete(actor, module, request, result, None, job)
 
-    async def execute_async(
-        self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest
-    ) -> RunView:
+    async def execute_async(self, actor: Principal, module_id: uuid.UUID | None, request: ExecuteRequest) -> RunView:
         """A synchronous run for the API: every wait (for a slot, a compile, a worker) happens on
         the event loop; a thread is taken only for database work and while a worker runs the job."""
         user = _account(actor)

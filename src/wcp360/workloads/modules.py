@@ -149,11 +149,17 @@ class ModuleService:
         # Before the analysis (seconds for a large program): a module that could never run is
         # refused whatever the rules say, never stored, never sent to a worker.
         refuse_beyond_limits(info, limits_for(self.sandbox, grant))
-        report = analyse(raw, self.analysis, capabilities_with(self.sandbox, grant), info)
         if received is not None and raw is body:
             move_into(received, self.store / digest[:2] / digest)
         else:
             self._store(digest, bytes(raw))
+        # The compile starts now, in a confined worker, while the analysis runs here: for 69 MB of
+        # yosys they were 36 s and 4 s one after the other. Every upload was compiled ahead of
+        # time already, quarantined or not (a quarantined module never runs, compiled or not);
+        # the hooks run again once the row exists (below), which also catches a compile that
+        # finished before there was a row to mark ready.
+        self._stored(digest)
+        report = analyse(raw, self.analysis, capabilities_with(self.sandbox, grant), info)
         precompile = self.sandbox.precompile
 
         def new_module(s: OrmSession) -> Module:
@@ -200,8 +206,7 @@ class ModuleService:
             raise
         if report.suspicious:
             metrics.SUSPICIOUS_MODULES.inc()
-        for callback in self.on_stored:
-            callback(digest)
+        self._stored(digest)
         with self.db.transaction(RowScope.decided(actor.user_id)) as s:
             current = s.get(Module, uuid.UUID(view.id))
             return module_view(current) if current is not None else view
@@ -234,6 +239,10 @@ class ModuleService:
                 f"this account's modules hold {total} bytes and this one is {size}; the limit is "
                 f"{quotas.max_module_bytes_per_user} (sandbox.yml quotas.max_module_bytes_per_user)"
             )
+
+    def _stored(self, digest: str) -> None:
+        for callback in self.on_stored:
+            callback(digest)
 
     def _discard_if_unused(self, digest: str) -> None:
         """Remove stored bytes no module row names any more (content-addressed: rows share files)."""
