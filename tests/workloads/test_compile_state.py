@@ -135,7 +135,6 @@ def test_compiles_a_stopped_server_left_resume_when_it_starts(compiling: Path, t
         second.close()
 
 
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_the_compile_starts_before_the_analysis_and_a_compile_that_ends_first_still_marks_the_row(
     served: tuple[TestClient, Runtime], monkeypatch: pytest.MonkeyPatch
