@@ -67,6 +67,13 @@ def main() -> None:
     started = time.perf_counter()
     wasmtime.Module.deserialize(engine, artifact)
     deserialize_s = time.perf_counter() - started
+    # The fair baseline: the same bytes on the workers' own engine settings (fuel, epochs).
+    from wcp360.config.sandbox import SandboxConfig
+    from wcp360.workloads.engine.sandbox import make_engine
+
+    started = time.perf_counter()
+    wasmtime.Module(make_engine(SandboxConfig()), raw)
+    sandbox_compile_s = time.perf_counter() - started
     with (
         tempfile.TemporaryDirectory() as scratch,
         wcp360_server(Path(scratch), {}, "runner", PASSWORD) as (
@@ -99,10 +106,12 @@ def main() -> None:
                 "module_mb": round(len(raw) / 1e6, 1),
                 "status": uploaded.get("status"),
                 "wasmtime_fresh_compile_s": round(compile_s, 2),
+                "sandbox_engine_compile_s": round(sandbox_compile_s, 2),
                 "wasmtime_deserialize_s": round(deserialize_s, 2),
                 "upload_s": round(upload_s, 2),
                 "compiled_after_upload_start_s": round(compiled_s, 2),
                 "upload_to_first_finished_execution_s": round(first_s, 2),
+                "ratio_to_sandbox_engine_compile": round(first_s / sandbox_compile_s, 2),
                 "first_outcome": first.get("outcome"),
                 "second_execution_s": round(second_s, 3),
                 "second_outcome": second.get("outcome"),

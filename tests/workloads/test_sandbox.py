@@ -221,3 +221,24 @@ def test_every_limit_names_the_key_that_set_it(engine: wasmtime.Engine) -> None:
     assert "5000 fuel units" in (result.message or "") and "resource_limits.max_fuel" in (result.message or "")
     recursion = '(module (func $f (call $f)) (func (export "_start") (call $f)))'
     assert "resource_limits.max_stack_depth" in (go(engine, recursion).message or "")
+
+
+@pytest.mark.parametrize("level", ["none", "speed_and_size"])
+def test_every_cranelift_level_keeps_the_fences(level: str, c_program: bytes) -> None:
+    """sandbox.yml cranelift_opt_level changes the code, never the limits: the real program runs
+    alike, and an endless loop still runs out of fuel."""
+    config = CONFIG.model_copy(
+        update={
+            "cranelift_opt_level": level,
+            "resource_limits": CONFIG.resource_limits.model_copy(update={"max_memory": 64 * 1024 * 1024}),
+        }
+    )
+    built = make_engine(config)
+    ticker = EpochTicker(built)
+    try:
+        result = go(built, c_program, config, args=["x", "y"], stdin=b"40\n2\n")
+        assert result.outcome == "ok" and result.stdout == b"sum=42 args=3 last=57\n"
+        endless = go(built, '(module (func (export "_start") (loop (br 0))))', config)
+        assert endless.outcome == "out_of_fuel"
+    finally:
+        ticker.stop()

@@ -62,6 +62,7 @@ def make_engine(config: SandboxConfig) -> wasmtime.Engine:
     settings = wasmtime.Config()
     settings.consume_fuel = True
     settings.epoch_interruption = True
+    settings.cranelift_opt_level = config.cranelift_opt_level
     # max_stack_depth counts frames; give each about 1 KiB of native stack.
     settings.max_wasm_stack = max(64 * 1024, config.resource_limits.max_stack_depth * 1024)
     return wasmtime.Engine(settings)
