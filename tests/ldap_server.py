@@ -1,10 +1,11 @@
 """A real OpenLDAP server (Debian's `slapd`) on loopback for the LDAP sign-in tests.
 
 Each start makes a directory of its own: a slapd.conf, a test CA and server certificate, and a DIT
-loaded with `slapadd` before the daemon starts (`ou=people` with alice, bob and carol, `ou=groups`
-with `ops` and `admins`, a service account allowed to search and nothing else). slapd listens on
-`ldap://` (StartTLS offered) and `ldaps://`, both on 127.0.0.1. The ppolicy overlay is loaded so
-that an administrator's lock (`pwdAccountLockedTime`) refuses the bind, as a directory does."""
+loaded with `slapadd` before the daemon starts (`ou=people` with alice, bob and carol; `ou=groups`
+with `ops` (alice, bob) and `admins` (alice, carol); a service account allowed to search and
+nothing else). slapd listens on `ldap://` (StartTLS offered) and `ldaps://`, both on 127.0.0.1.
+The ppolicy overlay is loaded so that an administrator's lock (`pwdAccountLockedTime`) refuses
+the bind, as a directory does."""
 
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def _ldif() -> str:
     groups = [
         f"dn: cn=ops,{GROUPS}\nobjectClass: groupOfNames\ncn: ops\n"
         f"member: uid=alice,{PEOPLE}\nmember: uid=bob,{PEOPLE}\n",
-        f"dn: cn=admins,{GROUPS}\nobjectClass: groupOfNames\ncn: admins\nmember: uid=alice,{PEOPLE}\n",
+        f"dn: cn=admins,{GROUPS}\nobjectClass: groupOfNames\ncn: admins\n"
+        f"member: uid=alice,{PEOPLE}\nmember: uid=carol,{PEOPLE}\n",
     ]
     base = [
         f"dn: {SUFFIX}\nobjectClass: dcObject\nobjectClass: organization\ndc: example\no: Example\n",

@@ -266,3 +266,26 @@ def test_the_servers_sweep_ends_a_locked_accounts_sessions_on_its_own(
     while client.get("/api/v1/auth/me", headers=bearer(carol["access_token"])).status_code == 200:
         assert time.monotonic() < deadline, "the sweep never ended the session"
         time.sleep(0.05)
+
+
+def test_the_directory_never_takes_the_role_from_the_last_admin(
+    client: TestClient, rt: Runtime, directory_server: Slapd
+) -> None:
+    from wcp360.config.security import AccountMapping
+
+    directory = rt.auth.providers.directory
+    assert directory is not None
+    directory.settings = directory.settings.model_copy(
+        update={"accounts": AccountMapping(create=True, groups={"admins": ["admin"]}, allow_admin=True)}
+    )
+
+    def roles_after_sign_in() -> list[str]:
+        tokens = ldap_login(client, "alice", PASSWORDS["alice"]).json()  # type: ignore[attr-defined]
+        roles: list[str] = client.get("/api/v1/auth/me", headers=bearer(tokens["access_token"])).json()["roles"]
+        return roles
+
+    assert roles_after_sign_in() == ["admin"]  # allowed explicitly, given by the directory
+    directory_server.remove_member("admins", "alice")
+    assert roles_after_sign_in() == ["admin"]  # the last active admin: kept
+    make_user(rt, "root2", ["admin"])
+    assert roles_after_sign_in() == []  # another admin exists: the directory's word holds

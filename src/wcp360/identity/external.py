@@ -74,7 +74,7 @@ class Accounts:
         link.last_login_at = link.last_checked_at = utcnow()
         link.external_name = profile.external_name or link.external_name
         if mapping.groups:
-            self._sync_roles(user, profile, mapping)
+            self._sync_roles(s, user, profile, mapping)
         return user
 
     def _create(self, s: OrmSession, profile: ExternalProfile, mapping: AccountMapping) -> User:
@@ -103,12 +103,14 @@ class Accounts:
         )
         return user
 
-    def _sync_roles(self, user: User, profile: ExternalProfile, mapping: AccountMapping) -> None:
+    def _sync_roles(self, s: OrmSession, user: User, profile: ExternalProfile, mapping: AccountMapping) -> None:
         """Roles follow the groups: those `accounts.roles` names stay, the rest is what the
         person's groups give now (a group left is a role lost at the next sign-in)."""
         wanted = set(self._known(mapping.roles)) | set(self._known(roles_from_groups(mapping, profile.groups)))
         if not mapping.allow_admin and ADMIN_ROLE in user.role_names:
             wanted.add(ADMIN_ROLE)  # granted here, not by the directory: not the directory's to take
+        if ADMIN_ROLE in user.role_names and ADMIN_ROLE not in wanted and not _another_admin(s, user):
+            wanted.add(ADMIN_ROLE)  # the last active admin keeps the role, as a local change would
         before = set(user.role_names)
         if wanted == before:
             return
@@ -129,6 +131,16 @@ class Accounts:
 
     def _known(self, roles: list[str]) -> list[str]:
         return sorted(r for r in roles if r in self.known_roles)
+
+
+def _another_admin(s: OrmSession, user: User) -> bool:
+    found = s.scalar(
+        select(User.id)
+        .join(UserRole)
+        .where(UserRole.role == ADMIN_ROLE, User.status == "active", User.id != user.id)
+        .limit(1)
+    )
+    return found is not None
 
 
 def _email_for(profile: ExternalProfile) -> str:
