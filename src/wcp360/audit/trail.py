@@ -82,7 +82,7 @@ def sinks() -> list[AuditSink]:
 
 
 class EventFields(TypedDict, total=False):
-    """What an event says besides its action (the keyword arguments of `submit`)."""
+    """What an event says besides its action (the keyword arguments of `record` and `submit`)."""
 
     actor: Principal | None
     actor_id: str | None
@@ -97,32 +97,14 @@ def record(action: str, **fields: Unpack[EventFields]) -> AuditEvent:
     return _submit(action, False, **fields).wait()
 
 
-def submit(
-    action: str,
-    *,
-    actor: Principal | None = None,
-    actor_id: str | None = None,
-    outcome: str = "success",
-    resource_type: str | None = None,
-    resource_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> PendingEvent:
+def submit(action: str, **fields: Unpack[EventFields]) -> PendingEvent:
     """`record()` in two halves: queue the event now, `wait()` for it to be durable later.
 
     For a hot path whose event is known before its last database write: the write runs while the
     trail's fsync does. The event is written whatever happens in between; call `wait()` before
     answering, so that nothing is acknowledged before its event is on disk.
     """
-    return _submit(
-        action,
-        True,
-        actor=actor,
-        actor_id=actor_id,
-        outcome=outcome,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        details=details,
-    )
+    return _submit(action, True, **fields)
 
 
 def _submit(
