@@ -20,7 +20,7 @@ from wcp360 import audit
 from wcp360.config.security import AccountMapping
 from wcp360.errors import InvalidInput, Unauthorized
 from wcp360.identity.passwords import NO_PASSWORD
-from wcp360.identity.users import ADMIN_ROLE, normalize_email, normalize_username
+from wcp360.identity.users import ADMIN_ROLE, another_active_admin, normalize_email, normalize_username
 from wcp360.store.models import ExternalIdentity, User, UserRole
 from wcp360.store.types import utcnow
 
@@ -109,7 +109,7 @@ class Accounts:
         wanted = set(self._known(mapping.roles)) | set(self._known(roles_from_groups(mapping, profile.groups)))
         if not mapping.allow_admin and ADMIN_ROLE in user.role_names:
             wanted.add(ADMIN_ROLE)  # granted here, not by the directory: not the directory's to take
-        if ADMIN_ROLE in user.role_names and ADMIN_ROLE not in wanted and not _another_admin(s, user):
+        if ADMIN_ROLE in user.role_names and ADMIN_ROLE not in wanted and not another_active_admin(s, user):
             wanted.add(ADMIN_ROLE)  # the last active admin keeps the role, as a local change would
         before = set(user.role_names)
         if wanted == before:
@@ -131,16 +131,6 @@ class Accounts:
 
     def _known(self, roles: list[str]) -> list[str]:
         return sorted(r for r in roles if r in self.known_roles)
-
-
-def _another_admin(s: OrmSession, user: User) -> bool:
-    found = s.scalar(
-        select(User.id)
-        .join(UserRole)
-        .where(UserRole.role == ADMIN_ROLE, User.status == "active", User.id != user.id)
-        .limit(1)
-    )
-    return found is not None
 
 
 def _email_for(profile: ExternalProfile) -> str:

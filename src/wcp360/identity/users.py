@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session as OrmSession
 
 from wcp360 import audit
@@ -46,6 +46,17 @@ def normalize_email(value: str) -> str:
     if len(email) > 254 or not EMAIL.match(email) or not email.isprintable():
         raise InvalidInput(f"invalid email address {value!r}")
     return email
+
+
+def another_active_admin(s: OrmSession, user: User) -> bool:
+    """Whether an active admin other than `user` exists (the last one never loses the role)."""
+    found = s.scalar(
+        select(User.id)
+        .join(UserRole)
+        .where(UserRole.role == ADMIN_ROLE, User.status == "active", User.id != user.id)
+        .limit(1)
+    )
+    return found is not None
 
 
 class UserService:
@@ -316,11 +327,5 @@ class UserService:
         return names
 
     def _keep_an_admin(self, s: OrmSession, leaving: User) -> None:
-        others = s.scalar(
-            select(func.count())
-            .select_from(User)
-            .join(UserRole)
-            .where(UserRole.role == ADMIN_ROLE, User.status == "active", User.id != leaving.id)
-        )
-        if not others:
+        if not another_active_admin(s, leaving):
             raise Conflict("this is the last active admin; add another admin first")
