@@ -10,7 +10,7 @@ import pytest
 import wasmtime
 
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, ResourceLimits, SandboxConfig, SandboxPolicy
-from wcp360.workloads.engine.sandbox import EpochTicker, RunResult, make_engine, run
+from wcp360.workloads.engine.sandbox import EpochTicker, RunResult, Templates, make_engine, run
 
 CONFIG = SandboxConfig(
     resource_limits=ResourceLimits(
@@ -180,6 +180,30 @@ def test_environment_only_with_the_capability(engine: wasmtime.Engine) -> None:
     )
     result = go(engine, source, capabilities=Capabilities(environment_access=True), env={"A": "1", "B": "2"})
     assert result.outcome == "exit" and result.exit_code == 12
+
+
+def test_a_worker_s_pre_linked_module_is_linked_per_capability_set(engine: wasmtime.Engine) -> None:
+    """Workers keep each module pre-linked (Templates): a link made for one grant must never serve
+    another, and one run's refusals must not be counted in the next run."""
+    source = (
+        f'(module (import "{WASI}" "environ_sizes_get" (func $f (param i32 i32) (result i32))) {EXIT}'
+        ' (memory (export "memory") 1) (data (i32.const 0) "\\07\\00\\00\\00")'
+        ' (func (export "_start") (drop (call $f (i32.const 0) (i32.const 4)))'
+        " (call $exit (i32.add (i32.const 10) (i32.load (i32.const 0))))))"
+    )
+    module, templates = wasmtime.Module(engine, source), Templates(engine)
+    granted, env = Capabilities(environment_access=True), {"A": "1", "B": "2"}
+    runs = [
+        run(engine, module, CONFIG, capabilities, env=env, templates=templates)
+        for capabilities in (Capabilities(), granted, Capabilities(), granted, Capabilities())
+    ]
+    assert [(r.exit_code, r.denied) for r in runs] == [
+        (10, [f"{WASI}.environ_sizes_get"]),
+        (12, []),
+        (10, [f"{WASI}.environ_sizes_get"]),
+        (12, []),
+        (10, [f"{WASI}.environ_sizes_get"]),
+    ]
 
 
 def _open_source(path: str) -> str:

@@ -2,11 +2,10 @@
 
 Limits: memory and table sizes (StoreLimits), an instruction budget (fuel), wall-clock time (epoch
 interruption, ticked by a timer thread), stack size (max_wasm_stack), capped stdout/stderr.
-Capabilities are all off unless granted; a WASI function that needs one the module lacks is
-replaced at link time by a stub that refuses the way WASI refuses (an errno: EACCES for files,
-ENOTCAPABLE otherwise; an empty environment), so real programs handle the refusal themselves. A
-run is `capability_denied` when the program could not go on after a refusal (it exited non-zero
-or trapped); every refusal is named in the run, audited and counted.
+Capabilities are all off unless granted; a WASI function that needs one the module lacks refuses
+the way WASI refuses (linking.py). A run is `capability_denied` when the program could not go on
+after a refusal (it exited non-zero or trapped); every refusal is named in the run, audited and
+counted.
 
 This is the in-process core; the worker processes (workers.py) isolate it from the API.
 """
@@ -25,21 +24,16 @@ from dataclasses import dataclass, field
 import wasmtime
 
 from wcp360.config.sandbox import Capabilities, ModuleCapabilities, SandboxConfig
-from wcp360.workloads.engine.analysis import NEEDS_CAPABILITY, WASI
 from wcp360.workloads.engine.instance_state import GLOBAL_TYPES, InstanceState, StateError
 from wcp360.workloads.engine.limits import PAGE, ModuleLimits
+from wcp360.workloads.engine.linking import DENIED, EMPTY_ANSWERS, HttpGet, Templates
 from wcp360.workloads.engine.outcomes import VIOLATIONS, Outcome, RunResult
 
-__all__ = ["VIOLATIONS", "Outcome", "RunResult", "run"]
+__all__ = ["DENIED", "VIOLATIONS", "Outcome", "RunResult", "Templates", "run"]
 
 EPOCH_TICK = 0.01  # seconds per epoch
 # Roughly ten instructions per loop iteration of the seed's `no_infinite_loops.max_iterations`.
 FUEL_PER_ITERATION = 10
-DENIED = "capability denied: "
-# Host functions WCP360 itself offers to modules (beside WASI).
-HOST_MODULE = "wcp360"
-# url -> (HTTP status or -1, body); raises for a URL the module may not reach.
-HttpGet = Callable[[str], tuple[int, bytes]]
 
 
 @dataclass
@@ -129,10 +123,12 @@ def run(
     restore: bytes | None = None,
     http_get: HttpGet | None = None,
     module_limits: ModuleLimits | None = None,
+    templates: Templates | None = None,
 ) -> RunResult:
     """Run `entry`; with `restore`, start from that instance state; with `snapshot`, capture the
     state after a run that finished (`ok` or `exit`). `module_limits`: the module's own limits,
-    where its grant sets them (else `config.resource_limits`)."""
+    where its grant sets them (else `config.resource_limits`). `templates`: the caller's
+    pre-linked instances (a worker's), else the module is linked for this run alone."""
     module_limits = module_limits or ModuleLimits(config.resource_limits)
     limits = module_limits.values
     store = wasmtime.Store(engine)
@@ -160,18 +156,21 @@ def run(
             for path in grants.allowed_paths:
                 wasi.preopen_dir(str(path), str(path), str(path) in writable)
         store.set_wasi(wasi)
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
+        templates = templates or Templates(engine, size=1)
         denied: list[str] = []
-        _deny_missing_capabilities(linker, store, module, capabilities, denied)
-        _define_host_functions(linker, module, capabilities, http_get, limits.max_output)
+        templates.hooks.denied, templates.hooks.http_get = denied, http_get
+        templates.hooks.output_limit = limits.max_output
+
+        def instantiate() -> wasmtime.Instance:
+            return templates.instance_pre(module, capabilities, http_get is not None).instantiate(store)
+
         started = time.perf_counter()
-        result = _execute(linker, store, module, entry, limits.max_memory, snapshot, restore)
+        result = _execute(instantiate, store, entry, limits.max_memory, snapshot, restore)
         result.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     result.fuel_used = fuel - store.get_fuel()
     if denied:
         result.denied = sorted(set(denied))
-        refused = [name for name in result.denied if name.rsplit(".", 1)[-1] not in _EMPTY_ANSWERS]
+        refused = [name for name in result.denied if name.rsplit(".", 1)[-1] not in EMPTY_ANSWERS]
         stopped = result.outcome == "trap" or (result.outcome == "exit" and result.exit_code != 0)
         if refused and stopped:
             # The program could not go on after a refusal (its own judgement: it gave up).
@@ -191,120 +190,18 @@ def run(
     return result
 
 
-# Denied calls answered as empty: without environment_access a program sees an empty environment
-# (every wasi-libc/libc++ program reads it at start-up; a trap there ended real programs before main).
-_EMPTY_ANSWERS = frozenset({"environ_sizes_get", "environ_get"})
-# WASI errnos (wasi_snapshot_preview1): the answer to every other denied call that returns one.
-EACCES, ENOTCAPABLE = 2, 76
-
-
-def _deny_missing_capabilities(
-    linker: wasmtime.Linker,
-    store: wasmtime.Store,
-    module: wasmtime.Module,
-    capabilities: Capabilities,
-    denied: list[str],
-) -> None:
-    linker.allow_shadowing = True
-    i32 = str(wasmtime.ValType.i32())
-    for item in module.imports:
-        name = item.name or ""
-        if item.module not in WASI or not isinstance(item.type, wasmtime.FuncType):
-            continue
-        needed = next((cap for cap, prefixes in NEEDS_CAPABILITY.items() if name.startswith(prefixes)), None)
-        if needed is None or getattr(capabilities, needed):
-            continue
-        qualified = f"{item.module}.{name}"
-        if name in _EMPTY_ANSWERS and _is_i32_pair_to_i32(item.type):
-
-            def empty(caller: wasmtime.Caller, first: int, second: int, _name: str = qualified) -> int:
-                denied.append(_name)
-                if _name.endswith("environ_sizes_get"):  # (count_ptr, size_ptr): both zero
-                    memory = caller.get("memory")
-                    if not isinstance(memory, wasmtime.Memory):
-                        raise wasmtime.Trap(f"{DENIED}{_name} needs an exported memory")
-                    memory.write(caller, b"\0\0\0\0", first)
-                    memory.write(caller, b"\0\0\0\0", second)
-                return 0  # WASI errno: success
-
-            linker.define_func(item.module, name, item.type, empty, access_caller=True)
-            continue
-        if [str(r) for r in item.type.results] == [i32]:  # every WASI call that can fail says so
-            answer = EACCES if needed == "file_access" else ENOTCAPABLE
-
-            def refuse(*_: object, _name: str = qualified, _answer: int = answer) -> int:
-                denied.append(_name)
-                return _answer
-
-            linker.define_func(item.module, name, item.type, refuse)
-            continue
-        message = f"{DENIED}{qualified} needs {needed}"
-
-        def deny(*_: object, _message: str = message) -> None:
-            raise wasmtime.Trap(_message)
-
-        linker.define_func(item.module, name, item.type, deny)
-
-
-def _is_i32_pair_to_i32(kind: wasmtime.FuncType) -> bool:
-    i32 = str(wasmtime.ValType.i32())
-    return [str(p) for p in kind.params] == [i32, i32] and [str(r) for r in kind.results] == [i32]
-
-
-def _define_host_functions(
-    linker: wasmtime.Linker,
-    module: wasmtime.Module,
-    capabilities: Capabilities,
-    http_get: HttpGet | None,
-    limit: int,
-) -> None:
-    """`wcp360.http_get(url_ptr, url_len, buf_ptr, buf_cap) -> i32`: the body's length written to
-    the buffer for a 2xx answer, -status for any other, -1 when the request failed. A URL outside
-    `allowed_hosts` ends the run as `capability_denied`."""
-    wanted = {(item.module, item.name) for item in module.imports}
-    if (HOST_MODULE, "http_get") not in wanted:
-        return
-    i32 = wasmtime.ValType.i32()
-    signature = wasmtime.FuncType([i32, i32, i32, i32], [i32])
-    if not capabilities.network_access or http_get is None:
-
-        def denied(*_: object) -> int:
-            raise wasmtime.Trap(f"{DENIED}{HOST_MODULE}.http_get needs network_access")
-
-        linker.define_func(HOST_MODULE, "http_get", signature, denied)
-        return
-
-    def host_http_get(caller: wasmtime.Caller, url_ptr: int, url_len: int, buf_ptr: int, buf_cap: int) -> int:
-        memory = caller.get("memory")
-        if not isinstance(memory, wasmtime.Memory) or url_len > 8192:
-            raise wasmtime.Trap("http_get needs an exported memory and a URL under 8 KiB")
-        url = bytes(memory.read(caller, url_ptr, url_ptr + url_len)).decode("utf-8", "replace")
-        status, body = http_get(url)  # raises Trap for a denied URL (workers.py)
-        if status < 0:
-            return -1
-        if not 200 <= status < 300:
-            return -status
-        body = body[: min(buf_cap, limit)]
-        memory.write(caller, body, buf_ptr)
-        return len(body)
-
-    linker.define_func(HOST_MODULE, "http_get", signature, host_http_get, access_caller=True)
-
-
 def _execute(
-    linker: wasmtime.Linker,
+    instantiate: Callable[[], wasmtime.Instance],
     store: wasmtime.Store,
-    module: wasmtime.Module,
     entry: str,
     memory_limit: int,
     snapshot: bool = False,
     restore: bytes | None = None,
-    http_get: HttpGet | None = None,
 ) -> RunResult:
     memory_peak = 0
     instance = None
     try:
-        instance = linker.instantiate(store, module)
+        instance = instantiate()
         if restore is not None:
             try:
                 problem = _restore(store, instance, InstanceState.decode(restore), memory_limit)

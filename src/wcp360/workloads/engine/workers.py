@@ -81,7 +81,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
     import wasmtime
 
     from wcp360.workloads.engine.confine import confine
-    from wcp360.workloads.engine.sandbox import DENIED, EpochTicker, make_engine, run
+    from wcp360.workloads.engine.sandbox import DENIED, EpochTicker, Templates, make_engine, run
 
     config = SandboxConfig.model_validate_json(sandbox_json)
 
@@ -111,6 +111,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
     confinement = confine(read_only, [Path(compiled), Path(scratch), *writable_grants])
     engine = make_engine(config)
     EpochTicker(engine)
+    templates = Templates(engine)  # each module linked once per capability set, not per run
     cache: OrderedDict[str, wasmtime.Module] = OrderedDict()
     send_to_pool(conn, Ready(confinement))
 
@@ -175,6 +176,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
                 job.restore,
                 http_get,
                 job.limits,
+                templates,
             )
         send_to_pool(conn, result)
 
