@@ -174,6 +174,33 @@ def test_a_hung_worker_is_killed_at_the_hard_limit(tmp_path: Path) -> None:
         pool.close()
 
 
+def test_a_run_takes_an_idle_worker_that_already_holds_its_module(tmp_path: Path) -> None:
+    """Loading a large module's artifact costs a worker most of a second: of the idle workers, a run
+    takes one that has its module in memory. Proven by taking the module away from the disk after
+    the first run: every later run must land on the worker that still holds it."""
+    pool, digest = _pool_for(tmp_path, HELLO, max_execution_time=5, grace=1)
+    try:
+        pool.sandbox = pool.sandbox.model_copy(update={"workers": 2})
+        pool._add()  # a second worker, idle beside the first
+        assert pool.execute(Job(digest)).outcome == "ok"
+        (tmp_path / "store" / digest[:2] / digest).unlink()
+        for artifact in (tmp_path / "work" / "compiled").iterdir():
+            artifact.unlink()
+        results = [pool.execute(Job(digest)) for _ in range(4)]
+        assert [r.outcome for r in results] == ["ok"] * 4, results[0].message
+        holders = [w for w in pool.workers if digest in w.holds]
+        assert len(holders) == 1
+        # With the holder busy, the run takes the other worker (a preference, never a wait), which
+        # cannot load the module now: a typed failure, and that worker stays up.
+        held = pool.acquire("u", digest=digest)
+        assert held is holders[0]
+        failed = pool.execute(Job(digest), "u")
+        assert failed.outcome == "trap" and "not loadable" in (failed.message or "")
+        pool.give_back(held, "u")
+    finally:
+        pool.close()
+
+
 def test_uploads_are_compiled_ahead_of_time(client: TestClient, rt: Runtime, c_program: bytes) -> None:
     rt.executor.sandbox = rt.executor.sandbox.model_copy(update={"precompile": True})
     dev = signed_in(client, rt, "dev", ["developer"])

@@ -227,7 +227,7 @@ class Executor:
         self.admission.enter(user)
         try:
             pool = self.pool
-            result = pool.run_on(pool.acquire(user, self._wait_seconds), job, user)
+            result = pool.run_on(pool.acquire(user, self._wait_seconds, job.digest), job, user)
         finally:
             self.admission.leave(user)
         return self._complete(actor, module, request, result, None, job)
@@ -252,7 +252,7 @@ class Executor:
                     raise self._not_ready(module) from None
                 self._compiled_or_refused(error)
             pool = self._pool if self._pool is not None else await run_sync(lambda: self.pool)
-            worker = await self._worker_for(pool, user)
+            worker = await self._worker_for(pool, user, job.digest)
 
             def run_and_store() -> RunView:
                 # One thread for both: the worker goes back to the queue as soon as the run is
@@ -271,8 +271,8 @@ class Executor:
         quotas and restores (file reads) take a thread."""
         return not self.db.is_postgres and not request.snapshot and request.restore_from is None
 
-    async def _worker_for(self, pool: WorkerPool, user: str) -> Worker:
-        pending = pool.request(user)
+    async def _worker_for(self, pool: WorkerPool, user: str, digest: str) -> Worker:
+        pending = pool.request(user, digest)
         try:
             # shield: a timeout or a client going away must not cancel the request under the lock
             # of the queue; it is withdrawn below instead.
@@ -353,7 +353,7 @@ class Executor:
 
         def request_worker() -> None:
             try:
-                self.pool.request(user).add_done_callback(on_worker)
+                self.pool.request(user, job.digest).add_done_callback(on_worker)
             except RuntimeError as exc:
                 self._end(run_id, user, f"not run: {exc}")
 

@@ -52,6 +52,8 @@ _log = structlog.get_logger("wcp360.workers")
 # module first (compile it, or read its artifact) says so and gets `sandbox.yml max_compile_time` more, once per
 # job: a worker that ran tenant code before is not trusted to ask for more than that.
 RUN_GRACE = 1.0
+# Compiled modules a worker keeps in memory (the least recently used dropped first).
+MODULE_CACHE = 32
 
 
 @dataclass
@@ -127,7 +129,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
         finally:
             send_to_pool(conn, Loaded())
         cache[digest] = module
-        if len(cache) > 32:
+        if len(cache) > MODULE_CACHE:
             cache.popitem(last=False)
         return module
 
@@ -238,6 +240,15 @@ class Worker:
         except (EOFError, OSError, PipeError):
             self.kill()
             raise RuntimeError("a sandbox worker did not start") from None
+        # The modules it holds, as the pool believes: every job loads its module, and the worker
+        # keeps the last MODULE_CACHE. A hint for choosing a worker, never trusted for anything else.
+        self.holds: OrderedDict[str, None] = OrderedDict()
+
+    def loaded(self, digest: str) -> None:
+        self.holds[digest] = None
+        self.holds.move_to_end(digest)
+        if len(self.holds) > MODULE_CACHE:
+            self.holds.popitem(last=False)
 
     def kill(self) -> None:
         self.process.kill()
@@ -266,9 +277,7 @@ class WorkerPool:
             ensure_private_dir(directory)
         self.key = key
         self.grace = grace
-        self.compile_grace = (
-            sandbox.max_compile_time.total_seconds() if compile_grace is None else compile_grace
-        )
+        self.compile_grace = sandbox.max_compile_time.total_seconds() if compile_grace is None else compile_grace
         self._queue: FairQueue[Worker] = FairQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -283,11 +292,12 @@ class WorkerPool:
         self._queue.put(worker)
         return worker
 
-    def request(self, user: str) -> Future[Worker]:
-        """A worker held for `user` once one is free (fairly between users: dispatch.FairQueue)."""
+    def request(self, user: str, digest: str | None = None) -> Future[Worker]:
+        """A worker held for `user` once one is free (fairly between users: dispatch.FairQueue);
+        of the idle ones, one that holds module `digest` already."""
         if self._closed:
             raise RuntimeError("the worker pool is closed")
-        return self._queue.request(user)
+        return self._queue.request(user, (lambda worker: digest in worker.holds) if digest else None)
 
     def withdraw(self, pending: Future[Worker]) -> bool:
         """Stop waiting for a worker; False when one was handed over meanwhile (give it back)."""
@@ -298,9 +308,9 @@ class WorkerPool:
         """Runs waiting for a worker now."""
         return self._queue.waiting
 
-    def acquire(self, user: str, timeout: float | None = None) -> Worker:
+    def acquire(self, user: str, timeout: float | None = None, digest: str | None = None) -> Worker:
         """Wait (blocking this thread) for a worker; NoWorkerFree after `timeout` seconds."""
-        pending = self.request(user)
+        pending = self.request(user, digest)
         try:
             return pending.result(timeout)
         except TimeoutError:
@@ -313,7 +323,7 @@ class WorkerPool:
         self._queue.put(worker, user)
 
     def execute(self, job: Job, user: str = "system") -> RunResult:
-        return self.run_on(self.acquire(user), job, user)
+        return self.run_on(self.acquire(user, digest=job.digest), job, user)
 
     def run_on(self, worker: Worker, job: Job, user: str) -> RunResult:
         """Run `job` on `worker` (held for `user`); the worker goes back to the queue, or is replaced."""
@@ -349,6 +359,7 @@ class WorkerPool:
                     continue
                 if not isinstance(message, RunResult):
                     raise PipeError(f"unexpected {type(message).__name__} during a run")
+                worker.loaded(job.digest)
                 self._queue.put(worker, user)
                 return _within(message, allowed, time_key)
             self._queue.drop(user)
@@ -357,8 +368,7 @@ class WorkerPool:
                 f"compiling the module took longer than {self.compile_grace:g} s (sandbox.yml max_compile_time); "
                 "its worker was killed: raise the key for modules this large"
                 if loading
-                else f"the run passed {allowed:g} s ({time_key}) in a host call; "
-                "its worker was killed"
+                else f"the run passed {allowed:g} s ({time_key}) in a host call; its worker was killed"
             )
             return RunResult("timeout", message=why, duration_ms=round((time.perf_counter() - started) * 1000, 3))
         except PipeError as exc:
