@@ -14,7 +14,7 @@ Now:
 - Waiting is a Future: the API awaits it on the event loop (with `max_worker_wait`, then 503), so no
   thread of the shared pool is held while a run waits for a worker.
 - Among idle workers, a run takes one that already holds its module (`prefers`): loading a large
-  module's artifact costs a worker 0.7 s for 33 MB (issue 18). Only idle workers are chosen this
+  module's artifact costs a worker about 0.6 s for 33 MB (issue 18). Only idle workers are chosen this
   way: a run never waits for a particular worker, and fairness decides who gets a freed one.
 """
 
