@@ -630,9 +630,12 @@ def test_site_logs_are_rotated_past_their_size_and_nginx_writes_anew(web: Web) -
     rotated = web.host.websites.nginx.rotate_logs(max_size=1, keep=2)
     assert f"sites/{web.first}.logs.access.log" in rotated
     assert access.with_name(access.name + ".1").stat().st_size > 0
-    web.https(domain, "/index.html?after")
 
-    def written_anew() -> bool:  # the workers reopen their logs on the master's signal
+    def written_anew() -> bool:
+        # The master reopens on SIGUSR1 and tells its workers, which reopen in their own time: a
+        # request served before that is logged in the rotated file (a CI run once waited on one
+        # such request for 300 s). Readiness is a request logged in the new file.
+        web.https(domain, "/index.html?after")
         return access.exists() and b"after" in access.read_bytes()
 
     wait_until(written_anew)
