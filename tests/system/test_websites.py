@@ -634,12 +634,14 @@ def test_site_logs_are_rotated_past_their_size_and_nginx_writes_anew(web: Web) -
     def written_anew() -> bool:
         # The master reopens on SIGUSR1 and tells its workers, which reopen in their own time: a
         # request served before that is logged in the rotated file (a CI run once waited on one
-        # such request for 300 s). Readiness is a request logged in the new file.
+        # such request for 300 s, another found it there). Readiness is a request in the new file.
         web.https(domain, "/index.html?after")
         return access.exists() and b"after" in access.read_bytes()
 
     wait_until(written_anew)
-    assert b"after" not in access.with_name(access.name + ".1").read_bytes()
+    # What was logged before the rotation stays in the rotated file (which may also hold requests
+    # a worker served before it reopened: nginx's own behaviour, not a lost line).
+    assert b'"GET /index.html HTTP/1.1"' in access.with_name(access.name + ".1").read_bytes()
 
 
 def test_a_tenant_with_sites_is_deleted_even_while_nginx_refuses_the_configuration(web: Web) -> None:
