@@ -204,6 +204,11 @@ def test_a_worker_s_pre_linked_module_is_linked_per_capability_set(engine: wasmt
         (12, []),
         (10, [f"{WASI}.environ_sizes_get"]),
     ]
+    # A module the worker drops takes its links with it (they would keep its compiled code alive).
+    templates.forget(module)
+    assert run(engine, module, CONFIG, granted, env=env, templates=templates).exit_code == 12
+    templates.forget(module)
+    assert not templates._cache
 
 
 def _open_source(path: str) -> str:

@@ -61,6 +61,7 @@ class Templates:
     def instance_pre(self, module: wasmtime.Module, capabilities: Capabilities, http: bool) -> wasmtime.InstancePre:
         """The module linked for these capabilities (`http`: the run can reach the pool's fetcher).
         Raises WasmtimeError for an import nothing provides (the run's instantiation failure)."""
+        # Every capability a stub or host function depends on (network_access is among them).
         key = (id(module), (*(getattr(capabilities, name) for name in NEEDS_CAPABILITY), http))
         cached = self._cache.get(key)
         if cached is not None:
@@ -75,6 +76,11 @@ class Templates:
         if len(self._cache) > self.size:
             self._cache.popitem(last=False)
         return pre
+
+    def forget(self, module: wasmtime.Module) -> None:
+        """Drop the module's links (the worker dropped the module: they must not keep it alive)."""
+        for key in [key for key, (held, _) in self._cache.items() if held is module]:
+            del self._cache[key]
 
 
 def _deny_missing_capabilities(
@@ -146,9 +152,9 @@ def _define_host_functions(
         return
 
     def host_http_get(caller: wasmtime.Caller, url_ptr: int, url_len: int, buf_ptr: int, buf_cap: int) -> int:
-        memory = caller.get("memory")
         if hooks.http_get is None:  # not reachable: a template with `http` is only used by runs that have it
             raise wasmtime.Trap(f"{DENIED}{HOST_MODULE}.http_get needs network_access")
+        memory = caller.get("memory")
         if not isinstance(memory, wasmtime.Memory) or url_len > 8192:
             raise wasmtime.Trap("http_get needs an exported memory and a URL under 8 KiB")
         url = bytes(memory.read(caller, url_ptr, url_ptr + url_len)).decode("utf-8", "replace")

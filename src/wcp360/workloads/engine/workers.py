@@ -130,7 +130,7 @@ def _worker_main(conn: Connection, sandbox_json: str, store: str, compiled: str,
             send_to_pool(conn, Loaded())
         cache[digest] = module
         if len(cache) > MODULE_CACHE:
-            cache.popitem(last=False)
+            templates.forget(cache.popitem(last=False)[1])  # its links would keep it in memory
         return module
 
     def load_from_disk(digest: str) -> wasmtime.Module:
